@@ -1,0 +1,395 @@
+//! The shape of pgfleet's configuration, and the checks a value must pass
+//! beyond its type.
+//!
+//! Every key lives in `config/default.yaml`, which is compiled in as the
+//! lowest layer, so the structs here have no defaults of their own: the file
+//! is the single place a default is written. `load` merges the layers and
+//! says where each bad value came from.
+
+pub mod duration;
+mod load;
+pub mod secret;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, ConfigSources, Problem};
+pub use secret::DatabaseUrl;
+
+/// PostgreSQL's identifier limit (NAMEDATALEN - 1): longer names would be
+/// truncated by the server, and two schemas could silently become one.
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    #[serde(with = "duration")]
+    pub naptime: Duration,
+    pub workers: WorkersSettings,
+    pub restart: RestartSettings,
+    pub shutdown: ShutdownSettings,
+    pub log: LogSettings,
+    pub http: HttpSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: DatabaseUrl,
+    pub pool_size: u32,
+    pub application_name: String,
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersSettings {
+    pub total: u32,
+    #[serde(deserialize_with = "schema_list")]
+    pub schemas: Vec<String>,
+    pub table: String,
+    pub create_schema: bool,
+    pub vacuum_after: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartSettings {
+    pub policy: RestartPolicyKind,
+    #[serde(with = "duration")]
+    pub delay: Duration,
+    #[serde(with = "duration")]
+    pub max_delay: Duration,
+    pub multiplier: f64,
+    #[serde(with = "duration")]
+    pub reset_after: Duration,
+    pub max_restarts: u32,
+    #[serde(with = "duration")]
+    pub window: Duration,
+    pub jitter: f64,
+    pub escalate: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum RestartPolicyKind {
+    Backoff,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    #[serde(with = "duration")]
+    pub grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub level: LogLevel,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub listen: String,
+}
+
+/// Enums read from text, with an error that lists the accepted words
+/// instead of serde's "does not have variant constructor".
+macro_rules! words {
+    ($type:ident { $($variant:ident = $word:literal),+ $(,)? }) => {
+        impl TryFrom<String> for $type {
+            type Error = String;
+            fn try_from(word: String) -> Result<Self, String> {
+                match word.as_str() {
+                    $($word => Ok($type::$variant),)+
+                    _ => Err(format!("expected one of: {}", [$($word),+].join(", "))),
+                }
+            }
+        }
+    };
+}
+
+words!(RestartPolicyKind { Backoff = "backoff", Never = "never" });
+words!(LogLevel { Error = "error", Warn = "warn", Info = "info", Debug = "debug", Trace = "trace" });
+words!(LogFormat { Text = "text", Json = "json" });
+
+/// One schema to fold, and the name its worker goes by in the logs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SchemaTarget {
+    pub schema: String,
+    pub worker: String,
+}
+
+impl Settings {
+    /// The schemas to fold: `workers.schemas` when non-empty, else
+    /// `schema1` .. `schemaN` named `worker 1` .. `worker N` as in worker_spi.
+    pub fn targets(&self) -> Vec<SchemaTarget> {
+        if self.workers.schemas.is_empty() {
+            (1..=self.workers.total)
+                .map(|n| SchemaTarget {
+                    schema: format!("schema{n}"),
+                    worker: format!("worker {n}"),
+                })
+                .collect()
+        } else {
+            self.workers
+                .schemas
+                .iter()
+                .map(|schema| SchemaTarget {
+                    schema: schema.clone(),
+                    worker: schema.clone(),
+                })
+                .collect()
+        }
+    }
+
+    /// Checks that types alone cannot express. Every problem is returned,
+    /// not just the first, so one edit fixes a file.
+    pub fn problems(&self) -> Vec<(&'static str, String, String)> {
+        let mut problems = Vec::new();
+        let mut bad = |key: &'static str, value: String, reason: &str| {
+            problems.push((key, value, reason.to_owned()));
+        };
+        let db = &self.database;
+        if let Err(e) = db.url.expose().parse::<tokio_postgres::Config>() {
+            bad(
+                "database.url",
+                db.url.masked(),
+                &format!("not a PostgreSQL connection URL or key=value string: {e}"),
+            );
+        }
+        if db.pool_size == 0 {
+            bad("database.pool_size", "0".into(), "must be at least 1");
+        }
+        if db.application_name.len() > MAX_IDENTIFIER_BYTES {
+            bad(
+                "database.application_name",
+                db.application_name.clone(),
+                "is longer than 63 bytes; PostgreSQL would truncate it",
+            );
+        }
+        if db.connect_timeout.is_zero() {
+            bad("database.connect_timeout", "0s".into(), "must be longer than 0");
+        }
+        if self.naptime < Duration::from_millis(1) {
+            bad("naptime", duration::format(&self.naptime), "must be at least 1ms");
+        }
+        let workers = &self.workers;
+        if let Err(reason) = check_identifier(&workers.table) {
+            bad("workers.table", workers.table.clone(), &reason);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for schema in &workers.schemas {
+            if let Err(reason) = check_identifier(schema) {
+                bad("workers.schemas", schema.clone(), &reason);
+            } else if !seen.insert(schema) {
+                bad("workers.schemas", schema.clone(), "is listed twice");
+            }
+        }
+        let restart = &self.restart;
+        if restart.delay.is_zero() {
+            bad("restart.delay", "0s".into(), "must be longer than 0");
+        }
+        if restart.max_delay < restart.delay {
+            bad(
+                "restart.max_delay",
+                duration::format(&restart.max_delay),
+                &format!(
+                    "is shorter than restart.delay ({})",
+                    duration::format(&restart.delay)
+                ),
+            );
+        }
+        if !(restart.multiplier.is_finite() && restart.multiplier >= 1.0) {
+            bad(
+                "restart.multiplier",
+                restart.multiplier.to_string(),
+                "must be a number of at least 1.0 (1.0 = fixed delay)",
+            );
+        }
+        if !(0.0..=1.0).contains(&restart.jitter) {
+            bad(
+                "restart.jitter",
+                restart.jitter.to_string(),
+                "must be between 0.0 and 1.0",
+            );
+        }
+        if restart.window.is_zero() {
+            bad("restart.window", "0s".into(), "must be longer than 0");
+        }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<SocketAddr>().is_err() {
+            bad(
+                "http.listen",
+                self.http.listen.clone(),
+                "must be an address such as \"127.0.0.1:9187\" or \"[::]:9187\", or \"\" for none",
+            );
+        }
+        problems
+    }
+
+    /// What differs between two configurations, one "key: old -> new" per
+    /// leaf, with secrets masked: the `changes` of `config_reloaded`.
+    pub fn changes_from(&self, old: &Settings) -> Vec<String> {
+        let (Ok(old), Ok(new)) = (serde_json::to_value(old), serde_json::to_value(self)) else {
+            return vec!["(cannot compare)".into()];
+        };
+        let mut changes = Vec::new();
+        diff_values("", &old, &new, &mut changes);
+        changes
+    }
+}
+
+fn diff_values(path: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(old), Value::Object(new)) => {
+            for (key, new_value) in new {
+                let path = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match old.get(key) {
+                    Some(old_value) => diff_values(&path, old_value, new_value, out),
+                    None => out.push(format!("{path}: (none) -> {new_value}")),
+                }
+            }
+        }
+        _ if old != new => out.push(format!("{path}: {old} -> {new}")),
+        _ => {}
+    }
+}
+
+/// Schema and table names: anything PostgreSQL accepts as a quoted
+/// identifier, which is everything but the empty string, NUL, and more than
+/// 63 bytes.
+pub fn check_identifier(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("is empty; a PostgreSQL name needs 1 to 63 bytes".into())
+    } else if name.len() > MAX_IDENTIFIER_BYTES {
+        Err(format!(
+            "is {} bytes long; PostgreSQL names are at most 63 bytes and a longer one would be truncated",
+            name.len()
+        ))
+    } else if name.contains('\0') {
+        Err("contains a NUL character, which PostgreSQL names cannot".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// `workers.schemas` from YAML is a list; from an environment variable it is
+/// one comma-separated string ("a,b,c", spaces around names trimmed).
+fn schema_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct SchemaList;
+    impl<'de> serde::de::Visitor<'de> for SchemaList {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of schema names, or one comma-separated string of them")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<String>, E> {
+            Ok(text
+                .split(',')
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+                .collect())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut names = Vec::new();
+            while let Some(name) = seq.next_element::<String>()? {
+                names.push(name);
+            }
+            Ok(names)
+        }
+    }
+    deserializer.deserialize_any(SchemaList)
+}
+
+impl LogLevel {
+    pub fn as_slog(self) -> slog::Level {
+        match self {
+            LogLevel::Error => slog::Level::Error,
+            LogLevel::Warn => slog::Level::Warning,
+            LogLevel::Info => slog::Level::Info,
+            LogLevel::Debug => slog::Level::Debug,
+            LogLevel::Trace => slog::Level::Trace,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> Settings {
+        ConfigSources::default().load_without_env().expect("defaults are valid")
+    }
+
+    #[test]
+    fn default_targets_are_worker_spi_schemas() {
+        let targets = defaults().targets();
+        assert_eq!(targets.len(), 2);
+        assert_eq!(targets[1].schema, "schema2");
+        assert_eq!(targets[1].worker, "worker 2");
+    }
+
+    #[test]
+    fn explicit_schemas_replace_total() {
+        let mut settings = defaults();
+        settings.workers.schemas = vec!["Sales".into(), "a\"b".into()];
+        let targets = settings.targets();
+        assert_eq!(targets.len(), 2);
+        assert_eq!(targets[0].worker, "Sales");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut settings = defaults();
+        settings.database.pool_size = 0;
+        settings.restart.jitter = 2.0;
+        settings.workers.schemas = vec!["x".repeat(64), "ok".into(), "ok".into()];
+        let keys: Vec<_> = settings.problems().into_iter().map(|(key, _, _)| key).collect();
+        assert_eq!(
+            keys,
+            ["database.pool_size", "workers.schemas", "workers.schemas", "restart.jitter"]
+        );
+    }
+
+    #[test]
+    fn changes_name_the_keys_and_mask_secrets() {
+        let old = defaults();
+        let mut new = old.clone();
+        new.naptime = Duration::from_secs(1);
+        new.database.url = DatabaseUrl::new("postgres://u:hunter2@h/d");
+        let changes = new.changes_from(&old).join("; ");
+        assert!(changes.contains("naptime: \"10s\" -> \"1s\""), "{changes}");
+        assert!(changes.contains("database.url"), "{changes}");
+        assert!(!changes.contains("hunter2"), "{changes}");
+    }
+}
