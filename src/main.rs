@@ -1,1 +1,91 @@
-fn main() {}
+//! The `pgfleet` binary: read the command line and the configuration, set up
+//! logging and signals, and run the actor system until it stops. Everything
+//! else lives in the `pgfleet-actors` crate.
+
+mod check;
+mod cli;
+mod logging;
+mod signals;
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use clap::Parser;
+use pgfleet_actors::config_actor::ConfigActor;
+use pgfleet_actors::settings::{ConfigSources, Settings};
+use pgfleet_actors::supervisor::Supervisor;
+use slog::{error, info};
+
+/// Bad configuration or usage (clap exits 2 on usage errors too).
+const EXIT_BAD_CONFIG: i32 = 2;
+const EXIT_RUNTIME_FAILURE: i32 = 1;
+
+fn main() {
+    std::process::exit(run(cli::Cli::parse()));
+}
+
+fn run(cli: cli::Cli) -> i32 {
+    let sources = ConfigSources::new(cli.config);
+    let settings = match sources.load() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("pgfleet: {e}");
+            return EXIT_BAD_CONFIG;
+        }
+    };
+    if cli.print_config {
+        return match serde_norway::to_string(&settings) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                0
+            }
+            Err(e) => {
+                eprintln!("pgfleet: cannot print the configuration: {e}");
+                EXIT_RUNTIME_FAILURE
+            }
+        };
+    }
+    if cli.check {
+        return check::run(&settings);
+    }
+    serve(sources, settings)
+}
+
+/// Runs the service until the Supervisor stops the system.
+fn serve(sources: ConfigSources, settings: Settings) -> i32 {
+    let logging = logging::start(&settings.log);
+    let log = logging.log.clone();
+    let settings = Arc::new(settings);
+    info!(log, "pgfleet {} started with {} workers", env!("CARGO_PKG_VERSION"), settings.targets().len();
+        "event" => "service_started", "version" => env!("CARGO_PKG_VERSION"),
+        "workers" => settings.targets().len());
+
+    let system = System::new();
+    let started = system.block_on(async {
+        let supervisor = Supervisor::new(Arc::clone(&settings), log.clone())?.start();
+        let level = logging.level.clone().start();
+        let config = ConfigActor::new(
+            sources,
+            Arc::clone(&settings),
+            vec![level.recipient(), supervisor.clone().recipient()],
+            log.clone(),
+        )
+        .start();
+        signals::forward(config, supervisor, log.clone()).map_err(|e| format!("cannot handle signals: {e}"))
+    });
+    let exit_code = match started.map(|()| system.run_with_code()) {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
+            error!(log, "the actor system failed: {e}"; "event" => "service_failed", "error" => e.to_string());
+            EXIT_RUNTIME_FAILURE
+        }
+        Err(e) => {
+            error!(log, "cannot start: {e}"; "event" => "service_failed", "error" => e.clone());
+            EXIT_RUNTIME_FAILURE
+        }
+    };
+    info!(log, "pgfleet stopped with exit code {exit_code}"; "event" => "service_stopped", "exit_code" => exit_code);
+    drop(log);
+    logging.finish();
+    exit_code
+}

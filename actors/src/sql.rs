@@ -1,0 +1,155 @@
+//! Every statement pgfleet sends, and the quoting that makes any schema name
+//! safe in them.
+//!
+//! Identifiers cannot be bind parameters, so they are always quoted here, in
+//! one place: a schema called `a"b; drop table x` is just a strange name.
+//!
+//! The fold differs from worker_spi's in three ways, each for a reason:
+//! - it deletes deltas only while it holds a lock on a non-NULL total row, so
+//!   deltas are never deleted into nothing (worker_spi loses them when the
+//!   total row is missing, or deleted concurrently);
+//! - it updates the total only when it deleted something, so an idle tick
+//!   writes no row version, no WAL and needs no commit flush;
+//! - it still reads the total, for the log line and the metrics.
+//!
+//! Integer overflow needs no code: `integer + bigint` is assigned back to an
+//! `integer` column, which fails with SQLSTATE 22003 and rolls the whole
+//! statement back.
+
+/// `name` as a quoted PostgreSQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `name` quoted only when PostgreSQL would need it (what worker_spi prints
+/// in its log line, via quote_identifier). Keywords are not detected, so a
+/// schema named `select` is shown bare; the SQL always quotes.
+pub fn display_ident(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_owned()
+    } else {
+        quote_ident(name)
+    }
+}
+
+/// The statements of one schema's counter table, built once per worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSql {
+    pub schema: String,
+    pub table: String,
+    /// `schema.table` as worker_spi's log line shows it.
+    pub display_name: String,
+    /// `"schema"."table"` for to_regclass.
+    pub qualified: String,
+    pub create_schema: String,
+    pub create_table_in_existing_schema: String,
+    pub create_index_in_existing_schema: String,
+    pub fold: String,
+    pub vacuum: String,
+}
+
+/// Serialises schema creation between workers and between pgfleet
+/// instances: (class, hashtext(schema)) as a transaction advisory lock.
+pub const INIT_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('pgfleet.init'), hashtext($1))";
+
+/// $1 = schema name, $2 = quoted qualified table name.
+pub const INIT_PROBE: &str = "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1), \
+     to_regclass($2) IS NOT NULL";
+
+impl TableSql {
+    pub fn new(schema: &str, table: &str) -> Self {
+        let s = quote_ident(schema);
+        let t = quote_ident(table);
+        let index = quote_ident(&format!("{table}_unique_total"));
+        let qualified = format!("{s}.{t}");
+        let columns = "(type text CHECK (type IN ('total', 'delta')), value integer)";
+        TableSql {
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+            display_name: format!("{}.{}", display_ident(schema), display_ident(table)),
+            create_schema: format!(
+                "CREATE SCHEMA {s} CREATE TABLE {t} {columns} \
+                 CREATE UNIQUE INDEX {index} ON {t} (type) WHERE type = 'total'"
+            ),
+            create_table_in_existing_schema: format!("CREATE TABLE IF NOT EXISTS {qualified} {columns}"),
+            create_index_in_existing_schema: format!(
+                "CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {qualified} (type) WHERE type = 'total'"
+            ),
+            fold: format!(
+                "WITH total_row AS (\
+                     SELECT value FROM {qualified} \
+                      WHERE type = 'total' AND value IS NOT NULL \
+                        AND EXISTS (SELECT FROM {qualified} WHERE type = 'delta') \
+                        FOR UPDATE\
+                 ), deleted AS (\
+                     DELETE FROM {qualified} \
+                      WHERE type = 'delta' AND EXISTS (SELECT FROM total_row) \
+                     RETURNING value\
+                 ), folded AS (\
+                     SELECT count(*) AS rows, coalesce(sum(value), 0) AS sum FROM deleted\
+                 ), updated AS (\
+                     UPDATE {qualified} AS counter SET value = counter.value + folded.sum \
+                       FROM folded \
+                      WHERE counter.type = 'total' AND folded.rows > 0 \
+                     RETURNING counter.value\
+                 ), result AS (\
+                     SELECT folded.rows, coalesce(\
+                              (SELECT value FROM updated), \
+                              (SELECT value FROM {qualified} WHERE type = 'total')) AS total \
+                       FROM folded\
+                 ) \
+                 SELECT rows, total, \
+                        CASE WHEN total IS NULL \
+                             THEN (SELECT count(*) FROM {qualified} WHERE type = 'delta') END AS waiting \
+                   FROM result"
+            ),
+            vacuum: format!("VACUUM {qualified}"),
+            qualified,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_every_identifier() {
+        assert_eq!(quote_ident("schema1"), "\"schema1\"");
+        assert_eq!(quote_ident("a\"b; drop table x"), "\"a\"\"b; drop table x\"");
+    }
+
+    #[test]
+    fn displays_like_quote_identifier() {
+        assert_eq!(display_ident("schema1"), "schema1");
+        assert_eq!(display_ident("Sales"), "\"Sales\"");
+        assert_eq!(display_ident("1st"), "\"1st\"");
+        assert_eq!(display_ident("has space"), "\"has space\"");
+    }
+
+    #[test]
+    fn create_statement_is_worker_spis() {
+        let sql = TableSql::new("schema1", "counted");
+        assert_eq!(
+            sql.create_schema,
+            "CREATE SCHEMA \"schema1\" CREATE TABLE \"counted\" \
+             (type text CHECK (type IN ('total', 'delta')), value integer) \
+             CREATE UNIQUE INDEX \"counted_unique_total\" ON \"counted\" (type) WHERE type = 'total'"
+        );
+        assert_eq!(sql.display_name, "schema1.counted");
+    }
+
+    #[test]
+    fn hostile_names_stay_inside_quotes() {
+        let sql = TableSql::new("x\"; DROP TABLE t; --", "counted");
+        assert!(sql.fold.contains("\"x\"\"; DROP TABLE t; --\".\"counted\""));
+        assert!(!sql.fold.contains("\"x\"; DROP"));
+    }
+}

@@ -1,0 +1,375 @@
+//! WorkerActor: one schema's counter, folded every `naptime`.
+//!
+//! Ticks come from `run_interval`, at a phase within the interval that
+//! depends only on the schema name: ten thousand workers spread their folds
+//! evenly instead of queueing on the pool at the same instant, and a
+//! restarted worker keeps its slot. A fold runs as a spawned future with a
+//! busy flag rather than `ctx.wait`, so the mailbox stays responsive: a
+//! tick that arrives while a fold is in flight is skipped and counted, and
+//! a `Stop` can cancel the statement on the server.
+//!
+//! A database error ends the worker with that error; the Supervisor decides
+//! what happens next. The one exception is a pool time-out, which means the
+//! database as a whole is out of reach: that is a skipped tick, not a
+//! reason to restart every worker at once.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::FutureExt;
+use slog::{debug, info, warn, Logger};
+use tokio_postgres::{CancelToken, NoTls};
+
+use crate::db::{self, DbError, FoldOutcome, PgPool};
+use crate::settings::SchemaTarget;
+use crate::sql::TableSql;
+use crate::supervisor::WorkerExited;
+
+/// Why a worker ended.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("the worker panicked: {0}")]
+    Panicked(String),
+}
+
+/// Apply reloaded settings, then fold at once (as worker_spi does on SIGHUP).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reconfigure {
+    pub naptime: Duration,
+    pub vacuum_after: u64,
+    pub pool: PgPool,
+}
+
+/// Stop after the fold in flight, if any; with `cancel_in_flight`, cancel
+/// that statement on the server instead of waiting for it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop {
+    pub cancel_in_flight: bool,
+}
+
+/// Everything a worker is started with.
+pub struct WorkerSpec {
+    pub target: SchemaTarget,
+    pub generation: u64,
+    pub table: String,
+    pub create_schema: bool,
+    pub naptime: Duration,
+    pub vacuum_after: u64,
+    pub pool: PgPool,
+    /// Shared by all workers, so phases are relative to one instant.
+    pub epoch: Instant,
+    pub supervisor: Recipient<WorkerExited>,
+    pub log: Logger,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Initialising,
+    Idle,
+    Busy,
+}
+
+pub struct WorkerActor {
+    spec: WorkerSpec,
+    sql: Arc<TableSql>,
+    state: State,
+    ticker: Option<SpawnHandle>,
+    last_tick: Option<Instant>,
+    busy_since: Option<Instant>,
+    fold_requested: bool,
+    stop_requested: bool,
+    failure: Option<WorkerError>,
+    in_flight: Rc<RefCell<Option<CancelToken>>>,
+    rows_since_vacuum: u64,
+    told_no_total: bool,
+    last_total: Option<i32>,
+    ticks_skipped: u64,
+}
+
+type FoldResult = Result<(FoldOutcome, bool), DbError>;
+
+impl WorkerActor {
+    pub fn new(spec: WorkerSpec) -> Self {
+        let sql = Arc::new(TableSql::new(&spec.target.schema, &spec.table));
+        WorkerActor {
+            spec,
+            sql,
+            state: State::Initialising,
+            ticker: None,
+            last_tick: None,
+            busy_since: None,
+            fold_requested: false,
+            stop_requested: false,
+            failure: None,
+            in_flight: Rc::new(RefCell::new(None)),
+            rows_since_vacuum: 0,
+            told_no_total: false,
+            last_total: None,
+            ticks_skipped: 0,
+        }
+    }
+
+    /// (Re)starts the ticks at this schema's phase of the interval.
+    fn schedule_ticks(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.ticker.take() {
+            ctx.cancel_future(handle);
+        }
+        let naptime = self.spec.naptime;
+        let first = until_next_slot(self.spec.epoch, Instant::now(), naptime, &self.spec.target.schema);
+        self.ticker = Some(ctx.run_later(first, move |worker, ctx| {
+            worker.on_tick(ctx);
+            worker.ticker = Some(ctx.run_interval(naptime, |worker, ctx| worker.on_tick(ctx)));
+        }));
+    }
+
+    fn on_tick(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        // After a stall, run_interval fires every missed tick back to back;
+        // one fold covers them all.
+        if self.last_tick.is_some_and(|last| now.duration_since(last) < self.spec.naptime / 2) {
+            return;
+        }
+        self.last_tick = Some(now);
+        if self.state == State::Busy {
+            self.ticks_skipped += 1;
+            let running_ms = self.busy_since.map_or(0, |since| now.duration_since(since).as_millis() as u64);
+            warn!(self.spec.log, "tick skipped: the previous fold is still running after {running_ms} ms";
+                "event" => "worker_tick_skipped", "reason" => "fold_in_flight",
+                "running_ms" => running_ms, "skipped" => self.ticks_skipped);
+            return;
+        }
+        self.fold(ctx);
+    }
+
+    fn fold(&mut self, ctx: &mut Context<Self>) {
+        self.state = State::Busy;
+        self.busy_since = Some(Instant::now());
+        self.fold_requested = false;
+        let pool = self.spec.pool.clone();
+        let sql = Arc::clone(&self.sql);
+        let in_flight = Rc::clone(&self.in_flight);
+        let vacuum_after = self.spec.vacuum_after;
+        let rows_since_vacuum = self.rows_since_vacuum;
+        let work = async move {
+            let conn = db::connection(&pool).await?;
+            *in_flight.borrow_mut() = Some(conn.cancel_token());
+            let outcome = db::fold(&conn, &sql).await;
+            let vacuumed = match &outcome {
+                Ok(done) if vacuum_after > 0 && rows_since_vacuum + done.folded as u64 >= vacuum_after => {
+                    db::vacuum(&conn, &sql).await.map(|()| true)
+                }
+                _ => Ok(false),
+            };
+            in_flight.borrow_mut().take();
+            Ok((outcome?, vacuumed?))
+        };
+        ctx.spawn(
+            AssertUnwindSafe(work)
+                .catch_unwind()
+                .into_actor(self)
+                .map(|result, worker, ctx| worker.fold_finished(result, ctx)),
+        );
+    }
+
+    fn fold_finished(&mut self, result: Result<FoldResult, Box<dyn Any + Send>>, ctx: &mut Context<Self>) {
+        self.state = State::Idle;
+        self.busy_since = None;
+        match result {
+            Ok(Ok((outcome, vacuumed))) => self.log_fold(outcome, vacuumed),
+            Ok(Err(DbError::PoolTimeout(waited))) => {
+                self.ticks_skipped += 1;
+                warn!(self.spec.log, "tick skipped: no database connection within {waited:?}";
+                    "event" => "worker_tick_skipped", "reason" => "no_connection",
+                    "skipped" => self.ticks_skipped);
+            }
+            Ok(Err(error)) => return self.fail(error.into(), ctx),
+            Err(panic) => return self.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
+        }
+        if self.stop_requested {
+            ctx.stop();
+        } else if self.fold_requested {
+            self.fold(ctx);
+        }
+    }
+
+    fn log_fold(&mut self, outcome: FoldOutcome, vacuumed: bool) {
+        let log = &self.spec.log;
+        self.rows_since_vacuum += outcome.folded as u64;
+        match outcome.total {
+            Some(total) => {
+                self.told_no_total = false;
+                let message = format!(
+                    "{}: count in {} is now {total}",
+                    self.spec.target.worker, self.sql.display_name
+                );
+                if outcome.folded > 0 || self.last_total != Some(total) {
+                    info!(log, "{message}"; "event" => "worker_tick", "total" => total, "folded" => outcome.folded);
+                } else {
+                    debug!(log, "{message}"; "event" => "worker_tick", "total" => total, "folded" => 0);
+                }
+            }
+            None if outcome.waiting > 0 && !self.told_no_total => {
+                self.told_no_total = true;
+                warn!(log, "{} has no total row (or its value is NULL): its {} delta rows are kept, \
+                            and folded once a total row exists", self.sql.display_name, outcome.waiting;
+                    "event" => "worker_no_total", "waiting" => outcome.waiting);
+            }
+            None => {}
+        }
+        self.last_total = outcome.total;
+        if vacuumed {
+            info!(log, "vacuumed {} after folding {} rows since its last vacuum",
+                self.sql.display_name, self.rows_since_vacuum;
+                "event" => "worker_vacuumed", "rows" => self.rows_since_vacuum);
+            self.rows_since_vacuum = 0;
+        }
+    }
+
+    fn fail(&mut self, error: WorkerError, ctx: &mut Context<Self>) {
+        self.failure = Some(error);
+        ctx.stop();
+    }
+}
+
+impl Actor for WorkerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let pool = self.spec.pool.clone();
+        let sql = Arc::clone(&self.sql);
+        let create = self.spec.create_schema;
+        let work = async move { db::initialise(&pool, &sql, create).await };
+        ctx.spawn(AssertUnwindSafe(work).catch_unwind().into_actor(self).map(|result, worker, ctx| {
+            worker.state = State::Idle;
+            match result {
+                Ok(Ok(())) if worker.stop_requested => ctx.stop(),
+                Ok(Ok(())) => {
+                    info!(worker.spec.log, "{} initialized with {}", worker.spec.target.worker, worker.sql.display_name;
+                        "event" => "worker_started");
+                    worker.schedule_ticks(ctx);
+                    if worker.fold_requested {
+                        worker.fold(ctx);
+                    }
+                }
+                // An unreachable database at start is a failure too: the
+                // policy's backoff spaces the attempts.
+                Ok(Err(error)) => worker.fail(error.into(), ctx),
+                Err(panic) => worker.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
+            }
+        }));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.spec.supervisor.do_send(WorkerExited {
+            schema: self.spec.target.schema.clone(),
+            generation: self.spec.generation,
+            failure: self.failure.take(),
+        });
+    }
+}
+
+impl Handler<Reconfigure> for WorkerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reconfigure, ctx: &mut Self::Context) {
+        let naptime_changed = msg.naptime != self.spec.naptime;
+        self.spec.naptime = msg.naptime;
+        self.spec.vacuum_after = msg.vacuum_after;
+        self.spec.pool = msg.pool;
+        if self.state == State::Initialising {
+            // Initialisation schedules with the new settings when it ends.
+            self.fold_requested = true;
+            return;
+        }
+        if naptime_changed {
+            self.last_tick = None;
+            self.schedule_ticks(ctx);
+        }
+        if self.state == State::Busy {
+            self.fold_requested = true;
+        } else {
+            self.fold(ctx);
+        }
+    }
+}
+
+impl Handler<Stop> for WorkerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Stop, ctx: &mut Self::Context) {
+        self.stop_requested = true;
+        if self.state != State::Busy {
+            ctx.stop();
+            return;
+        }
+        if msg.cancel_in_flight {
+            if let Some(token) = self.in_flight.borrow_mut().take() {
+                // The statement is rolled back on the server; dropping the
+                // future alone would leave it running there.
+                actix::spawn(async move {
+                    let _ = token.cancel_query(NoTls).await;
+                });
+            }
+            ctx.stop();
+        }
+    }
+}
+
+/// Time from `now` to this schema's next slot: slots are
+/// `epoch + phase + k * naptime`, the phase a hash of the schema name.
+pub fn until_next_slot(epoch: Instant, now: Instant, naptime: Duration, schema: &str) -> Duration {
+    let period = naptime.as_nanos().max(1);
+    let mut hasher = DefaultHasher::new();
+    schema.hash(&mut hasher);
+    let phase = u128::from(hasher.finish()) % period;
+    let elapsed = now.saturating_duration_since(epoch).as_nanos() % period;
+    let wait = (phase + period - elapsed) % period;
+    Duration::from_nanos(wait as u64)
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_stable_and_within_the_interval() {
+        let epoch = Instant::now();
+        let naptime = Duration::from_secs(10);
+        let first = until_next_slot(epoch, epoch, naptime, "schema1");
+        assert!(first < naptime);
+        // One interval later the same schema waits the same time.
+        let later = until_next_slot(epoch, epoch + naptime, naptime, "schema1");
+        assert_eq!(first, later);
+    }
+
+    #[test]
+    fn slots_spread_schemas_over_the_interval() {
+        let epoch = Instant::now();
+        let naptime = Duration::from_secs(10);
+        let mut buckets = [0usize; 10];
+        for n in 0..10_000 {
+            let wait = until_next_slot(epoch, epoch, naptime, &format!("schema{n}"));
+            buckets[wait.as_secs() as usize] += 1;
+        }
+        assert!(buckets.iter().all(|&count| (800..1200).contains(&count)), "{buckets:?}");
+    }
+}

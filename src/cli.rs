@@ -1,0 +1,27 @@
+//! The command line: what to run, and which configuration files to layer.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// worker_spi's contention-free counters, folded from outside PostgreSQL.
+///
+/// Configuration layers, lowest first: the built-in defaults, each --config
+/// FILE in order, then PGFLEET__<SECTION>__<KEY> environment variables.
+/// SIGHUP reloads them all; SIGTERM or SIGINT stops gracefully.
+#[derive(Debug, Parser)]
+#[command(name = "pgfleet", version, about, long_about)]
+pub struct Cli {
+    /// A YAML file overriding keys of the layers before it (repeatable).
+    #[arg(short, long = "config", value_name = "FILE")]
+    pub config: Vec<PathBuf>,
+
+    /// Validate the configuration and connect once; exit 0 if all is well,
+    /// 2 on bad configuration, 1 if the database cannot be reached.
+    #[arg(long, conflicts_with = "print_config")]
+    pub check: bool,
+
+    /// Print the merged configuration as YAML, passwords masked, and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}

@@ -1,0 +1,5 @@
+//! Integration tests: one test binary, so that all tests share one
+//! throwaway PostgreSQL cluster (see `support::cluster`).
+
+mod harness;
+mod support;
