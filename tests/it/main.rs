@@ -2,4 +2,5 @@
 //! throwaway PostgreSQL cluster (see `support::cluster`).
 
 mod harness;
+mod worker;
 mod support;

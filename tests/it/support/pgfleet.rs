@@ -1,0 +1,282 @@
+//! Runs the real `pgfleet` binary for a test and reads its JSON log.
+//!
+//! Tests wait on conditions (an event in the log, a row in the table), never
+//! on fixed sleeps: [`Pgfleet::wait_for`] and [`eventually`] poll until the
+//! condition holds or a generous deadline passes, and a failure prints the
+//! whole log of the run.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::cluster::TestDb;
+
+/// Long enough for a loaded CI machine; conditions usually hold in
+/// milliseconds.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_pgfleet")
+}
+
+/// A config file in a temp directory that lives as long as the value.
+pub struct ConfigFile {
+    dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl ConfigFile {
+    pub fn new(yaml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for a config file");
+        let path = dir.path().join("pgfleet.yaml");
+        let file = ConfigFile { dir, path };
+        file.write(yaml);
+        file
+    }
+
+    pub fn write(&self, yaml: &str) {
+        std::fs::write(&self.path, yaml).expect("write config file");
+    }
+}
+
+/// Runs `pgfleet ARGS` to completion (for --check, --print-config, bad
+/// configs), with `env` added and no inherited PGFLEET__ variables.
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(binary());
+    command.args(args);
+    clear_pgfleet_env(&mut command);
+    command.envs(env.iter().copied());
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pgfleet");
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().expect("poll pgfleet").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pgfleet {args:?} did not exit within {PATIENCE:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("pgfleet output")
+}
+
+fn clear_pgfleet_env(command: &mut Command) {
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PGFLEET") {
+            command.env_remove(name);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Log {
+    lines: Vec<String>,
+    events: Vec<Value>,
+    closed: bool,
+}
+
+/// A running pgfleet service, logging JSON to a pipe the test reads.
+pub struct Pgfleet {
+    child: Child,
+    log: Arc<(Mutex<Log>, Condvar)>,
+    /// The test's own config file, layered over [`BASE_YAML`].
+    pub config: ConfigFile,
+    _base: ConfigFile,
+}
+
+/// The first config layer of every test run: fast ticks and restarts.
+pub const BASE_YAML: &str = "naptime: 200ms\nrestart:\n  delay: 100ms\n  jitter: 0.0\nshutdown:\n  grace: 5s\n";
+
+impl Pgfleet {
+    /// Starts pgfleet on `db` with `yaml` as --config file over
+    /// [`BASE_YAML`] (JSON logs, the database URL from the environment).
+    pub fn start(db: &TestDb, yaml: &str) -> Self {
+        Self::start_with(db, yaml, &[])
+    }
+
+    pub fn start_with(db: &TestDb, yaml: &str, env: &[(&str, &str)]) -> Self {
+        let base = ConfigFile::new(BASE_YAML);
+        let config = ConfigFile::new(yaml);
+        let url = db.url();
+        let mut command = Command::new(binary());
+        command.arg("--config").arg(&base.path).arg("--config").arg(&config.path);
+        clear_pgfleet_env(&mut command);
+        command
+            .env("PGFLEET__DATABASE__URL", &url)
+            .env("PGFLEET__LOG__FORMAT", "json")
+            .env("PGFLEET__HTTP__LISTEN", "")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start pgfleet");
+        let log = Arc::new((Mutex::new(Log::default()), Condvar::new()));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let reader_log = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let (lock, changed) = &*reader_log;
+                let mut log = lock.lock().expect("log lock");
+                if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                    log.events.push(event);
+                }
+                log.lines.push(line);
+                changed.notify_all();
+            }
+            let (lock, changed) = &*reader_log;
+            lock.lock().expect("log lock").closed = true;
+            changed.notify_all();
+        });
+        let stdout_log = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                stdout_log.0.lock().expect("log lock").lines.push(format!("stdout: {line}"));
+            }
+        });
+        Pgfleet {
+            child,
+            log,
+            config,
+            _base: base,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}) failed", self.pid());
+    }
+
+    /// Rewrites the config file and sends SIGHUP.
+    pub fn reload(&self, yaml: &str) {
+        self.config.write(yaml);
+        self.signal(libc::SIGHUP);
+    }
+
+    /// Waits for the first event (from `skip` on) matching `matches`, and
+    /// returns it with its index.
+    pub fn wait_for_from(&self, skip: usize, what: &str, matches: impl Fn(&Value) -> bool) -> (usize, Value) {
+        let deadline = Instant::now() + PATIENCE;
+        let (lock, changed) = &*self.log;
+        let mut log = lock.lock().expect("log lock");
+        loop {
+            if let Some((index, event)) = log.events.iter().enumerate().skip(skip).find(|(_, e)| matches(e)) {
+                return (index, event.clone());
+            }
+            let now = Instant::now();
+            if log.closed || now > deadline {
+                let why = if log.closed { "pgfleet exited" } else { "timed out" };
+                panic!("{why} waiting for {what}; log:\n{}", log.lines.join("\n"));
+            }
+            log = changed.wait_timeout(log, deadline - now).expect("log lock").0;
+        }
+    }
+
+    pub fn wait_for(&self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for_from(0, what, matches).1
+    }
+
+    /// Waits for an event by name, optionally for one schema.
+    pub fn wait_event(&self, event: &str) -> Value {
+        self.wait_for(event, |e| e["event"] == event)
+    }
+
+    pub fn wait_schema_event(&self, event: &str, schema: &str) -> Value {
+        self.wait_for(&format!("{event} of {schema}"), |e| e["event"] == event && e["schema"] == schema)
+    }
+
+    /// How many events have been logged so far (a mark for `wait_for_from`).
+    pub fn mark(&self) -> usize {
+        self.log.0.lock().expect("log lock").events.len()
+    }
+
+    pub fn events(&self, event: &str) -> Vec<Value> {
+        let log = self.log.0.lock().expect("log lock");
+        log.events.iter().filter(|e| e["event"] == event).cloned().collect()
+    }
+
+    pub fn all_events(&self) -> Vec<Value> {
+        self.log.0.lock().expect("log lock").events.clone()
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.log.0.lock().expect("log lock").lines.clone()
+    }
+
+    /// Waits for the process to exit and for its log to be read to the end.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll pgfleet") {
+                let (lock, changed) = &*self.log;
+                let mut log = lock.lock().expect("log lock");
+                while !log.closed {
+                    log = changed.wait_timeout(log, Duration::from_secs(5)).expect("log lock").0;
+                }
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "pgfleet did not exit within {within:?}; log:\n{}",
+                    self.lines().join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, then the exit status, then the log.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(PATIENCE)
+    }
+}
+
+impl Drop for Pgfleet {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `condition` until it holds; panics with `what` after PATIENCE.
+pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The one bigint the query returns.
+pub fn scalar_i64(db: &TestDb, sql: &str) -> i64 {
+    let mut client = db.client();
+    let row = client.query_one(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    row.get::<_, i64>(0)
+}
+
+pub fn execute(db: &TestDb, sql: &str) {
+    db.client()
+        .batch_execute(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
