@@ -314,14 +314,21 @@ impl Handler<Stop> for WorkerActor {
             return;
         }
         if msg.cancel_in_flight {
-            if let Some(token) = self.in_flight.borrow_mut().take() {
-                // The statement is rolled back on the server; dropping the
-                // future alone would leave it running there.
-                actix::spawn(async move {
-                    let _ = token.cancel_query(NoTls).await;
-                });
+            let token = self.in_flight.borrow_mut().take();
+            match token {
+                // Dropping the future alone would leave the statement running
+                // on the server: send the cancel request, then stop. The
+                // statement is rolled back there, and nothing is lost.
+                Some(token) => {
+                    ctx.spawn(
+                        async move { token.cancel_query(NoTls).await }
+                            .into_actor(self)
+                            .map(|_, _, ctx| ctx.stop()),
+                    );
+                }
+                // Still waiting for a pooled connection: nothing runs yet.
+                None => ctx.stop(),
             }
-            ctx.stop();
         }
     }
 }

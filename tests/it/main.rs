@@ -1,6 +1,10 @@
 //! Integration tests: one test binary, so that all tests share one
 //! throwaway PostgreSQL cluster (see `support::cluster`).
 
+mod cli;
 mod harness;
+mod reload;
+mod shutdown;
+mod supervision;
 mod worker;
 mod support;

@@ -1,0 +1,135 @@
+//! The command line and configuration as a user meets them (SPEC §3, §4):
+//! exit codes, and errors that name the key, the value and the file.
+
+use std::net::TcpListener;
+
+use crate::support::cluster::cluster;
+use crate::support::pgfleet::{run, scalar_i64, ConfigFile};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_and_version() {
+    let help = run(&["--help"], &[]);
+    assert_eq!(help.status.code(), Some(0));
+    let out = text(&help.stdout);
+    for flag in ["--config", "--check", "--print-config", "SIGHUP", "PGFLEET__"] {
+        assert!(out.contains(flag), "--help lacks {flag}:\n{out}");
+    }
+    let version = run(&["--version"], &[]);
+    assert_eq!(version.status.code(), Some(0));
+    assert_eq!(text(&version.stdout).trim(), format!("pgfleet {}", env!("CARGO_PKG_VERSION")));
+    let unknown = run(&["--frobnicate"], &[]);
+    assert_eq!(unknown.status.code(), Some(2), "a usage error exits 2");
+}
+
+#[test]
+fn print_config_merges_layers_in_order_and_masks_passwords() {
+    let first = ConfigFile::new("naptime: 3\nworkers:\n  total: 7\n  table: first\n");
+    let second = ConfigFile::new("workers:\n  table: second\n");
+    let first_path = first.path.to_str().expect("utf-8 path");
+    let second_path = second.path.to_str().expect("utf-8 path");
+    let output = run(
+        &["--config", first_path, "--config", second_path, "--print-config"],
+        &[
+            ("PGFLEET__DATABASE__URL", "postgres://app:hunter2@db.example:5432/app"),
+            ("PGFLEET__WORKERS__VACUUM_AFTER", "0"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let yaml = text(&output.stdout);
+    assert!(!yaml.contains("hunter2"), "password printed:\n{yaml}");
+    assert!(yaml.contains("postgres://app:********@db.example:5432/app"), "{yaml}");
+    assert!(yaml.contains("naptime: 3s"), "bare seconds read as seconds:\n{yaml}");
+    assert!(yaml.contains("total: 7"), "{yaml}");
+    assert!(yaml.contains("table: second"), "later file wins:\n{yaml}");
+    assert!(yaml.contains("vacuum_after: 0"), "environment wins:\n{yaml}");
+    for key in ["pool_size:", "application_name:", "max_restarts:", "grace:", "format:", "listen:"] {
+        assert!(yaml.contains(key), "{key} missing:\n{yaml}");
+    }
+}
+
+/// A bad file: exit 2 before touching the database, the key, value and file
+/// named.
+#[test]
+fn bad_config_exits_2_naming_key_value_and_file() {
+    let db = cluster().create_database();
+    let url = db.url();
+    let cases = [
+        ("workers:\n  totl: 3\n", "workers.totl", "did you mean `workers.total`"),
+        ("workers:\n  total: many\n", "workers.total", "many"),
+        ("naptime: soon\n", "naptime", "soon"),
+        ("restart:\n  policy: sometimes\n", "restart.policy", "backoff, never"),
+        ("restart:\n  jitter: 3\n", "restart.jitter", "between 0.0 and 1.0"),
+        (
+            "workers:\n  schemas: [a_schema_name_that_is_longer_than_sixty_three_bytes_which_postgres_truncates]\n",
+            "workers.schemas",
+            "63 bytes",
+        ),
+        ("database:\n  pool_size: 0\n", "database.pool_size", "at least 1"),
+        ("log:\n  level: loud\n", "log.level", "loud"),
+    ];
+    for (yaml, key, detail) in cases {
+        let file = ConfigFile::new(yaml);
+        let output = run(
+            &["--config", file.path.to_str().expect("utf-8")],
+            &[("PGFLEET__DATABASE__URL", &url)],
+        );
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{yaml:?}: {stderr}");
+        assert!(stderr.contains(&format!("`{key}`")), "{yaml:?} does not name {key}: {stderr}");
+        assert!(stderr.contains(detail), "{yaml:?} lacks {detail:?}: {stderr}");
+        let file_name = file.path.canonicalize().expect("canonical path");
+        assert!(stderr.contains(&file_name.display().to_string()), "{yaml:?} does not name the file: {stderr}");
+    }
+    assert_eq!(
+        scalar_i64(&db, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'schema%'"),
+        0,
+        "a bad config touched the database"
+    );
+}
+
+#[test]
+fn bad_environment_exits_2_naming_the_variable() {
+    let cases = [
+        ("PGFLEET__WORKERS__TOTL", "3", "did you mean `workers.total`"),
+        ("PGFLEET__NAPTIME", "-", "PGFLEET__NAPTIME"),
+        ("PGFLEET_NAPTIME", "5", "did you mean PGFLEET__NAPTIME"),
+        ("PGFLEET__DATABASE__URL", "postgres://u:hunter2@h:notaport/d", "database.url"),
+    ];
+    for (name, value, detail) in cases {
+        let output = run(&["--print-config"], &[(name, value)]);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{name}={value}: {stderr}");
+        assert!(stderr.contains(detail), "{name}={value} lacks {detail:?}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "password in an error: {stderr}");
+    }
+}
+
+#[test]
+fn missing_config_file_exits_2() {
+    let output = run(&["--config", "/nonexistent/pgfleet.yaml"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("/nonexistent/pgfleet.yaml"));
+}
+
+#[test]
+fn check_says_whether_the_database_answers() {
+    let db = cluster().create_database();
+    let ok = run(&["--check"], &[("PGFLEET__DATABASE__URL", &db.url())]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    assert!(text(&ok.stdout).contains("database reachable"), "{}", text(&ok.stdout));
+
+    let closed_port = TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let url = format!("postgres://app:hunter2@127.0.0.1:{closed_port}/postgres");
+    let down = run(&["--check"], &[("PGFLEET__DATABASE__URL", &url)]);
+    let stderr = text(&down.stderr);
+    assert_eq!(down.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot be reached"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    let bad = run(&["--check"], &[("PGFLEET__WORKERS__TOTAL", "x")]);
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -1,0 +1,74 @@
+//! The Supervisor and the restart policy (SPEC §3 `restart.*`), with a
+//! worker made to fail for real: a total that would overflow integer fails
+//! every fold until someone fixes the row.
+
+use crate::support::cluster::cluster;
+use crate::support::pgfleet::{execute, Pgfleet, PATIENCE};
+
+const OVERFLOWING: &str = "INSERT INTO schema1.counted VALUES ('total', 2147483647), ('delta', 1)";
+
+#[test]
+fn backoff_restarts_with_growing_delays_then_gives_up() {
+    let db = cluster().create_database();
+    let pgfleet = Pgfleet::start(
+        &db,
+        "workers:\n  total: 2\nrestart:\n  policy: backoff\n  delay: 100ms\n  multiplier: 2.0\n  max_restarts: 2\n  window: 1m\n",
+    );
+    pgfleet.wait_schema_event("worker_started", "schema1");
+    pgfleet.wait_schema_event("worker_started", "schema2");
+    execute(&db, OVERFLOWING);
+    execute(&db, "INSERT INTO schema2.counted VALUES ('total', 0)");
+
+    let given_up = pgfleet.wait_schema_event("worker_given_up", "schema1");
+    assert!(given_up["reason"].as_str().expect("reason").contains("max_restarts (2)"), "{given_up}");
+    let scheduled = pgfleet.events("worker_restart_scheduled");
+    let plan: Vec<(u64, u64)> = scheduled
+        .iter()
+        .map(|e| (e["attempt"].as_u64().expect("attempt"), e["delay_ms"].as_u64().expect("delay")))
+        .collect();
+    assert_eq!(plan, [(1, 100), (2, 200)]);
+    let restarted: Vec<u64> =
+        pgfleet.events("worker_restarted").iter().map(|e| e["attempt"].as_u64().expect("attempt")).collect();
+    assert_eq!(restarted, [1, 2]);
+    assert_eq!(pgfleet.events("worker_failed").len(), 3);
+
+    // schema2 was never disturbed.
+    execute(&db, "INSERT INTO schema2.counted VALUES ('delta', 5)");
+    pgfleet.wait_for("schema2 folding", |e| e["event"] == "worker_tick" && e["schema"] == "schema2" && e["total"] == 5);
+    assert!(pgfleet.all_events().iter().all(|e| e["schema"] != "schema2" || e["event"] != "worker_failed"));
+
+    // A reload gives the given-up worker another chance.
+    execute(&db, "UPDATE schema1.counted SET value = 0 WHERE type = 'total'");
+    let mark = pgfleet.mark();
+    pgfleet.signal(libc::SIGHUP);
+    pgfleet.wait_for_from(mark, "schema1 started again", |e| e["event"] == "worker_started" && e["schema"] == "schema1");
+    pgfleet.wait_for_from(mark, "schema1 folding again", |e| {
+        e["event"] == "worker_tick" && e["schema"] == "schema1" && e["total"] == 1
+    });
+}
+
+#[test]
+fn policy_never_gives_up_at_the_first_failure() {
+    let db = cluster().create_database();
+    let pgfleet = Pgfleet::start(&db, "workers:\n  total: 1\nrestart:\n  policy: never\n");
+    pgfleet.wait_schema_event("worker_started", "schema1");
+    execute(&db, OVERFLOWING);
+    let given_up = pgfleet.wait_schema_event("worker_given_up", "schema1");
+    assert_eq!(given_up["reason"], "restart.policy is never");
+    assert!(pgfleet.events("worker_restart_scheduled").is_empty());
+}
+
+#[test]
+fn escalate_stops_the_service_with_exit_code_1() {
+    let db = cluster().create_database();
+    let mut pgfleet = Pgfleet::start(&db, "workers:\n  total: 2\nrestart:\n  policy: never\n  escalate: true\n");
+    pgfleet.wait_schema_event("worker_started", "schema1");
+    execute(&db, OVERFLOWING);
+    let status = pgfleet.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(1));
+    let events = pgfleet.all_events();
+    let last = events.last().expect("a last line");
+    assert_eq!(last["event"], "service_stopped");
+    assert_eq!(last["exit_code"], 1);
+    assert!(events.iter().any(|e| e["event"] == "shutdown_started" && e["signal"] == "escalation"));
+}
