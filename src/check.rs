@@ -10,7 +10,10 @@ pub const EXIT_UNREACHABLE: i32 = 1;
 
 /// Connects once and asks the server its version.
 pub fn run(settings: &Settings) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("pgfleet: cannot start the async runtime: {e}");
@@ -24,10 +27,16 @@ pub fn run(settings: &Settings) -> i32 {
             config.connect_timeout(settings.database.connect_timeout);
         }
         config.application_name(&settings.database.application_name);
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| describe(&e))?;
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| describe(&e))?;
         let connection = tokio::spawn(connection);
         let row = tokio::time::timeout(
-            settings.database.connect_timeout.max(Duration::from_secs(1)),
+            settings
+                .database
+                .connect_timeout
+                .max(Duration::from_secs(1)),
             client.query_one("SELECT current_setting('server_version')", &[]),
         )
         .await
@@ -48,7 +57,10 @@ pub fn run(settings: &Settings) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("pgfleet: configuration OK, but the database cannot be reached at {}: {e}", url.masked());
+            eprintln!(
+                "pgfleet: configuration OK, but the database cannot be reached at {}: {e}",
+                url.masked()
+            );
             EXIT_UNREACHABLE
         }
     }

@@ -71,7 +71,8 @@ fn serve(sources: ConfigSources, settings: Settings) -> i32 {
             log.clone(),
         )
         .start();
-        signals::forward(config, supervisor, log.clone()).map_err(|e| format!("cannot handle signals: {e}"))
+        signals::forward(config, supervisor, log.clone())
+            .map_err(|e| format!("cannot handle signals: {e}"))
     });
     let exit_code = match started.map(|()| system.run_with_code()) {
         Ok(Ok(code)) => code,

@@ -15,7 +15,11 @@ use tokio::signal::unix::{signal, SignalKind};
 pub const EXIT_FORCED: i32 = 1;
 
 /// Must run inside the actix system, which owns the signal streams.
-pub fn forward(config: Addr<ConfigActor>, supervisor: Addr<Supervisor>, log: Logger) -> std::io::Result<()> {
+pub fn forward(
+    config: Addr<ConfigActor>,
+    supervisor: Addr<Supervisor>,
+    log: Logger,
+) -> std::io::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;

@@ -170,21 +170,34 @@ pub async fn initialise(pool: &PgPool, sql: &TableSql, create: bool) -> Result<(
 
 /// duplicate_schema, duplicate_table, unique_violation (on pg_namespace).
 fn is_creation_race(text: &str) -> bool {
-    ["42P06", "42P07", "23505"].iter().any(|code| text.contains(code))
+    ["42P06", "42P07", "23505"]
+        .iter()
+        .any(|code| text.contains(code))
 }
 
-async fn initialise_once(conn: &mut PgConnection, sql: &TableSql, create: bool) -> Result<(), DbError> {
+async fn initialise_once(
+    conn: &mut PgConnection,
+    sql: &TableSql,
+    create: bool,
+) -> Result<(), DbError> {
     let pg = |e: tokio_postgres::Error| DbError::from_pg(&e, sql);
     let tx = conn.transaction().await.map_err(pg)?;
     tx.execute(INIT_LOCK, &[&sql.schema]).await.map_err(pg)?;
-    let row = tx.query_one(INIT_PROBE, &[&sql.schema, &sql.qualified]).await.map_err(pg)?;
+    let row = tx
+        .query_one(INIT_PROBE, &[&sql.schema, &sql.qualified])
+        .await
+        .map_err(pg)?;
     let (schema_exists, table_exists): (bool, bool) = (row.get(0), row.get(1));
     match (schema_exists, table_exists, create) {
         (true, true, _) => {}
         (false, _, true) => tx.batch_execute(&sql.create_schema).await.map_err(pg)?,
         (true, false, true) => {
-            tx.batch_execute(&sql.create_table_in_existing_schema).await.map_err(pg)?;
-            tx.batch_execute(&sql.create_index_in_existing_schema).await.map_err(pg)?;
+            tx.batch_execute(&sql.create_table_in_existing_schema)
+                .await
+                .map_err(pg)?;
+            tx.batch_execute(&sql.create_index_in_existing_schema)
+                .await
+                .map_err(pg)?;
         }
         (false, _, false) => {
             return Err(DbError::MissingSchema {
@@ -231,7 +244,10 @@ pub async fn fold(conn: &PgConnection, sql: &TableSql) -> Result<FoldOutcome, Db
     let number = |index: usize| -> Result<Option<i64>, DbError> {
         row.try_get(index)
             .map_err(|e| DbError::UnexpectedReply(e.to_string()))?
-            .map(|text: &str| text.parse::<i64>().map_err(|e| DbError::UnexpectedReply(e.to_string())))
+            .map(|text: &str| {
+                text.parse::<i64>()
+                    .map_err(|e| DbError::UnexpectedReply(e.to_string()))
+            })
             .transpose()
     };
     let total = number(1)?

@@ -17,8 +17,13 @@ use crate::settings::{duration, RestartPolicyKind, RestartSettings};
 pub enum Decision {
     /// Start the worker again after `delay`; `attempt` counts restarts since
     /// the worker last ran healthy for `reset_after`.
-    Restart { attempt: u32, delay: Duration },
-    GiveUp { reason: String },
+    Restart {
+        attempt: u32,
+        delay: Duration,
+    },
+    GiveUp {
+        reason: String,
+    },
 }
 
 /// One worker's failure history.
@@ -103,9 +108,21 @@ mod tests {
         restart
     }
 
-    fn delays(history: &mut RestartHistory, policy: &RestartSettings, start: Instant, n: u64) -> Vec<Decision> {
+    fn delays(
+        history: &mut RestartHistory,
+        policy: &RestartSettings,
+        start: Instant,
+        n: u64,
+    ) -> Vec<Decision> {
         (0..n)
-            .map(|i| history.on_failure(policy, start + Duration::from_secs(i), Duration::from_secs(1), 0.0))
+            .map(|i| {
+                history.on_failure(
+                    policy,
+                    start + Duration::from_secs(i),
+                    Duration::from_secs(1),
+                    0.0,
+                )
+            })
             .collect()
     }
 
@@ -113,7 +130,8 @@ mod tests {
     fn never_gives_up_at_once() {
         let mut policy = policy();
         policy.policy = RestartPolicyKind::Never;
-        let decision = RestartHistory::default().on_failure(&policy, Instant::now(), Duration::ZERO, 0.5);
+        let decision =
+            RestartHistory::default().on_failure(&policy, Instant::now(), Duration::ZERO, 0.5);
         assert!(matches!(decision, Decision::GiveUp { reason } if reason.contains("never")));
     }
 
@@ -121,7 +139,9 @@ mod tests {
     fn backoff_doubles_up_to_the_cap() {
         let mut policy = policy();
         policy.max_restarts = 100;
-        let got: Vec<u64> = (1..=6).map(|a| backoff(&policy, a, 0.0).as_secs()).collect();
+        let got: Vec<u64> = (1..=6)
+            .map(|a| backoff(&policy, a, 0.0).as_secs())
+            .collect();
         assert_eq!(got, [1, 2, 4, 8, 10, 10]);
         policy.multiplier = 1.0;
         assert_eq!(backoff(&policy, 9, 0.0), Duration::from_secs(1));
@@ -165,7 +185,12 @@ mod tests {
         let mut history = RestartHistory::default();
         let start = Instant::now();
         delays(&mut history, &policy, start, 2);
-        let decision = history.on_failure(&policy, start + Duration::from_secs(40), Duration::from_secs(35), 0.0);
+        let decision = history.on_failure(
+            &policy,
+            start + Duration::from_secs(40),
+            Duration::from_secs(35),
+            0.0,
+        );
         assert_eq!(
             decision,
             Decision::Restart {

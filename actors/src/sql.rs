@@ -60,7 +60,8 @@ pub struct TableSql {
 pub const INIT_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('pgfleet.init'), hashtext($1))";
 
 /// $1 = schema name, $2 = quoted qualified table name.
-pub const INIT_PROBE: &str = "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1), \
+pub const INIT_PROBE: &str =
+    "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1), \
      to_regclass($2) IS NOT NULL";
 
 impl TableSql {
@@ -123,7 +124,10 @@ mod tests {
     #[test]
     fn quotes_every_identifier() {
         assert_eq!(quote_ident("schema1"), "\"schema1\"");
-        assert_eq!(quote_ident("a\"b; drop table x"), "\"a\"\"b; drop table x\"");
+        assert_eq!(
+            quote_ident("a\"b; drop table x"),
+            "\"a\"\"b; drop table x\""
+        );
     }
 
     #[test]

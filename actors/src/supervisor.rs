@@ -160,7 +160,9 @@ impl Supervisor {
             return;
         };
         match slot.state {
-            SlotState::Running { addr, generation, .. } => {
+            SlotState::Running {
+                addr, generation, ..
+            } => {
                 addr.do_send(Stop {
                     cancel_in_flight: false,
                 });
@@ -178,18 +180,27 @@ impl Supervisor {
         info!(self.worker_log(target), "{} stopped", target.worker; "event" => "worker_stopped");
     }
 
-    fn on_failure(&mut self, schema: &str, since: Instant, error: WorkerError, ctx: &mut Context<Self>) {
+    fn on_failure(
+        &mut self,
+        schema: &str,
+        since: Instant,
+        error: WorkerError,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(slot) = self.slots.get_mut(schema) else {
             return;
         };
-        let log = self
-            .log
-            .new(o!("worker" => slot.target.worker.clone(), "schema" => slot.target.schema.clone()));
+        let log = self.log.new(
+            o!("worker" => slot.target.worker.clone(), "schema" => slot.target.schema.clone()),
+        );
         let worker = slot.target.worker.clone();
         error!(log, "{worker} failed: {error}"; "event" => "worker_failed", "error" => error.to_string());
-        let decision = slot
-            .history
-            .on_failure(&self.settings.restart, Instant::now(), since.elapsed(), rand::random());
+        let decision = slot.history.on_failure(
+            &self.settings.restart,
+            Instant::now(),
+            since.elapsed(),
+            rand::random(),
+        );
         match decision {
             Decision::Restart { attempt, delay } => {
                 let delay_ms = delay.as_millis() as u64;
@@ -221,11 +232,13 @@ impl Supervisor {
                 // Workers move to the new pool with the Reconfigure below;
                 // the old pool closes when its last connection is returned.
                 Ok(pool) => self.pool = pool,
-                Err(e) => warn!(self.log, "keeping the old connection pool: {e}"; "event" => "pool_rebuild_failed"),
+                Err(e) => {
+                    warn!(self.log, "keeping the old connection pool: {e}"; "event" => "pool_rebuild_failed")
+                }
             }
         }
-        let table_changed =
-            old.workers.table != new.workers.table || old.workers.create_schema != new.workers.create_schema;
+        let table_changed = old.workers.table != new.workers.table
+            || old.workers.create_schema != new.workers.create_schema;
         let desired: BTreeMap<String, SchemaTarget> = new
             .targets()
             .into_iter()
@@ -341,7 +354,9 @@ impl Handler<WorkerExited> for Supervisor {
             return self.finish_shutdown_if_done(ctx);
         }
         let since = match self.slots.get(&msg.schema).map(|slot| &slot.state) {
-            Some(SlotState::Running { generation, since, .. }) if *generation == msg.generation => *since,
+            Some(SlotState::Running {
+                generation, since, ..
+            }) if *generation == msg.generation => *since,
             _ => return, // a worker already replaced
         };
         match msg.failure {

@@ -126,7 +126,12 @@ impl WorkerActor {
             ctx.cancel_future(handle);
         }
         let naptime = self.spec.naptime;
-        let first = until_next_slot(self.spec.epoch, Instant::now(), naptime, &self.spec.target.schema);
+        let first = until_next_slot(
+            self.spec.epoch,
+            Instant::now(),
+            naptime,
+            &self.spec.target.schema,
+        );
         self.ticker = Some(ctx.run_later(first, move |worker, ctx| {
             worker.on_tick(ctx);
             worker.ticker = Some(ctx.run_interval(naptime, |worker, ctx| worker.on_tick(ctx)));
@@ -137,13 +142,18 @@ impl WorkerActor {
         let now = Instant::now();
         // After a stall, run_interval fires every missed tick back to back;
         // one fold covers them all.
-        if self.last_tick.is_some_and(|last| now.duration_since(last) < self.spec.naptime / 2) {
+        if self
+            .last_tick
+            .is_some_and(|last| now.duration_since(last) < self.spec.naptime / 2)
+        {
             return;
         }
         self.last_tick = Some(now);
         if self.state == State::Busy {
             self.ticks_skipped += 1;
-            let running_ms = self.busy_since.map_or(0, |since| now.duration_since(since).as_millis() as u64);
+            let running_ms = self
+                .busy_since
+                .map_or(0, |since| now.duration_since(since).as_millis() as u64);
             warn!(self.spec.log, "tick skipped: the previous fold is still running after {running_ms} ms";
                 "event" => "worker_tick_skipped", "reason" => "fold_in_flight",
                 "running_ms" => running_ms, "skipped" => self.ticks_skipped);
@@ -166,7 +176,10 @@ impl WorkerActor {
             *in_flight.borrow_mut() = Some(conn.cancel_token());
             let outcome = db::fold(&conn, &sql).await;
             let vacuumed = match &outcome {
-                Ok(done) if vacuum_after > 0 && rows_since_vacuum + done.folded as u64 >= vacuum_after => {
+                Ok(done)
+                    if vacuum_after > 0
+                        && rows_since_vacuum + done.folded as u64 >= vacuum_after =>
+                {
                     db::vacuum(&conn, &sql).await.map(|()| true)
                 }
                 _ => Ok(false),
@@ -182,7 +195,11 @@ impl WorkerActor {
         );
     }
 
-    fn fold_finished(&mut self, result: Result<FoldResult, Box<dyn Any + Send>>, ctx: &mut Context<Self>) {
+    fn fold_finished(
+        &mut self,
+        result: Result<FoldResult, Box<dyn Any + Send>>,
+        ctx: &mut Context<Self>,
+    ) {
         self.state = State::Idle;
         self.busy_since = None;
         match result {
@@ -377,6 +394,9 @@ mod tests {
             let wait = until_next_slot(epoch, epoch, naptime, &format!("schema{n}"));
             buckets[wait.as_secs() as usize] += 1;
         }
-        assert!(buckets.iter().all(|&count| (800..1200).contains(&count)), "{buckets:?}");
+        assert!(
+            buckets.iter().all(|&count| (800..1200).contains(&count)),
+            "{buckets:?}"
+        );
     }
 }

@@ -15,12 +15,21 @@ fn help_and_version() {
     let help = run(&["--help"], &[]);
     assert_eq!(help.status.code(), Some(0));
     let out = text(&help.stdout);
-    for flag in ["--config", "--check", "--print-config", "SIGHUP", "PGFLEET__"] {
+    for flag in [
+        "--config",
+        "--check",
+        "--print-config",
+        "SIGHUP",
+        "PGFLEET__",
+    ] {
         assert!(out.contains(flag), "--help lacks {flag}:\n{out}");
     }
     let version = run(&["--version"], &[]);
     assert_eq!(version.status.code(), Some(0));
-    assert_eq!(text(&version.stdout).trim(), format!("pgfleet {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        text(&version.stdout).trim(),
+        format!("pgfleet {}", env!("CARGO_PKG_VERSION"))
+    );
     let unknown = run(&["--frobnicate"], &[]);
     assert_eq!(unknown.status.code(), Some(2), "a usage error exits 2");
 }
@@ -32,21 +41,46 @@ fn print_config_merges_layers_in_order_and_masks_passwords() {
     let first_path = first.path.to_str().expect("utf-8 path");
     let second_path = second.path.to_str().expect("utf-8 path");
     let output = run(
-        &["--config", first_path, "--config", second_path, "--print-config"],
         &[
-            ("PGFLEET__DATABASE__URL", "postgres://app:hunter2@db.example:5432/app"),
+            "--config",
+            first_path,
+            "--config",
+            second_path,
+            "--print-config",
+        ],
+        &[
+            (
+                "PGFLEET__DATABASE__URL",
+                "postgres://app:hunter2@db.example:5432/app",
+            ),
             ("PGFLEET__WORKERS__VACUUM_AFTER", "0"),
         ],
     );
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let yaml = text(&output.stdout);
     assert!(!yaml.contains("hunter2"), "password printed:\n{yaml}");
-    assert!(yaml.contains("postgres://app:********@db.example:5432/app"), "{yaml}");
-    assert!(yaml.contains("naptime: 3s"), "bare seconds read as seconds:\n{yaml}");
+    assert!(
+        yaml.contains("postgres://app:********@db.example:5432/app"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("naptime: 3s"),
+        "bare seconds read as seconds:\n{yaml}"
+    );
     assert!(yaml.contains("total: 7"), "{yaml}");
     assert!(yaml.contains("table: second"), "later file wins:\n{yaml}");
-    assert!(yaml.contains("vacuum_after: 0"), "environment wins:\n{yaml}");
-    for key in ["pool_size:", "application_name:", "max_restarts:", "grace:", "format:", "listen:"] {
+    assert!(
+        yaml.contains("vacuum_after: 0"),
+        "environment wins:\n{yaml}"
+    );
+    for key in [
+        "pool_size:",
+        "application_name:",
+        "max_restarts:",
+        "grace:",
+        "format:",
+        "listen:",
+    ] {
         assert!(yaml.contains(key), "{key} missing:\n{yaml}");
     }
 }
@@ -79,13 +113,25 @@ fn bad_config_exits_2_naming_key_value_and_file() {
         );
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{yaml:?}: {stderr}");
-        assert!(stderr.contains(&format!("`{key}`")), "{yaml:?} does not name {key}: {stderr}");
-        assert!(stderr.contains(detail), "{yaml:?} lacks {detail:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("`{key}`")),
+            "{yaml:?} does not name {key}: {stderr}"
+        );
+        assert!(
+            stderr.contains(detail),
+            "{yaml:?} lacks {detail:?}: {stderr}"
+        );
         let file_name = file.path.canonicalize().expect("canonical path");
-        assert!(stderr.contains(&file_name.display().to_string()), "{yaml:?} does not name the file: {stderr}");
+        assert!(
+            stderr.contains(&file_name.display().to_string()),
+            "{yaml:?} does not name the file: {stderr}"
+        );
     }
     assert_eq!(
-        scalar_i64(&db, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'schema%'"),
+        scalar_i64(
+            &db,
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'schema%'"
+        ),
         0,
         "a bad config touched the database"
     );
@@ -94,17 +140,31 @@ fn bad_config_exits_2_naming_key_value_and_file() {
 #[test]
 fn bad_environment_exits_2_naming_the_variable() {
     let cases = [
-        ("PGFLEET__WORKERS__TOTL", "3", "did you mean `workers.total`"),
+        (
+            "PGFLEET__WORKERS__TOTL",
+            "3",
+            "did you mean `workers.total`",
+        ),
         ("PGFLEET__NAPTIME", "-", "PGFLEET__NAPTIME"),
         ("PGFLEET_NAPTIME", "5", "did you mean PGFLEET__NAPTIME"),
-        ("PGFLEET__DATABASE__URL", "postgres://u:hunter2@h:notaport/d", "database.url"),
+        (
+            "PGFLEET__DATABASE__URL",
+            "postgres://u:hunter2@h:notaport/d",
+            "database.url",
+        ),
     ];
     for (name, value, detail) in cases {
         let output = run(&["--print-config"], &[(name, value)]);
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{name}={value}: {stderr}");
-        assert!(stderr.contains(detail), "{name}={value} lacks {detail:?}: {stderr}");
-        assert!(!stderr.contains("hunter2"), "password in an error: {stderr}");
+        assert!(
+            stderr.contains(detail),
+            "{name}={value} lacks {detail:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("hunter2"),
+            "password in an error: {stderr}"
+        );
     }
 }
 
@@ -120,9 +180,17 @@ fn check_says_whether_the_database_answers() {
     let db = cluster().create_database();
     let ok = run(&["--check"], &[("PGFLEET__DATABASE__URL", &db.url())]);
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
-    assert!(text(&ok.stdout).contains("database reachable"), "{}", text(&ok.stdout));
+    assert!(
+        text(&ok.stdout).contains("database reachable"),
+        "{}",
+        text(&ok.stdout)
+    );
 
-    let closed_port = TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let closed_port = TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
     let url = format!("postgres://app:hunter2@127.0.0.1:{closed_port}/postgres");
     let down = run(&["--check"], &[("PGFLEET__DATABASE__URL", &url)]);
     let stderr = text(&down.stderr);

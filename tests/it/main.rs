@@ -3,8 +3,10 @@
 
 mod cli;
 mod harness;
+mod invariant;
+mod logs;
 mod reload;
 mod shutdown;
 mod supervision;
-mod worker;
 mod support;
+mod worker;

@@ -13,7 +13,9 @@ fn assert_clean_stop(pgfleet: &Pgfleet, signal: &str, workers: usize) {
     let last = events.last().expect("a last line");
     assert_eq!(last["event"], "service_stopped", "last line: {last}");
     assert_eq!(last["exit_code"], 0);
-    assert!(events.iter().any(|e| e["event"] == "shutdown_started" && e["signal"] == signal));
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "shutdown_started" && e["signal"] == signal));
     assert_eq!(pgfleet.events("worker_stopped").len(), workers);
 }
 
@@ -60,11 +62,18 @@ fn a_stuck_fold_is_cancelled_after_the_grace_period() {
     let db = cluster().create_database();
     let mut pgfleet = Pgfleet::start(&db, "workers:\n  total: 1\nshutdown:\n  grace: 1s\n");
     pgfleet.wait_schema_event("worker_started", "schema1");
-    execute(&db, "INSERT INTO schema1.counted VALUES ('total', 0), ('delta', 1)");
-    pgfleet.wait_for("the first fold", |e| e["event"] == "worker_tick" && e["total"] == 1);
+    execute(
+        &db,
+        "INSERT INTO schema1.counted VALUES ('total', 0), ('delta', 1)",
+    );
+    pgfleet.wait_for("the first fold", |e| {
+        e["event"] == "worker_tick" && e["total"] == 1
+    });
     // Even an idle fold reads the table, so it waits on the lock.
     let _lock = lock_table(&db);
-    eventually("the fold waits on the lock", || pgfleet_waiting_on_lock(&db) == 1);
+    eventually("the fold waits on the lock", || {
+        pgfleet_waiting_on_lock(&db) == 1
+    });
     let skipped = pgfleet.wait_event("worker_tick_skipped");
     assert_eq!(skipped["reason"], "fold_in_flight");
 
@@ -73,11 +82,19 @@ fn a_stuck_fold_is_cancelled_after_the_grace_period() {
     let status = pgfleet.wait_exit(PATIENCE);
     let took = asked.elapsed();
     assert_eq!(status.code(), Some(0));
-    assert!(took >= Duration::from_secs(1), "did not wait for the grace period: {took:?}");
-    assert!(took < Duration::from_secs(4), "took {took:?} for a 1s grace");
+    assert!(
+        took >= Duration::from_secs(1),
+        "did not wait for the grace period: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "took {took:?} for a 1s grace"
+    );
     assert!(!pgfleet.events("shutdown_cancelling").is_empty());
     assert_clean_stop(&pgfleet, "SIGTERM", 1);
-    eventually("the statement is cancelled on the server", || pgfleet_waiting_on_lock(&db) == 0);
+    eventually("the statement is cancelled on the server", || {
+        pgfleet_waiting_on_lock(&db) == 0
+    });
 }
 
 #[test]
@@ -88,15 +105,24 @@ fn a_second_signal_exits_at_once() {
     execute(&db, "INSERT INTO schema1.counted VALUES ('total', 0)");
     // Even an idle fold reads the table, so it waits on the lock.
     let _lock = lock_table(&db);
-    eventually("the fold waits on the lock", || pgfleet_waiting_on_lock(&db) == 1);
+    eventually("the fold waits on the lock", || {
+        pgfleet_waiting_on_lock(&db) == 1
+    });
     pgfleet.signal(libc::SIGTERM);
     pgfleet.wait_event("shutdown_started");
     let asked = Instant::now();
     pgfleet.signal(libc::SIGTERM);
     let status = pgfleet.wait_exit(PATIENCE);
-    assert!(asked.elapsed() < Duration::from_secs(5), "took {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        asked.elapsed()
+    );
     assert_eq!(status.code(), Some(1));
     let events = pgfleet.all_events();
-    assert_eq!(events.last().expect("last line")["event"], "service_stopped");
+    assert_eq!(
+        events.last().expect("last line")["event"],
+        "service_stopped"
+    );
     assert!(events.iter().any(|e| e["event"] == "shutdown_forced"));
 }

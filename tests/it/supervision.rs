@@ -20,28 +20,52 @@ fn backoff_restarts_with_growing_delays_then_gives_up() {
     execute(&db, "INSERT INTO schema2.counted VALUES ('total', 0)");
 
     let given_up = pgfleet.wait_schema_event("worker_given_up", "schema1");
-    assert!(given_up["reason"].as_str().expect("reason").contains("max_restarts (2)"), "{given_up}");
+    assert!(
+        given_up["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("max_restarts (2)"),
+        "{given_up}"
+    );
     let scheduled = pgfleet.events("worker_restart_scheduled");
     let plan: Vec<(u64, u64)> = scheduled
         .iter()
-        .map(|e| (e["attempt"].as_u64().expect("attempt"), e["delay_ms"].as_u64().expect("delay")))
+        .map(|e| {
+            (
+                e["attempt"].as_u64().expect("attempt"),
+                e["delay_ms"].as_u64().expect("delay"),
+            )
+        })
         .collect();
     assert_eq!(plan, [(1, 100), (2, 200)]);
-    let restarted: Vec<u64> =
-        pgfleet.events("worker_restarted").iter().map(|e| e["attempt"].as_u64().expect("attempt")).collect();
+    let restarted: Vec<u64> = pgfleet
+        .events("worker_restarted")
+        .iter()
+        .map(|e| e["attempt"].as_u64().expect("attempt"))
+        .collect();
     assert_eq!(restarted, [1, 2]);
     assert_eq!(pgfleet.events("worker_failed").len(), 3);
 
     // schema2 was never disturbed.
     execute(&db, "INSERT INTO schema2.counted VALUES ('delta', 5)");
-    pgfleet.wait_for("schema2 folding", |e| e["event"] == "worker_tick" && e["schema"] == "schema2" && e["total"] == 5);
-    assert!(pgfleet.all_events().iter().all(|e| e["schema"] != "schema2" || e["event"] != "worker_failed"));
+    pgfleet.wait_for("schema2 folding", |e| {
+        e["event"] == "worker_tick" && e["schema"] == "schema2" && e["total"] == 5
+    });
+    assert!(pgfleet
+        .all_events()
+        .iter()
+        .all(|e| e["schema"] != "schema2" || e["event"] != "worker_failed"));
 
     // A reload gives the given-up worker another chance.
-    execute(&db, "UPDATE schema1.counted SET value = 0 WHERE type = 'total'");
+    execute(
+        &db,
+        "UPDATE schema1.counted SET value = 0 WHERE type = 'total'",
+    );
     let mark = pgfleet.mark();
     pgfleet.signal(libc::SIGHUP);
-    pgfleet.wait_for_from(mark, "schema1 started again", |e| e["event"] == "worker_started" && e["schema"] == "schema1");
+    pgfleet.wait_for_from(mark, "schema1 started again", |e| {
+        e["event"] == "worker_started" && e["schema"] == "schema1"
+    });
     pgfleet.wait_for_from(mark, "schema1 folding again", |e| {
         e["event"] == "worker_tick" && e["schema"] == "schema1" && e["total"] == 1
     });
@@ -61,7 +85,10 @@ fn policy_never_gives_up_at_the_first_failure() {
 #[test]
 fn escalate_stops_the_service_with_exit_code_1() {
     let db = cluster().create_database();
-    let mut pgfleet = Pgfleet::start(&db, "workers:\n  total: 2\nrestart:\n  policy: never\n  escalate: true\n");
+    let mut pgfleet = Pgfleet::start(
+        &db,
+        "workers:\n  total: 2\nrestart:\n  policy: never\n  escalate: true\n",
+    );
     pgfleet.wait_schema_event("worker_started", "schema1");
     execute(&db, OVERFLOWING);
     let status = pgfleet.wait_exit(PATIENCE);
@@ -70,5 +97,7 @@ fn escalate_stops_the_service_with_exit_code_1() {
     let last = events.last().expect("a last line");
     assert_eq!(last["event"], "service_stopped");
     assert_eq!(last["exit_code"], 1);
-    assert!(events.iter().any(|e| e["event"] == "shutdown_started" && e["signal"] == "escalation"));
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "shutdown_started" && e["signal"] == "escalation"));
 }

@@ -93,9 +93,14 @@ impl ConfigSources {
             .cloned()
             .collect();
 
-        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS_YAML, FileFormat::Yaml));
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULTS_YAML, FileFormat::Yaml));
         for path in &self.files {
-            builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Yaml).required(true));
+            builder = builder.add_source(
+                File::from(path.as_path())
+                    .format(FileFormat::Yaml)
+                    .required(true),
+            );
         }
         let merged = builder
             .add_source(
@@ -136,7 +141,10 @@ impl ConfigSources {
 
 fn unreadable_message(error: config::ConfigError) -> String {
     match error {
-        config::ConfigError::FileParse { uri: Some(uri), cause } => {
+        config::ConfigError::FileParse {
+            uri: Some(uri),
+            cause,
+        } => {
             format!("cannot parse config file {uri}: {cause}")
         }
         config::ConfigError::FileParse { uri: None, cause } => {
@@ -204,7 +212,10 @@ fn unknown_keys(merged: &Config) -> Result<Vec<Problem>, ConfigError> {
         .filter(|(key, _)| {
             // A value below a known leaf (`workers.schemas.x`) is a type
             // error, reported by deserialisation with a better message.
-            !known.contains(key) && !known.iter().any(|leaf| key.starts_with(&format!("{leaf}.")))
+            !known.contains(key)
+                && !known
+                    .iter()
+                    .any(|leaf| key.starts_with(&format!("{leaf}.")))
         })
         .map(|(key, value)| {
             let section = format!("{key}.");
@@ -295,7 +306,8 @@ fn problem_from_config_error(merged: &Config, error: config::ConfigError) -> Pro
             key,
         } => {
             let key = key.unwrap_or_else(|| "?".into());
-            let value = value_at(merged, &key).map_or_else(|| unexpected.to_string(), |v| v.to_string());
+            let value =
+                value_at(merged, &key).map_or_else(|| unexpected.to_string(), |v| v.to_string());
             Problem {
                 origin: describe_origin(origin.as_deref(), &key),
                 value: Some(mask_if_secret(&key, value)),
@@ -340,7 +352,10 @@ mod tests {
     use std::io::Write;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn yaml_file(text: &str) -> tempfile_path::TempPath {
@@ -397,7 +412,10 @@ mod tests {
         assert_eq!(settings.workers.total, 5);
         assert_eq!(settings.workers.table, "hits");
         let from_env = sources
-            .load_with_env(&env(&[("PGFLEET__NAPTIME", "7"), ("PGFLEET__WORKERS__SCHEMAS", "a, b")]))
+            .load_with_env(&env(&[
+                ("PGFLEET__NAPTIME", "7"),
+                ("PGFLEET__WORKERS__SCHEMAS", "a, b"),
+            ]))
             .expect("valid");
         assert_eq!(from_env.naptime, std::time::Duration::from_secs(7));
         assert_eq!(from_env.workers.schemas, ["a", "b"]);
@@ -409,19 +427,36 @@ mod tests {
         let found = problems(ConfigSources::new(vec![file.0.clone()]).load_without_env());
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].key, "workers.totl");
-        assert!(found[0].origin.contains(&file.0.display().to_string()), "{:?}", found[0]);
-        assert!(found[0].reason.contains("did you mean `workers.total`"), "{:?}", found[0]);
+        assert!(
+            found[0].origin.contains(&file.0.display().to_string()),
+            "{:?}",
+            found[0]
+        );
+        assert!(
+            found[0].reason.contains("did you mean `workers.total`"),
+            "{:?}",
+            found[0]
+        );
     }
 
     #[test]
     fn unknown_environment_keys_name_the_variable() {
         let found = problems(
-            ConfigSources::default().load_with_env(&env(&[("PGFLEET__DATABASE_URL", "postgres://x")])),
+            ConfigSources::default()
+                .load_with_env(&env(&[("PGFLEET__DATABASE_URL", "postgres://x")])),
         );
-        assert_eq!(found[0].origin, "environment variable PGFLEET__DATABASE_URL");
+        assert_eq!(
+            found[0].origin,
+            "environment variable PGFLEET__DATABASE_URL"
+        );
         assert!(found[0].reason.contains("`database.url`"), "{:?}", found[0]);
-        let found = problems(ConfigSources::default().load_with_env(&env(&[("PGFLEET_NAPTIME", "5")])));
-        assert!(found[0].reason.contains("PGFLEET__NAPTIME"), "{:?}", found[0]);
+        let found =
+            problems(ConfigSources::default().load_with_env(&env(&[("PGFLEET_NAPTIME", "5")])));
+        assert!(
+            found[0].reason.contains("PGFLEET__NAPTIME"),
+            "{:?}",
+            found[0]
+        );
     }
 
     #[test]
@@ -433,7 +468,8 @@ mod tests {
         assert!(text.contains("two"), "{text}");
         assert!(text.contains(&file.0.display().to_string()), "{text}");
 
-        let found = problems(ConfigSources::default().load_with_env(&env(&[("PGFLEET__NAPTIME", "soon")])));
+        let found =
+            problems(ConfigSources::default().load_with_env(&env(&[("PGFLEET__NAPTIME", "soon")])));
         let text = found[0].to_string();
         assert!(text.contains("naptime") && text.contains("soon"), "{text}");
         assert!(text.contains("PGFLEET__NAPTIME"), "{text}");
@@ -441,20 +477,33 @@ mod tests {
         let file = yaml_file("restart:\n  jitter: 1.5\n  multiplier: 0.5\n");
         let found = problems(ConfigSources::new(vec![file.0.clone()]).load_without_env());
         assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found.iter().all(|p| p.origin.contains(&file.0.display().to_string())));
+        assert!(found
+            .iter()
+            .all(|p| p.origin.contains(&file.0.display().to_string())));
 
         let file = yaml_file("log:\n  level: verbose\n");
-        let text = problems(ConfigSources::new(vec![file.0.clone()]).load_without_env())[0].to_string();
-        assert!(text.contains("log.level") && text.contains("verbose"), "{text}");
+        let text =
+            problems(ConfigSources::new(vec![file.0.clone()]).load_without_env())[0].to_string();
+        assert!(
+            text.contains("log.level") && text.contains("verbose"),
+            "{text}"
+        );
     }
 
     #[test]
     fn missing_and_broken_files_are_named() {
-        let missing = ConfigSources::new(vec!["/nonexistent/pgfleet.yaml".into()]).load_without_env();
-        assert!(matches!(&missing, Err(ConfigError::Unreadable(m)) if m.contains("/nonexistent/pgfleet.yaml")), "{missing:?}");
+        let missing =
+            ConfigSources::new(vec!["/nonexistent/pgfleet.yaml".into()]).load_without_env();
+        assert!(
+            matches!(&missing, Err(ConfigError::Unreadable(m)) if m.contains("/nonexistent/pgfleet.yaml")),
+            "{missing:?}"
+        );
         let broken = yaml_file("naptime: [\n");
         let result = ConfigSources::new(vec![broken.0.clone()]).load_without_env();
-        assert!(matches!(&result, Err(ConfigError::Unreadable(m)) if m.contains(&broken.0.display().to_string())), "{result:?}");
+        assert!(
+            matches!(&result, Err(ConfigError::Unreadable(m)) if m.contains(&broken.0.display().to_string())),
+            "{result:?}"
+        );
     }
 
     #[test]
@@ -462,7 +511,10 @@ mod tests {
         let file = yaml_file("database:\n  url: 42\n  pool_size: -1\n");
         let _ = problems(ConfigSources::new(vec![file.0.clone()]).load_without_env());
         let file = yaml_file("database:\n  url: \"postgres://u:hunter2@h:notaport/d\"\n");
-        let text = ConfigSources::new(vec![file.0.clone()]).load_without_env().unwrap_err().to_string();
+        let text = ConfigSources::new(vec![file.0.clone()])
+            .load_without_env()
+            .unwrap_err()
+            .to_string();
         assert!(text.contains("database.url"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
     }

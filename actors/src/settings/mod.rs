@@ -194,10 +194,18 @@ impl Settings {
             );
         }
         if db.connect_timeout.is_zero() {
-            bad("database.connect_timeout", "0s".into(), "must be longer than 0");
+            bad(
+                "database.connect_timeout",
+                "0s".into(),
+                "must be longer than 0",
+            );
         }
         if self.naptime < Duration::from_millis(1) {
-            bad("naptime", duration::format(&self.naptime), "must be at least 1ms");
+            bad(
+                "naptime",
+                duration::format(&self.naptime),
+                "must be at least 1ms",
+            );
         }
         let workers = &self.workers;
         if let Err(reason) = check_identifier(&workers.table) {
@@ -255,16 +263,29 @@ impl Settings {
     /// What differs between two configurations, one "key: old -> new" per
     /// leaf, with secrets masked: the `changes` of `config_reloaded`.
     pub fn changes_from(&self, old: &Settings) -> Vec<String> {
-        let (Ok(old), Ok(new)) = (serde_json::to_value(old), serde_json::to_value(self)) else {
+        let (Ok(old_value), Ok(new_value)) =
+            (serde_json::to_value(old), serde_json::to_value(self))
+        else {
             return vec!["(cannot compare)".into()];
         };
         let mut changes = Vec::new();
-        diff_values("", &old, &new, &mut changes);
+        diff_values("", &old_value, &new_value, &mut changes);
+        // Masked, two URLs that differ only in their password look equal.
+        if self.database.url != old.database.url
+            && !changes.iter().any(|c| c.starts_with("database.url"))
+        {
+            changes.push("database.url: password changed".into());
+        }
         changes
     }
 }
 
-fn diff_values(path: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<String>) {
+fn diff_values(
+    path: &str,
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
     use serde_json::Value;
     match (old, new) {
         (Value::Object(old), Value::Object(new)) => {
@@ -320,7 +341,10 @@ fn schema_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<
                 .map(str::to_owned)
                 .collect())
         }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
             let mut names = Vec::new();
             while let Some(name) = seq.next_element::<String>()? {
                 names.push(name);
@@ -348,7 +372,9 @@ mod tests {
     use super::*;
 
     fn defaults() -> Settings {
-        ConfigSources::default().load_without_env().expect("defaults are valid")
+        ConfigSources::default()
+            .load_without_env()
+            .expect("defaults are valid")
     }
 
     #[test]
@@ -374,10 +400,19 @@ mod tests {
         settings.database.pool_size = 0;
         settings.restart.jitter = 2.0;
         settings.workers.schemas = vec!["x".repeat(64), "ok".into(), "ok".into()];
-        let keys: Vec<_> = settings.problems().into_iter().map(|(key, _, _)| key).collect();
+        let keys: Vec<_> = settings
+            .problems()
+            .into_iter()
+            .map(|(key, _, _)| key)
+            .collect();
         assert_eq!(
             keys,
-            ["database.pool_size", "workers.schemas", "workers.schemas", "restart.jitter"]
+            [
+                "database.pool_size",
+                "workers.schemas",
+                "workers.schemas",
+                "restart.jitter"
+            ]
         );
     }
 
@@ -391,5 +426,8 @@ mod tests {
         assert!(changes.contains("naptime: \"10s\" -> \"1s\""), "{changes}");
         assert!(changes.contains("database.url"), "{changes}");
         assert!(!changes.contains("hunter2"), "{changes}");
+        let mut newer = new.clone();
+        newer.database.url = DatabaseUrl::new("postgres://u:other@h/d");
+        assert_eq!(newer.changes_from(&new), ["database.url: password changed"]);
     }
 }

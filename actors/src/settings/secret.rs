@@ -187,7 +187,10 @@ mod tests {
             mask_password("postgres://db/app?user=bob&password=s3cret&sslmode=require"),
             format!("postgres://db/app?user=bob&password={MASK}&sslmode=require")
         );
-        assert_eq!(mask_password("postgres://bob@db/app"), "postgres://bob@db/app");
+        assert_eq!(
+            mask_password("postgres://bob@db/app"),
+            "postgres://bob@db/app"
+        );
     }
 
     #[test]
@@ -200,7 +203,10 @@ mod tests {
             mask_password("host=db password = 'it\\'s a secret' user=bob"),
             format!("host=db password={MASK} user=bob")
         );
-        assert_eq!(mask_password("host=db user=password"), "host=db user=password");
+        assert_eq!(
+            mask_password("host=db user=password"),
+            "host=db user=password"
+        );
     }
 
     #[test]

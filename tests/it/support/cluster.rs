@@ -287,6 +287,7 @@ impl Cluster {
 }
 
 /// A database of the test cluster, owned by one test.
+#[derive(Clone)]
 pub struct TestDb {
     pub name: String,
     pub port: u16,

@@ -95,7 +95,8 @@ pub struct Pgfleet {
 }
 
 /// The first config layer of every test run: fast ticks and restarts.
-pub const BASE_YAML: &str = "naptime: 200ms\nrestart:\n  delay: 100ms\n  jitter: 0.0\nshutdown:\n  grace: 5s\n";
+pub const BASE_YAML: &str =
+    "naptime: 200ms\nrestart:\n  delay: 100ms\n  jitter: 0.0\nshutdown:\n  grace: 5s\n";
 
 impl Pgfleet {
     /// Starts pgfleet on `db` with `yaml` as --config file over
@@ -109,7 +110,11 @@ impl Pgfleet {
         let config = ConfigFile::new(yaml);
         let url = db.url();
         let mut command = Command::new(binary());
-        command.arg("--config").arg(&base.path).arg("--config").arg(&config.path);
+        command
+            .arg("--config")
+            .arg(&base.path)
+            .arg("--config")
+            .arg(&config.path);
         clear_pgfleet_env(&mut command);
         command
             .env("PGFLEET__DATABASE__URL", &url)
@@ -143,7 +148,12 @@ impl Pgfleet {
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                stdout_log.0.lock().expect("log lock").lines.push(format!("stdout: {line}"));
+                stdout_log
+                    .0
+                    .lock()
+                    .expect("log lock")
+                    .lines
+                    .push(format!("stdout: {line}"));
             }
         });
         Pgfleet {
@@ -172,20 +182,38 @@ impl Pgfleet {
 
     /// Waits for the first event (from `skip` on) matching `matches`, and
     /// returns it with its index.
-    pub fn wait_for_from(&self, skip: usize, what: &str, matches: impl Fn(&Value) -> bool) -> (usize, Value) {
+    pub fn wait_for_from(
+        &self,
+        skip: usize,
+        what: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> (usize, Value) {
         let deadline = Instant::now() + PATIENCE;
         let (lock, changed) = &*self.log;
         let mut log = lock.lock().expect("log lock");
         loop {
-            if let Some((index, event)) = log.events.iter().enumerate().skip(skip).find(|(_, e)| matches(e)) {
+            if let Some((index, event)) = log
+                .events
+                .iter()
+                .enumerate()
+                .skip(skip)
+                .find(|(_, e)| matches(e))
+            {
                 return (index, event.clone());
             }
             let now = Instant::now();
             if log.closed || now > deadline {
-                let why = if log.closed { "pgfleet exited" } else { "timed out" };
+                let why = if log.closed {
+                    "pgfleet exited"
+                } else {
+                    "timed out"
+                };
                 panic!("{why} waiting for {what}; log:\n{}", log.lines.join("\n"));
             }
-            log = changed.wait_timeout(log, deadline - now).expect("log lock").0;
+            log = changed
+                .wait_timeout(log, deadline - now)
+                .expect("log lock")
+                .0;
         }
     }
 
@@ -199,7 +227,9 @@ impl Pgfleet {
     }
 
     pub fn wait_schema_event(&self, event: &str, schema: &str) -> Value {
-        self.wait_for(&format!("{event} of {schema}"), |e| e["event"] == event && e["schema"] == schema)
+        self.wait_for(&format!("{event} of {schema}"), |e| {
+            e["event"] == event && e["schema"] == schema
+        })
     }
 
     /// How many events have been logged so far (a mark for `wait_for_from`).
@@ -209,7 +239,11 @@ impl Pgfleet {
 
     pub fn events(&self, event: &str) -> Vec<Value> {
         let log = self.log.0.lock().expect("log lock");
-        log.events.iter().filter(|e| e["event"] == event).cloned().collect()
+        log.events
+            .iter()
+            .filter(|e| e["event"] == event)
+            .cloned()
+            .collect()
     }
 
     pub fn all_events(&self) -> Vec<Value> {
@@ -228,7 +262,10 @@ impl Pgfleet {
                 let (lock, changed) = &*self.log;
                 let mut log = lock.lock().expect("log lock");
                 while !log.closed {
-                    log = changed.wait_timeout(log, Duration::from_secs(5)).expect("log lock").0;
+                    log = changed
+                        .wait_timeout(log, Duration::from_secs(5))
+                        .expect("log lock")
+                        .0;
                 }
                 return status;
             }
@@ -271,7 +308,9 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 /// The one bigint the query returns.
 pub fn scalar_i64(db: &TestDb, sql: &str) -> i64 {
     let mut client = db.client();
-    let row = client.query_one(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let row = client
+        .query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     row.get::<_, i64>(0)
 }
 
