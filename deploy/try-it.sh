@@ -34,6 +34,10 @@ port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); p
 
 cleanup() {
     trap - EXIT INT TERM
+    if [[ -n "${service:-}" ]]; then
+        kill -INT "$service" 2>/dev/null || true
+        wait "$service" 2>/dev/null || true
+    fi
     [[ -n "${writer:-}" ]] && kill "$writer" 2>/dev/null || true
     "${as_server_user[@]}" "$bindir/pg_ctl" -D "$dir/data" -m fast stop >/dev/null 2>&1 || true
     rm -rf "$dir"
@@ -68,6 +72,10 @@ export PGFLEET__LOG__FORMAT="${LOG_FORMAT:-text}"
 ) &
 writer=$!
 
-echo "== pgfleet folding schema1 and schema2 every 2s; Ctrl-C to stop"
-echo "   (in another shell: kill -HUP $$'s child pgfleet to reload; psql -h 127.0.0.1 -p $port -U postgres)"
-./target/release/pgfleet || true
+./target/release/pgfleet &
+service=$!
+echo "== pgfleet (pid $service) folds schema1 and schema2 every 2s; Ctrl-C stops it all"
+echo "   look:   psql -h 127.0.0.1 -p $port -U postgres -c 'TABLE schema1.counted'"
+echo "   reload: kill -HUP $service"
+wait "$service" || true
+service=
