@@ -288,12 +288,16 @@ fn describe_origin(origin: Option<&str>, key: &str) -> String {
             "environment variable {ENV_PREFIX}{ENV_SEPARATOR}{}",
             key.to_uppercase().replace('.', ENV_SEPARATOR)
         ),
-        // The crate reports files relative to the working directory; an
-        // absolute path is unambiguous in a log read later.
-        Some(file) => match std::fs::canonicalize(file) {
-            Ok(path) => format!("in {}", path.display()),
-            Err(_) => format!("in {file}"),
-        },
+        Some(file) => format!("in {}", display_path(file)),
+    }
+}
+
+/// The crate reports files relative to the working directory; an absolute
+/// path is unambiguous in a log read later.
+fn display_path(file: &str) -> String {
+    match std::fs::canonicalize(file) {
+        Ok(path) => path.display().to_string(),
+        Err(_) => file.to_owned(),
     }
 }
 
