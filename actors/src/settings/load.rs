@@ -145,7 +145,7 @@ fn unreadable_message(error: config::ConfigError) -> String {
             uri: Some(uri),
             cause,
         } => {
-            format!("cannot parse config file {uri}: {cause}")
+            format!("cannot parse config file {}: {cause}", display_path(&uri))
         }
         config::ConfigError::FileParse { uri: None, cause } => {
             format!("cannot parse the built-in defaults: {cause}")
