@@ -21,6 +21,7 @@ const EXIT_BAD_CONFIG: i32 = 2;
 const EXIT_RUNTIME_FAILURE: i32 = 1;
 
 fn main() {
+    signals::ignore_reloads_until_ready();
     std::process::exit(run(cli::Cli::parse()));
 }
 

@@ -11,6 +11,18 @@ use pgfleet_actors::supervisor::{Shutdown, Supervisor};
 use slog::{warn, Logger};
 use tokio::signal::unix::{signal, SignalKind};
 
+/// SIGHUP's default action kills the process, and a reload can be sent
+/// before the service has its handler (systemd and tests both do): until
+/// `forward` installs it, a SIGHUP is ignored, which loses nothing, as the
+/// configuration is being read afresh anyway.
+pub fn ignore_reloads_until_ready() {
+    // SAFETY: setting a signal's disposition to SIG_IGN, before any other
+    // thread exists, touches no memory of ours.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+}
+
 /// Exit code when a second signal cuts the graceful shutdown short.
 pub const EXIT_FORCED: i32 = 1;
 

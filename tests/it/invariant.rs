@@ -8,7 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::cluster::{cluster, TestDb};
-use crate::support::pgfleet::{eventually, execute, Pgfleet};
+use crate::support::pgfleet::{execute, Pgfleet};
 
 const SCHEMAS: usize = 4;
 const CLIENTS: usize = 4;
@@ -100,6 +100,9 @@ fn nothing_is_lost_under_writers_reloads_and_restarts() {
                     let status = current.stop();
                     assert_eq!(status.code(), Some(0), "stopped mid-write");
                     current = Pgfleet::start(&db, &config("50ms", "pgfleet"));
+                    for n in 1..=SCHEMAS {
+                        current.wait_schema_event("worker_started", &format!("schema{n}"));
+                    }
                     continue;
                 }
                 let (naptime, app) = if reloads % 2 == 0 {
@@ -133,7 +136,19 @@ fn nothing_is_lost_under_writers_reloads_and_restarts() {
         committed,
         "right after the writers stopped"
     );
-    eventually("every delta is folded", || counted(&db) == (committed, 0));
+    if let Err(counts) = crate::support::pgfleet::within(|| {
+        let counts = counted(&db);
+        if counts == (committed, 0) {
+            Ok(())
+        } else {
+            Err(counts)
+        }
+    }) {
+        panic!(
+            "not every delta folded: {counts:?}; log:\n{}",
+            pgfleet.lines().join("\n")
+        );
+    }
     assert_eq!(pgfleet.stop().code(), Some(0));
     assert_eq!(counted(&db), (committed, 0));
     assert!(

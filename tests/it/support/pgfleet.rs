@@ -296,6 +296,19 @@ impl Drop for Pgfleet {
     }
 }
 
+/// Polls `check` until it returns Ok, or returns its last Err after
+/// PATIENCE, for a caller that wants to say more than `eventually` can.
+pub fn within<E>(mut check: impl FnMut() -> Result<(), E>) -> Result<(), E> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match check() {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => thread::sleep(Duration::from_millis(25)),
+        }
+    }
+}
+
 /// Polls `condition` until it holds; panics with `what` after PATIENCE.
 pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
