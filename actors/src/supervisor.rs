@@ -20,7 +20,7 @@ use actix::prelude::*;
 use slog::{error, info, o, warn, Logger};
 
 use crate::config_actor::SettingsChanged;
-use crate::db::{self, PgPool};
+use crate::db::Database;
 use crate::policy::{Decision, RestartHistory};
 use crate::settings::{SchemaTarget, Settings};
 use crate::worker::{Reconfigure, Stop, WorkerActor, WorkerError, WorkerSpec};
@@ -52,7 +52,7 @@ const CANCEL_WAIT: Duration = Duration::from_secs(2);
 
 pub struct Supervisor {
     settings: Arc<Settings>,
-    pool: PgPool,
+    db: Database,
     epoch: Instant,
     log: Logger,
     slots: BTreeMap<String, Slot>,
@@ -83,10 +83,10 @@ enum SlotState {
 
 impl Supervisor {
     pub fn new(settings: Arc<Settings>, log: Logger) -> Result<Self, String> {
-        let pool = db::build_pool(&settings.database, &log)?;
+        let db = Database::new(&settings.database, settings.restart.delay, &log)?;
         Ok(Supervisor {
             settings,
-            pool,
+            db,
             epoch: Instant::now(),
             log,
             slots: BTreeMap::new(),
@@ -112,7 +112,7 @@ impl Supervisor {
             create_schema: workers.create_schema,
             naptime: self.settings.naptime,
             vacuum_after: workers.vacuum_after,
-            pool: self.pool.clone(),
+            db: self.db.clone(),
             epoch: self.epoch,
             supervisor: ctx.address().recipient(),
             log: self.worker_log(target),
@@ -228,10 +228,10 @@ impl Supervisor {
         let old = std::mem::replace(&mut self.settings, settings);
         let new = Arc::clone(&self.settings);
         if old.database != new.database {
-            match db::build_pool(&new.database, &self.log) {
+            match Database::new(&new.database, new.restart.delay, &self.log) {
                 // Workers move to the new pool with the Reconfigure below;
                 // the old pool closes when its last connection is returned.
-                Ok(pool) => self.pool = pool,
+                Ok(db) => self.db = db,
                 Err(e) => {
                     warn!(self.log, "keeping the old connection pool: {e}"; "event" => "pool_rebuild_failed")
                 }
@@ -260,7 +260,7 @@ impl Supervisor {
                     SlotState::Running { addr, .. } => addr.do_send(Reconfigure {
                         naptime: new.naptime,
                         vacuum_after: new.workers.vacuum_after,
-                        pool: self.pool.clone(),
+                        db: self.db.clone(),
                     }),
                     // A reload is the operator's "try again": given-up
                     // workers start afresh.

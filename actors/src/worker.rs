@@ -8,10 +8,11 @@
 //! tick that arrives while a fold is in flight is skipped and counted, and
 //! a `Stop` can cancel the statement on the server.
 //!
-//! A database error ends the worker with that error; the Supervisor decides
-//! what happens next. The one exception is a pool time-out, which means the
-//! database as a whole is out of reach: that is a skipped tick, not a
-//! reason to restart every worker at once.
+//! The schema is initialised at start and, while the database cannot be
+//! reached, again at each tick until it can. A database error ends the
+//! worker with that error, and the Supervisor decides what happens next;
+//! but an unreachable database or a lock/statement time-out is nobody's
+//! fault here: the tick is skipped, and the next one tries again.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -23,11 +24,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use futures_util::future::LocalBoxFuture;
 use futures_util::FutureExt;
 use slog::{debug, info, warn, Logger};
 use tokio_postgres::{CancelToken, NoTls};
 
-use crate::db::{self, DbError, FoldOutcome, PgPool};
+use crate::db::{self, Database, DbError, FoldOutcome, PgConnection};
 use crate::settings::SchemaTarget;
 use crate::sql::TableSql;
 use crate::supervisor::WorkerExited;
@@ -47,7 +49,7 @@ pub enum WorkerError {
 pub struct Reconfigure {
     pub naptime: Duration,
     pub vacuum_after: u64,
-    pub pool: PgPool,
+    pub db: Database,
 }
 
 /// Stop after the fold in flight, if any; with `cancel_in_flight`, cancel
@@ -66,38 +68,34 @@ pub struct WorkerSpec {
     pub create_schema: bool,
     pub naptime: Duration,
     pub vacuum_after: u64,
-    pub pool: PgPool,
+    pub db: Database,
     /// Shared by all workers, so phases are relative to one instant.
     pub epoch: Instant,
     pub supervisor: Recipient<WorkerExited>,
     pub log: Logger,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Initialising,
-    Idle,
-    Busy,
-}
-
 pub struct WorkerActor {
     spec: WorkerSpec,
     sql: Arc<TableSql>,
-    state: State,
+    initialised: bool,
+    busy_since: Option<Instant>,
     ticker: Option<SpawnHandle>,
     last_tick: Option<Instant>,
-    busy_since: Option<Instant>,
     fold_requested: bool,
     stop_requested: bool,
     failure: Option<WorkerError>,
-    in_flight: Rc<RefCell<Option<CancelToken>>>,
+    in_flight: InFlight,
     rows_since_vacuum: u64,
     told_no_total: bool,
     last_total: Option<i32>,
     ticks_skipped: u64,
 }
 
-type FoldResult = Result<(FoldOutcome, bool), DbError>;
+/// The cancel token of the statement in flight, for `Stop`.
+type InFlight = Rc<RefCell<Option<CancelToken>>>;
+
+type Guarded<T> = Result<Result<T, DbError>, Box<dyn Any + Send>>;
 
 impl WorkerActor {
     pub fn new(spec: WorkerSpec) -> Self {
@@ -105,10 +103,10 @@ impl WorkerActor {
         WorkerActor {
             spec,
             sql,
-            state: State::Initialising,
+            initialised: false,
+            busy_since: None,
             ticker: None,
             last_tick: None,
-            busy_since: None,
             fold_requested: false,
             stop_requested: false,
             failure: None,
@@ -149,74 +147,145 @@ impl WorkerActor {
             return;
         }
         self.last_tick = Some(now);
-        if self.state == State::Busy {
+        if let Some(since) = self.busy_since {
             self.ticks_skipped += 1;
-            let running_ms = self
-                .busy_since
-                .map_or(0, |since| now.duration_since(since).as_millis() as u64);
+            let running_ms = now.duration_since(since).as_millis() as u64;
             warn!(self.spec.log, "tick skipped: the previous fold is still running after {running_ms} ms";
                 "event" => "worker_tick_skipped", "reason" => "fold_in_flight",
                 "running_ms" => running_ms, "skipped" => self.ticks_skipped);
             return;
         }
-        self.fold(ctx);
+        if self.initialised {
+            self.fold(ctx);
+        } else {
+            self.initialise(ctx);
+        }
     }
 
-    fn fold(&mut self, ctx: &mut Context<Self>) {
-        self.state = State::Busy;
+    /// Runs `work` on a pooled connection, in the background, with a
+    /// deadline for the server's answer, and hands the result to `done`.
+    fn run_on_database<T: 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        work: impl for<'c> FnOnce(&'c mut PgConnection) -> LocalBoxFuture<'c, Result<T, DbError>>
+            + 'static,
+        done: impl FnOnce(&mut Self, Guarded<T>, &mut Context<Self>) + 'static,
+    ) {
         self.busy_since = Some(Instant::now());
-        self.fold_requested = false;
-        let pool = self.spec.pool.clone();
-        let sql = Arc::clone(&self.sql);
+        let db = self.spec.db.clone();
         let in_flight = Rc::clone(&self.in_flight);
-        let vacuum_after = self.spec.vacuum_after;
-        let rows_since_vacuum = self.rows_since_vacuum;
-        let work = async move {
-            let conn = db::connection(&pool).await?;
+        let guarded = async move {
+            let mut conn = db.connection().await?;
             *in_flight.borrow_mut() = Some(conn.cancel_token());
-            let outcome = db::fold(&conn, &sql).await;
-            let vacuumed = match &outcome {
-                Ok(done)
-                    if vacuum_after > 0
-                        && rows_since_vacuum + done.folded as u64 >= vacuum_after =>
-                {
-                    db::vacuum(&conn, &sql).await.map(|()| true)
-                }
-                _ => Ok(false),
-            };
+            let deadline = db.answer_deadline();
+            let answer = tokio::time::timeout(deadline, work(&mut conn)).await;
             in_flight.borrow_mut().take();
-            Ok((outcome?, vacuumed?))
+            match answer {
+                Err(_) => {
+                    // The server may be stalled: never reuse this connection.
+                    conn.discard();
+                    Err(db.unreachable(format!(
+                        "no answer within {deadline:?} (database.statement_timeout + database.connect_timeout)"
+                    )))
+                }
+                Ok(Err(DbError::Unreachable(reason))) => Err(db.unreachable(reason)),
+                Ok(result) => {
+                    db.reachable();
+                    result
+                }
+            }
         };
         ctx.spawn(
-            AssertUnwindSafe(work)
+            AssertUnwindSafe(guarded)
                 .catch_unwind()
                 .into_actor(self)
-                .map(|result, worker, ctx| worker.fold_finished(result, ctx)),
+                .map(move |result, worker, ctx| {
+                    worker.busy_since = None;
+                    done(worker, result, ctx);
+                    if worker.stop_requested {
+                        ctx.stop();
+                    } else if worker.fold_requested
+                        && worker.initialised
+                        && worker.busy_since.is_none()
+                    {
+                        worker.fold(ctx);
+                    }
+                }),
         );
     }
 
-    fn fold_finished(
-        &mut self,
-        result: Result<FoldResult, Box<dyn Any + Send>>,
-        ctx: &mut Context<Self>,
-    ) {
-        self.state = State::Idle;
-        self.busy_since = None;
-        match result {
-            Ok(Ok((outcome, vacuumed))) => self.log_fold(outcome, vacuumed),
-            Ok(Err(DbError::PoolTimeout(waited))) => {
+    fn initialise(&mut self, ctx: &mut Context<Self>) {
+        let sql = Arc::clone(&self.sql);
+        let create = self.spec.create_schema;
+        self.run_on_database(
+            ctx,
+            move |conn| async move { db::initialise(conn, &sql, create).await }.boxed_local(),
+            |worker, result, ctx| match result {
+                Ok(Ok(())) => {
+                    worker.initialised = true;
+                    info!(worker.spec.log, "{} initialized with {}", worker.spec.target.worker, worker.sql.display_name;
+                        "event" => "worker_started");
+                }
+                Ok(Err(error)) => worker.handle_error(error, ctx),
+                Err(panic) => worker.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
+            },
+        );
+    }
+
+    fn fold(&mut self, ctx: &mut Context<Self>) {
+        self.fold_requested = false;
+        let sql = Arc::clone(&self.sql);
+        let vacuum_after = self.spec.vacuum_after;
+        let rows_since_vacuum = self.rows_since_vacuum;
+        #[cfg(feature = "test-hooks")]
+        let panic_here = std::env::var("TEST_HOOK_PANIC_IN_FOLD_OF")
+            .is_ok_and(|schema| schema == self.sql.schema);
+        self.run_on_database(
+            ctx,
+            move |conn| {
+                async move {
+                    #[cfg(feature = "test-hooks")]
+                    if panic_here {
+                        panic!("test hook: a panic in the fold of {}", sql.schema);
+                    }
+                    let outcome = db::fold(conn, &sql).await?;
+                    let due = vacuum_after > 0
+                        && rows_since_vacuum + outcome.folded as u64 >= vacuum_after;
+                    if due {
+                        db::vacuum(conn, &sql).await?;
+                    }
+                    Ok((outcome, due))
+                }
+                .boxed_local()
+            },
+            |worker, result, ctx| match result {
+                Ok(Ok((outcome, vacuumed))) => worker.log_fold(outcome, vacuumed),
+                Ok(Err(error)) => worker.handle_error(error, ctx),
+                Err(panic) => worker.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
+            },
+        );
+    }
+
+    /// Unreachable and timed out: skip this tick. Anything else: fail.
+    fn handle_error(&mut self, error: DbError, ctx: &mut Context<Self>) {
+        match error {
+            // Logged once for all workers by the Database (database_lost).
+            DbError::Unreachable(reason) => {
                 self.ticks_skipped += 1;
-                warn!(self.spec.log, "tick skipped: no database connection within {waited:?}";
-                    "event" => "worker_tick_skipped", "reason" => "no_connection",
+                debug!(self.spec.log, "tick skipped: {reason}";
+                    "event" => "worker_tick_skipped", "reason" => "database_unreachable",
                     "skipped" => self.ticks_skipped);
             }
-            Ok(Err(error)) => return self.fail(error.into(), ctx),
-            Err(panic) => return self.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
-        }
-        if self.stop_requested {
-            ctx.stop();
-        } else if self.fold_requested {
-            self.fold(ctx);
+            DbError::TimedOut(reason) => {
+                self.ticks_skipped += 1;
+                warn!(self.spec.log, "tick skipped: {reason}";
+                    "event" => "worker_tick_skipped", "reason" => "timed_out",
+                    "error" => reason.clone(), "skipped" => self.ticks_skipped);
+            }
+            other if self.stop_requested => {
+                debug!(self.spec.log, "statement ended by the stop: {other}");
+            }
+            other => self.fail(other.into(), ctx),
         }
     }
 
@@ -263,28 +332,8 @@ impl Actor for WorkerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let pool = self.spec.pool.clone();
-        let sql = Arc::clone(&self.sql);
-        let create = self.spec.create_schema;
-        let work = async move { db::initialise(&pool, &sql, create).await };
-        ctx.spawn(AssertUnwindSafe(work).catch_unwind().into_actor(self).map(|result, worker, ctx| {
-            worker.state = State::Idle;
-            match result {
-                Ok(Ok(())) if worker.stop_requested => ctx.stop(),
-                Ok(Ok(())) => {
-                    info!(worker.spec.log, "{} initialized with {}", worker.spec.target.worker, worker.sql.display_name;
-                        "event" => "worker_started");
-                    worker.schedule_ticks(ctx);
-                    if worker.fold_requested {
-                        worker.fold(ctx);
-                    }
-                }
-                // An unreachable database at start is a failure too: the
-                // policy's backoff spaces the attempts.
-                Ok(Err(error)) => worker.fail(error.into(), ctx),
-                Err(panic) => worker.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
-            }
-        }));
+        self.schedule_ticks(ctx);
+        self.initialise(ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -303,17 +352,13 @@ impl Handler<Reconfigure> for WorkerActor {
         let naptime_changed = msg.naptime != self.spec.naptime;
         self.spec.naptime = msg.naptime;
         self.spec.vacuum_after = msg.vacuum_after;
-        self.spec.pool = msg.pool;
-        if self.state == State::Initialising {
-            // Initialisation schedules with the new settings when it ends.
-            self.fold_requested = true;
-            return;
-        }
+        self.spec.db = msg.db;
         if naptime_changed {
             self.last_tick = None;
             self.schedule_ticks(ctx);
         }
-        if self.state == State::Busy {
+        if self.busy_since.is_some() || !self.initialised {
+            // Folds when the work in flight (or the initialisation) is done.
             self.fold_requested = true;
         } else {
             self.fold(ctx);
@@ -326,7 +371,7 @@ impl Handler<Stop> for WorkerActor {
 
     fn handle(&mut self, msg: Stop, ctx: &mut Self::Context) {
         self.stop_requested = true;
-        if self.state != State::Busy {
+        if self.busy_since.is_none() {
             ctx.stop();
             return;
         }

@@ -117,19 +117,21 @@ impl ConfigSources {
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
-        let settings: Settings = merged
+        let mut settings: Settings = merged
             .clone()
             .try_deserialize()
             .map_err(|e| ConfigError::Invalid(vec![problem_from_config_error(&merged, e)]))?;
+        let unreadable_password = read_password_file(&mut settings, &merged);
         let problems: Vec<Problem> = settings
             .problems()
             .into_iter()
             .map(|(key, value, reason)| Problem {
                 origin: origin_of(&merged, key),
                 key: key.to_owned(),
-                value: Some(value),
+                value: Some(mask_if_secret(key, value)),
                 reason,
             })
+            .chain(unreadable_password)
             .collect();
         if problems.is_empty() {
             Ok(settings)
@@ -218,6 +220,7 @@ fn unknown_keys(merged: &Config) -> Result<Vec<Problem>, ConfigError> {
                     .any(|leaf| key.starts_with(&format!("{leaf}.")))
         })
         .map(|(key, value)| {
+            let value_origin = value.origin();
             let section = format!("{key}.");
             let reason = match known.iter().find(|leaf| leaf.starts_with(&section)) {
                 Some(leaf) => format!("is a section: it takes keys such as `{leaf}`, not a value"),
@@ -226,9 +229,14 @@ fn unknown_keys(merged: &Config) -> Result<Vec<Problem>, ConfigError> {
                     None => "unknown key".into(),
                 },
             };
+            let value = if key.starts_with("database.") {
+                super::secret::MASK.to_owned()
+            } else {
+                value.to_string()
+            };
             Problem {
-                origin: describe_origin(value.origin(), &key),
-                value: Some(value.to_string()),
+                origin: describe_origin(value_origin, &key),
+                value: Some(value),
                 reason,
                 key,
             }
@@ -342,11 +350,39 @@ fn problem_from_config_error(merged: &Config, error: config::ConfigError) -> Pro
     }
 }
 
+/// Values that may hold a password, masked in error messages. An unknown
+/// key under `database.` is masked whole: `pasword: hunter2` is a typo
+/// that still holds a secret.
 fn mask_if_secret(key: &str, value: String) -> String {
-    if key == "database.url" {
-        super::secret::mask_password(&value)
-    } else {
-        value
+    match key {
+        "database.url" => super::secret::mask_password(&value),
+        "database.password" => super::secret::MASK.to_owned(),
+        _ => value,
+    }
+}
+
+/// Reads `database.password_file`, at start and on every reload.
+fn read_password_file(settings: &mut Settings, merged: &Config) -> Option<Problem> {
+    let path = &settings.database.password_file;
+    if path.is_empty() {
+        return None;
+    }
+    let problem = |reason: String| Problem {
+        key: "database.password_file".into(),
+        value: Some(path.clone()),
+        origin: origin_of(merged, "database.password_file"),
+        reason,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let password = text.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                return Some(problem("the file is empty".into()));
+            }
+            settings.database.password_from_file = super::Secret::new(password);
+            None
+        }
+        Err(e) => Some(problem(format!("cannot read it: {e}"))),
     }
 }
 
@@ -507,6 +543,46 @@ mod tests {
         assert!(
             matches!(&result, Err(ConfigError::Unreadable(m)) if m.contains(&broken.0.display().to_string())),
             "{result:?}"
+        );
+    }
+
+    #[test]
+    fn password_file_is_read_and_masked() {
+        let secret = yaml_file("hunter2\n");
+        let file = yaml_file(&format!(
+            "database:\n  password_file: {}\n",
+            secret.0.display()
+        ));
+        let settings = ConfigSources::new(vec![file.0.clone()])
+            .load_without_env()
+            .expect("valid");
+        assert_eq!(settings.database.password_from_file.expose(), "hunter2");
+        let printed = serde_norway::to_string(&settings).expect("yaml");
+        assert!(!printed.contains("hunter2"), "{printed}");
+
+        let both = yaml_file(&format!(
+            "database:\n  password: other\n  password_file: {}\n",
+            secret.0.display()
+        ));
+        let text = ConfigSources::new(vec![both.0.clone()])
+            .load_without_env()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("database.password_file")
+                && !text.contains("hunter2")
+                && !text.contains("other"),
+            "{text}"
+        );
+
+        let missing = yaml_file("database:\n  password_file: /nonexistent/secret\n");
+        let text = ConfigSources::new(vec![missing.0.clone()])
+            .load_without_env()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("/nonexistent/secret") && text.contains("cannot read"),
+            "{text}"
         );
     }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use load::{ConfigError, ConfigSources, Problem};
-pub use secret::DatabaseUrl;
+pub use secret::{DatabaseUrl, Secret};
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1): longer names would be
 /// truncated by the server, and two schemas could silently become one.
@@ -43,6 +43,52 @@ pub struct DatabaseSettings {
     pub application_name: String,
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
+    #[serde(with = "duration")]
+    pub statement_timeout: Duration,
+    #[serde(with = "duration")]
+    pub lock_timeout: Duration,
+    pub password: Secret,
+    pub password_file: String,
+    /// The content of `password_file`, read by the loader at start and on
+    /// every reload.
+    #[serde(skip)]
+    pub password_from_file: Secret,
+}
+
+impl DatabaseSettings {
+    /// The driver's configuration: the URL, then the keys that refine it.
+    /// The URL's own application_name, connect_timeout and keepalive
+    /// settings win over pgfleet's; the password keys win over the URL's.
+    pub fn pg_config(&self) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+        let mut config: tokio_postgres::Config = self.url.expose().parse()?;
+        if config.get_application_name().is_none() {
+            config.application_name(&self.application_name);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(self.connect_timeout);
+        }
+        if !self.password_from_file.is_empty() {
+            config.password(self.password_from_file.expose());
+        } else if !self.password.is_empty() {
+            config.password(self.password.expose());
+        }
+        // A dead peer (pulled cable, failed-over host) is noticed within
+        // about a minute instead of the kernel's two hours.
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(Duration::from_secs(30));
+            config.keepalives_interval(Duration::from_secs(10));
+            config.keepalives_retries(3);
+        }
+        let mut options = config.get_options().unwrap_or_default().to_owned();
+        for (name, value) in [
+            ("statement_timeout", self.statement_timeout),
+            ("lock_timeout", self.lock_timeout),
+        ] {
+            options.push_str(&format!(" -c {name}={}", value.as_millis()));
+        }
+        config.options(options.trim());
+        Ok(config)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,7 +222,7 @@ impl Settings {
             problems.push((key, value, reason.to_owned()));
         };
         let db = &self.database;
-        if let Err(e) = db.url.expose().parse::<tokio_postgres::Config>() {
+        if let Err(e) = db.pg_config() {
             bad(
                 "database.url",
                 db.url.masked(),
@@ -198,6 +244,20 @@ impl Settings {
                 "database.connect_timeout",
                 "0s".into(),
                 "must be longer than 0",
+            );
+        }
+        if db.statement_timeout.is_zero() {
+            bad(
+                "database.statement_timeout",
+                "0s".into(),
+                "must be longer than 0: pgfleet also uses it to notice a stalled server",
+            );
+        }
+        if !db.password.is_empty() && !db.password_file.is_empty() {
+            bad(
+                "database.password_file",
+                db.password_file.clone(),
+                "is set together with database.password; set one of them",
             );
         }
         if self.naptime < Duration::from_millis(1) {

@@ -54,6 +54,52 @@ impl<'de> Deserialize<'de> for DatabaseUrl {
     }
 }
 
+/// A password from `database.password` or `database.password_file`:
+/// shown as a mask, or as "" when empty so `--print-config` says whether
+/// one is set.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Secret(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn masked(&self) -> &'static str {
+        if self.0.is_empty() {
+            ""
+        } else {
+            MASK
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({:?})", self.masked())
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.masked())
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
 /// Masks the password of a `postgres://` URL or of a libpq `key=value`
 /// string. Anything else is returned unchanged.
 pub fn mask_password(conn: &str) -> String {

@@ -1,0 +1,141 @@
+//! The outage gate: when the database is unreachable, one probe at a time.
+//!
+//! Without it, every worker whose tick comes up asks the pool for a
+//! connection, and a database that is down for a minute sees thousands of
+//! connection attempts (measured: 31,378 restarts in 15 s with "restart on
+//! every error"). With it, the first failure closes the gate; while closed,
+//! ticks are skipped without touching the pool, and one tick at a time is
+//! let through as a probe, at intervals that double up to `restart.delay`.
+//! The first success opens the gate again, so folding resumes at most
+//! `restart.delay + naptime` after the database is back.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The first probe interval after an outage begins.
+const FIRST_PROBE: Duration = Duration::from_millis(250);
+
+#[derive(Debug)]
+pub struct OutageGate {
+    max_interval: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    down_since: Option<Instant>,
+    next_probe: Option<Instant>,
+    interval: Duration,
+}
+
+impl OutageGate {
+    pub fn new(max_interval: Duration) -> Self {
+        OutageGate {
+            max_interval: max_interval.max(Duration::from_millis(1)),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock leaves plain data behind.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// May a worker talk to the database now? Always while the database is
+    /// up; during an outage, only the one probe that is due.
+    pub fn admit(&self, now: Instant) -> bool {
+        let mut state = self.state();
+        match state.next_probe {
+            None => true,
+            Some(due) if now >= due => {
+                state.next_probe = Some(now + state.interval);
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// A connection attempt or statement failed for want of a database.
+    /// Returns true when this failure begins an outage.
+    pub fn unreachable(&self, now: Instant) -> bool {
+        let mut state = self.state();
+        let begins = state.down_since.is_none();
+        state.interval = if begins {
+            FIRST_PROBE.min(self.max_interval)
+        } else {
+            (state.interval * 2).min(self.max_interval)
+        };
+        state.down_since.get_or_insert(now);
+        state.next_probe = Some(now + state.interval);
+        begins
+    }
+
+    /// The database answered. Returns how long it had been unreachable,
+    /// when this ends an outage.
+    pub fn reachable(&self, now: Instant) -> Option<Duration> {
+        let mut state = self.state();
+        let outage = state
+            .down_since
+            .take()
+            .map(|since| now.saturating_duration_since(since));
+        state.next_probe = None;
+        state.interval = Duration::ZERO;
+        outage
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.state().down_since.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_until_a_failure() {
+        let gate = OutageGate::new(Duration::from_secs(5));
+        let now = Instant::now();
+        assert!(gate.admit(now));
+        assert!(gate.admit(now));
+        assert_eq!(gate.reachable(now), None);
+    }
+
+    #[test]
+    fn one_probe_at_doubling_intervals_up_to_the_cap() {
+        let gate = OutageGate::new(Duration::from_secs(1));
+        let start = Instant::now();
+        assert!(gate.unreachable(start));
+        assert!(!gate.admit(start + Duration::from_millis(100)));
+        let mut now = start + Duration::from_millis(250);
+        assert!(gate.admit(now), "the probe is due");
+        assert!(!gate.admit(now), "only one probe");
+        let mut intervals = Vec::new();
+        for _ in 0..4 {
+            assert!(!gate.unreachable(now), "still the same outage");
+            let mut waited = Duration::ZERO;
+            while !gate.admit(now + waited) {
+                waited += Duration::from_millis(50);
+            }
+            intervals.push(waited.as_millis());
+            now += waited;
+        }
+        assert_eq!(intervals, [500, 1000, 1000, 1000]);
+    }
+
+    #[test]
+    fn success_reopens_and_reports_the_outage() {
+        let gate = OutageGate::new(Duration::from_secs(1));
+        let start = Instant::now();
+        gate.unreachable(start);
+        assert!(gate.is_down());
+        assert_eq!(
+            gate.reachable(start + Duration::from_secs(3)),
+            Some(Duration::from_secs(3))
+        );
+        assert!(!gate.is_down());
+        assert!(gate.admit(start + Duration::from_secs(3)));
+    }
+}

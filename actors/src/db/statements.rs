@@ -1,0 +1,130 @@
+//! The three things a worker asks of PostgreSQL: make sure its table
+//! exists, fold it, vacuum it. The SQL itself is in `crate::sql`.
+
+use tokio_postgres::SimpleQueryMessage;
+
+use super::{DbError, PgConnection};
+use crate::sql::{TableSql, INIT_LOCK, INIT_PROBE};
+
+/// Makes sure the schema and table exist, as worker_spi does at start,
+/// safely when several workers or pgfleet instances race: creation is
+/// serialised by an advisory lock, and a creator that does not take it
+/// (worker_spi itself) only makes the probe find the schema next time.
+pub async fn initialise(
+    conn: &mut PgConnection,
+    sql: &TableSql,
+    create: bool,
+) -> Result<(), DbError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match initialise_once(conn, sql, create).await {
+            Err(DbError::Postgres(text)) if attempts < 3 && is_creation_race(&text) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// duplicate_schema, duplicate_table, unique_violation (on pg_namespace).
+fn is_creation_race(text: &str) -> bool {
+    ["42P06", "42P07", "23505"]
+        .iter()
+        .any(|code| text.contains(code))
+}
+
+async fn initialise_once(
+    conn: &mut PgConnection,
+    sql: &TableSql,
+    create: bool,
+) -> Result<(), DbError> {
+    let pg = |e: tokio_postgres::Error| DbError::from_pg(&e);
+    let tx = conn.transaction().await.map_err(pg)?;
+    tx.execute(INIT_LOCK, &[&sql.schema]).await.map_err(pg)?;
+    let row = tx
+        .query_one(INIT_PROBE, &[&sql.schema, &sql.qualified])
+        .await
+        .map_err(pg)?;
+    let (schema_exists, table_exists): (bool, bool) = (row.get(0), row.get(1));
+    match (schema_exists, table_exists, create) {
+        (true, true, _) => {}
+        (false, _, true) => tx.batch_execute(&sql.create_schema).await.map_err(pg)?,
+        (true, false, true) => {
+            tx.batch_execute(&sql.create_table_in_existing_schema)
+                .await
+                .map_err(pg)?;
+            tx.batch_execute(&sql.create_index_in_existing_schema)
+                .await
+                .map_err(pg)?;
+        }
+        (false, _, false) => {
+            return Err(DbError::MissingSchema {
+                schema: sql.schema.clone(),
+            })
+        }
+        (true, false, false) => {
+            return Err(DbError::MissingTable {
+                table: sql.display_name.clone(),
+            })
+        }
+    }
+    tx.commit().await.map_err(pg)
+}
+
+/// What one fold found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FoldOutcome {
+    /// Delta rows deleted and added to the total.
+    pub folded: i64,
+    /// The total after the fold; None when the table has no (non-NULL)
+    /// total row.
+    pub total: Option<i32>,
+    /// Deltas left alone because there is no total row to fold them into.
+    pub waiting: i64,
+}
+
+/// Runs the fold on `conn`: one statement, one round trip. `simple_query`
+/// because the statement text differs per schema: preparing it would cost a
+/// round trip, and caching it would cost server memory per schema and
+/// connection.
+pub async fn fold(conn: &PgConnection, sql: &TableSql) -> Result<FoldOutcome, DbError> {
+    let messages = conn.simple_query(&sql.fold).await.map_err(|e| {
+        if e.code() == Some(&tokio_postgres::error::SqlState::NUMERIC_VALUE_OUT_OF_RANGE) {
+            DbError::Overflow {
+                table: sql.display_name.clone(),
+                detail: super::describe(&e),
+            }
+        } else {
+            DbError::from_pg(&e)
+        }
+    })?;
+    let row = messages
+        .iter()
+        .find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .ok_or_else(|| DbError::UnexpectedReply("no row".into()))?;
+    let number = |index: usize| -> Result<Option<i64>, DbError> {
+        row.try_get(index)
+            .map_err(|e| DbError::UnexpectedReply(e.to_string()))?
+            .map(|text: &str| {
+                text.parse::<i64>()
+                    .map_err(|e| DbError::UnexpectedReply(e.to_string()))
+            })
+            .transpose()
+    };
+    let total = number(1)?
+        .map(|t| i32::try_from(t).map_err(|e| DbError::UnexpectedReply(e.to_string())))
+        .transpose()?;
+    Ok(FoldOutcome {
+        folded: number(0)?.unwrap_or(0),
+        total,
+        waiting: number(2)?.unwrap_or(0),
+    })
+}
+
+pub async fn vacuum(conn: &PgConnection, sql: &TableSql) -> Result<(), DbError> {
+    conn.batch_execute(&sql.vacuum)
+        .await
+        .map_err(|e| DbError::from_pg(&e))
+}
