@@ -175,7 +175,15 @@ impl Database {
         // Connections whose server went away (restart, pg_terminate_backend)
         // are closed by now; skip them rather than fail a fold on each.
         for _ in 0..=self.pool.state().connections {
-            let conn = match self.pool.get_owned().await {
+            // Give up on the first failed connection attempt instead of
+            // waiting out connect_timeout: the tick is skipped either way.
+            let checkout = tokio::select! {
+                checkout = self.pool.get_owned() => checkout,
+                () = self.gate.next_failure() => {
+                    return Err(DbError::Unreachable("a connection attempt failed".into()));
+                }
+            };
+            let conn = match checkout {
                 Ok(conn) => conn,
                 Err(RunError::TimedOut) => {
                     let waited = self.pool.config().connection_timeout;

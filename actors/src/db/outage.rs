@@ -12,6 +12,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 /// The first probe interval after an outage begins.
 const FIRST_PROBE: Duration = Duration::from_millis(250);
 
@@ -19,6 +21,9 @@ const FIRST_PROBE: Duration = Duration::from_millis(250);
 pub struct OutageGate {
     max_interval: Duration,
     state: Mutex<State>,
+    /// Wakes callers waiting for a pooled connection when an attempt
+    /// fails: bb8 would keep them waiting for the whole connect_timeout.
+    failed: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -33,6 +38,7 @@ impl OutageGate {
         OutageGate {
             max_interval: max_interval.max(Duration::from_millis(1)),
             state: Mutex::new(State::default()),
+            failed: Notify::new(),
         }
     }
 
@@ -60,6 +66,7 @@ impl OutageGate {
     /// A connection attempt or statement failed for want of a database.
     /// Returns true when this failure begins an outage.
     pub fn unreachable(&self, now: Instant) -> bool {
+        self.failed.notify_waiters();
         let mut state = self.state();
         let begins = state.down_since.is_none();
         state.interval = if begins {
@@ -83,6 +90,11 @@ impl OutageGate {
         state.next_probe = None;
         state.interval = Duration::ZERO;
         outage
+    }
+
+    /// Resolves at the next failed connection attempt.
+    pub async fn next_failure(&self) {
+        self.failed.notified().await;
     }
 
     pub fn is_down(&self) -> bool {

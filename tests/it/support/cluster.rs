@@ -308,19 +308,24 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("connecting to {url}: {e:?}"))
     }
 
+    /// The pgbench program: beside the server, or on PATH (some
+    /// distributions ship it with the client packages only).
+    pub fn pgbench_path(&self) -> PathBuf {
+        let bundled = cluster().bindir().join("pgbench");
+        if bundled.is_file() {
+            bundled
+        } else {
+            PathBuf::from("pgbench")
+        }
+    }
+
     /// Runs pgbench against this database with the given extra args, returns
     /// stdout (panics with stderr on failure), to load the database the way
     /// a real workload would.
     ///
     /// pgbench is only a client, so it runs as the current user, even root.
     pub fn pgbench(&self, args: &[&str]) -> String {
-        let bundled = cluster().bindir().join("pgbench");
-        // Some distributions ship pgbench with the client packages only.
-        let program = if bundled.is_file() {
-            bundled
-        } else {
-            PathBuf::from("pgbench")
-        };
+        let program = self.pgbench_path();
         let port = self.port.to_string();
         let output = Command::new(&program)
             .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])

@@ -1,2 +1,4 @@
 pub mod cluster;
 pub mod pgfleet;
+pub mod proxy;
+pub mod writers;

@@ -1,0 +1,316 @@
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::serial;
+use crate::support::cluster::{cluster, TestDb};
+use crate::support::pgfleet::{eventually, execute, Pgfleet};
+use crate::support::proxy::{Mode, Proxy};
+use crate::support::writers::{ledger, Writers};
+
+const NAPTIME_MS: u64 = 200;
+const RESTART_DELAY_MS: u64 = 500;
+
+fn config(schemas: usize, extra: &str) -> String {
+    format!("naptime: {NAPTIME_MS}ms\nworkers:\n  total: {schemas}\nrestart:\n  delay: {RESTART_DELAY_MS}ms\n{extra}")
+}
+
+fn schemas(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("schema{i}")).collect()
+}
+
+/// Waits for every worker, then gives each table a total row.
+fn ready(pgfleet: &Pgfleet, db: &TestDb, n: usize) {
+    for schema in schemas(n) {
+        pgfleet.wait_schema_event("worker_started", &schema);
+        execute(
+            db,
+            &format!("INSERT INTO {schema}.counted VALUES ('total', 0)"),
+        );
+    }
+}
+
+/// Stops the writers, waits until every delta is folded, and checks the
+/// invariant; returns the number of committed deltas.
+fn settle(pgfleet: &Pgfleet, db: &TestDb, writers: Writers, n: usize) -> i64 {
+    let runs = writers.stop();
+    assert!(runs > 0);
+    let names = schemas(n);
+    let (counted, committed) = ledger(db, &names);
+    assert_eq!(
+        counted, committed,
+        "total + remaining deltas != committed deltas"
+    );
+    let remaining = || -> i64 {
+        names
+            .iter()
+            .map(|s| {
+                db.client()
+                    .query_one(
+                        &format!("SELECT count(*) FROM {s}.counted WHERE type = 'delta'"),
+                        &[],
+                    )
+                    .map_or(1, |row| row.get::<_, i64>(0))
+            })
+            .sum()
+    };
+    eventually("every delta is folded", || remaining() == 0);
+    assert_eq!(ledger(db, &names), (committed, committed));
+    assert!(
+        pgfleet.events("worker_given_up").is_empty(),
+        "{:?}",
+        pgfleet.events("worker_given_up")
+    );
+    committed
+}
+
+/// The first fold that folded something after event index `mark`.
+fn next_fold(pgfleet: &Pgfleet, mark: usize) {
+    pgfleet.wait_for_from(mark, "a fold", |e| {
+        e["event"] == "worker_tick" && e["folded"].as_i64() > Some(0)
+    });
+}
+
+fn restart_under_load(mode: &str) {
+    let _serial = serial();
+    let db = cluster().create_database();
+    let pgfleet = Pgfleet::start(&db, &config(4, ""));
+    ready(&pgfleet, &db, 4);
+    let writers = Writers::start(&db, &schemas(4));
+    thread::sleep(Duration::from_secs(1));
+
+    let output = cluster().pg_ctl(&["restart", "-m", mode, "-w"]);
+    assert!(
+        output.status.success(),
+        "pg_ctl restart: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let back = Instant::now();
+    let mark = pgfleet.mark();
+    next_fold(&pgfleet, mark);
+    let recovered = back.elapsed();
+    thread::sleep(Duration::from_secs(1));
+    let committed = settle(&pgfleet, &db, writers, 4);
+    let failures = pgfleet.events("worker_failed").len();
+    eprintln!(
+        "MEASURED restart -m {mode}: first fold {} ms after the database was back; \
+         {committed} deltas committed, {committed} folded; {failures} worker failures",
+        recovered.as_millis()
+    );
+    // SPEC: folding resumes within restart.delay + naptime (plus a second
+    // of slack for a loaded CI machine).
+    let bound = Duration::from_millis(RESTART_DELAY_MS + NAPTIME_MS + 1000);
+    assert!(
+        recovered < bound,
+        "first fold {recovered:?} after the restart"
+    );
+}
+
+#[test]
+fn database_restart_fast_under_write_load() {
+    restart_under_load("fast");
+}
+
+#[test]
+fn database_restart_immediate_under_write_load() {
+    restart_under_load("immediate");
+}
+
+#[test]
+fn database_down_at_start() {
+    let _serial = serial();
+    let db = cluster().create_database();
+    let proxy = Proxy::start(cluster().port(), Mode::Refuse);
+    let pgfleet = Pgfleet::start_with(
+        &db,
+        &config(3, ""),
+        &[("PGFLEET__DATABASE__URL", &proxy.url(&db.name))],
+    );
+    let lost = pgfleet.wait_event("database_lost");
+    assert!(
+        lost["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{lost}"
+    );
+    let start = Instant::now();
+    let before = proxy.accepted();
+    thread::sleep(Duration::from_secs(3));
+    let attempts = proxy.accepted() - before;
+    let per_second = attempts as f64 / start.elapsed().as_secs_f64();
+    assert!(pgfleet.events("worker_started").is_empty());
+    // Probes double from 250 ms up to restart.delay (500 ms): about 2 a
+    // second, where every worker on its own would make 15 (3 workers every
+    // 200 ms) and bb8's own retries more.
+    assert!(
+        (1..=10).contains(&attempts),
+        "{attempts} connection attempts in 3 s"
+    );
+
+    proxy.set_mode(Mode::Forward);
+    let up = Instant::now();
+    for schema in schemas(3) {
+        pgfleet.wait_schema_event("worker_started", &schema);
+    }
+    let started = up.elapsed();
+    let back = pgfleet.wait_event("database_back");
+    execute(
+        &db,
+        "INSERT INTO schema1.counted VALUES ('total', 0), ('delta', 5)",
+    );
+    pgfleet.wait_for("the fold", |e| {
+        e["event"] == "worker_tick" && e["total"] == 5
+    });
+    eprintln!(
+        "MEASURED database down at start: {attempts} connection attempts in 3 s ({per_second:.1}/s) \
+         while down; workers started {} ms after it came up; database_back after {} ms down",
+        started.as_millis(),
+        back["down_ms"]
+    );
+    assert!(
+        started < Duration::from_millis(RESTART_DELAY_MS + NAPTIME_MS + 1000),
+        "{started:?}"
+    );
+    assert!(pgfleet.events("worker_failed").is_empty());
+}
+
+#[test]
+fn backends_terminated_under_write_load() {
+    let _serial = serial();
+    let db = cluster().create_database();
+    let pgfleet = Pgfleet::start(&db, &config(3, ""));
+    ready(&pgfleet, &db, 3);
+    let writers = Writers::start(&db, &schemas(3));
+    let mut terminated = 0;
+    for _ in 0..5 {
+        thread::sleep(Duration::from_millis(400));
+        let rows = db
+            .client()
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = 'pgfleet' AND datname = current_database()",
+                &[],
+            )
+            .expect("terminate");
+        terminated += rows.len();
+    }
+    let mark = pgfleet.mark();
+    let last_kill = Instant::now();
+    next_fold(&pgfleet, mark);
+    let recovered = last_kill.elapsed();
+    let committed = settle(&pgfleet, &db, writers, 3);
+    let failures = pgfleet.events("worker_failed").len();
+    eprintln!(
+        "MEASURED pg_terminate_backend: {terminated} backends killed in 5 rounds; next fold {} ms after \
+         the last round; {committed} deltas committed and folded; {failures} worker failures",
+        recovered.as_millis()
+    );
+    assert!(terminated >= 5, "only {terminated} pgfleet backends found");
+    assert_eq!(failures, 0, "{:?}", pgfleet.events("worker_failed"));
+}
+
+/// A server that accepts and never answers: no hang, recovery when it
+/// answers again, and shutdown in time while it does not.
+#[test]
+fn stalled_server() {
+    let _serial = serial();
+    let db = cluster().create_database();
+    let proxy = Proxy::start(cluster().port(), Mode::Forward);
+    let extra =
+        "database:\n  statement_timeout: 1s\n  connect_timeout: 500ms\nshutdown:\n  grace: 1s\n";
+    let mut pgfleet = Pgfleet::start_with(
+        &db,
+        &config(2, extra),
+        &[("PGFLEET__DATABASE__URL", &proxy.url(&db.name))],
+    );
+    ready(&pgfleet, &db, 2);
+
+    proxy.set_mode(Mode::Stall);
+    let stalled = Instant::now();
+    pgfleet.wait_event("database_lost");
+    let noticed = stalled.elapsed();
+    proxy.set_mode(Mode::Forward);
+    let resumed = Instant::now();
+    let mark = pgfleet.mark();
+    execute(&db, "INSERT INTO schema1.counted VALUES ('delta', 3)");
+    pgfleet.wait_for_from(mark, "a fold after the stall", |e| {
+        e["event"] == "worker_tick" && e["total"] == 3
+    });
+    let recovered = resumed.elapsed();
+
+    proxy.set_mode(Mode::Stall);
+    thread::sleep(Duration::from_millis(700));
+    let asked = Instant::now();
+    pgfleet.signal(libc::SIGTERM);
+    let status = pgfleet.wait_exit(Duration::from_secs(15));
+    let stopped = asked.elapsed();
+    eprintln!(
+        "MEASURED stalled server: noticed after {} ms (statement_timeout 1s + connect_timeout 500ms); \
+         folding {} ms after it answered again; SIGTERM while stalled: exit {:?} after {} ms",
+        noticed.as_millis(),
+        recovered.as_millis(),
+        status.code(),
+        stopped.as_millis()
+    );
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        stopped < Duration::from_secs(5),
+        "shutdown took {stopped:?} with grace 1s"
+    );
+    assert!(noticed < Duration::from_secs(4), "{noticed:?}");
+}
+
+/// The whole server paused with SIGSTOP (postmaster and backends), then
+/// resumed with SIGCONT.
+#[test]
+fn server_paused_with_sigstop() {
+    let _serial = serial();
+    let db = cluster().create_database();
+    let extra = "database:\n  statement_timeout: 1s\n  connect_timeout: 500ms\n";
+    let pgfleet = Pgfleet::start(&db, &config(2, extra));
+    ready(&pgfleet, &db, 2);
+    let postmaster = std::fs::read_to_string(cluster().datadir().join("postmaster.pid"))
+        .expect("postmaster.pid")
+        .lines()
+        .next()
+        .expect("pid line")
+        .trim()
+        .to_owned();
+    let children = Command::new("pgrep")
+        .args(["-P", &postmaster])
+        .output()
+        .expect("pgrep");
+    let mut pids: Vec<String> = String::from_utf8_lossy(&children.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    pids.push(postmaster);
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .args(&pids)
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    signal("STOP");
+    let paused = Instant::now();
+    pgfleet.wait_event("database_lost");
+    let noticed = paused.elapsed();
+    thread::sleep(Duration::from_secs(1));
+    signal("CONT");
+    let resumed = Instant::now();
+    let mark = pgfleet.mark();
+    execute(&db, "INSERT INTO schema2.counted VALUES ('delta', 4)");
+    pgfleet.wait_for_from(mark, "a fold after SIGCONT", |e| {
+        e["event"] == "worker_tick" && e["total"] == 4
+    });
+    eprintln!(
+        "MEASURED SIGSTOP: noticed after {} ms; folding {} ms after SIGCONT",
+        noticed.as_millis(),
+        resumed.elapsed().as_millis()
+    );
+    assert!(
+        pgfleet.events("worker_failed").is_empty(),
+        "{:?}",
+        pgfleet.events("worker_failed")
+    );
+}
