@@ -75,10 +75,14 @@ enum SlotState {
         generation: u64,
         since: Instant,
     },
+    /// `generation` of the worker that failed.
     Restarting {
         handle: SpawnHandle,
+        generation: u64,
     },
-    GivenUp,
+    GivenUp {
+        generation: u64,
+    },
 }
 
 impl Supervisor {
@@ -97,9 +101,15 @@ impl Supervisor {
         })
     }
 
-    fn worker_log(&self, target: &SchemaTarget) -> Logger {
-        self.log
-            .new(o!("worker" => target.worker.clone(), "schema" => target.schema.clone()))
+    /// A worker's logger. `generation` tells apart the workers a schema
+    /// had over time: a retired one may report its stop after its
+    /// replacement started.
+    fn worker_log(&self, target: &SchemaTarget, generation: u64) -> Logger {
+        self.log.new(o!(
+            "worker" => target.worker.clone(),
+            "schema" => target.schema.clone(),
+            "generation" => generation,
+        ))
     }
 
     fn spawn_worker(&mut self, target: &SchemaTarget, ctx: &mut Context<Self>) -> SlotState {
@@ -115,7 +125,7 @@ impl Supervisor {
             db: self.db.clone(),
             epoch: self.epoch,
             supervisor: ctx.address().recipient(),
-            log: self.worker_log(target),
+            log: self.worker_log(target, self.next_generation),
         };
         SlotState::Running {
             addr: WorkerActor::new(spec).start(),
@@ -149,7 +159,7 @@ impl Supervisor {
         if let Some(slot) = self.slots.get_mut(schema) {
             slot.state = state;
         }
-        info!(self.worker_log(&target), "{} restarted (attempt {attempt})", target.worker;
+        info!(self.worker_log(&target, self.next_generation), "{} restarted (attempt {attempt})", target.worker;
             "event" => "worker_restarted", "attempt" => attempt);
     }
 
@@ -168,31 +178,33 @@ impl Supervisor {
                 });
                 self.retiring.insert(generation, (slot.target, addr));
             }
-            SlotState::Restarting { handle } => {
+            SlotState::Restarting { handle, generation } => {
                 ctx.cancel_future(handle);
-                self.log_stopped(&slot.target);
+                self.log_stopped(&slot.target, generation);
             }
-            SlotState::GivenUp => self.log_stopped(&slot.target),
+            SlotState::GivenUp { generation } => self.log_stopped(&slot.target, generation),
         }
     }
 
-    fn log_stopped(&self, target: &SchemaTarget) {
-        info!(self.worker_log(target), "{} stopped", target.worker; "event" => "worker_stopped");
+    fn log_stopped(&self, target: &SchemaTarget, generation: u64) {
+        info!(self.worker_log(target, generation), "{} stopped", target.worker; "event" => "worker_stopped");
     }
 
     fn on_failure(
         &mut self,
         schema: &str,
+        generation: u64,
         since: Instant,
         error: WorkerError,
         ctx: &mut Context<Self>,
     ) {
+        let Some(target) = self.slots.get(schema).map(|slot| slot.target.clone()) else {
+            return;
+        };
+        let log = self.worker_log(&target, generation);
         let Some(slot) = self.slots.get_mut(schema) else {
             return;
         };
-        let log = self.log.new(
-            o!("worker" => slot.target.worker.clone(), "schema" => slot.target.schema.clone()),
-        );
         let worker = slot.target.worker.clone();
         error!(log, "{worker} failed: {error}"; "event" => "worker_failed", "error" => error.to_string());
         let decision = slot.history.on_failure(
@@ -210,11 +222,11 @@ impl Supervisor {
                 let handle = ctx.run_later(delay, move |supervisor, ctx| {
                     supervisor.restart_worker(&schema, attempt, ctx);
                 });
-                slot.state = SlotState::Restarting { handle };
+                slot.state = SlotState::Restarting { handle, generation };
             }
             Decision::GiveUp { reason } => {
                 error!(log, "{worker} given up: {reason}"; "event" => "worker_given_up", "reason" => reason.clone());
-                slot.state = SlotState::GivenUp;
+                slot.state = SlotState::GivenUp { generation };
                 if self.settings.restart.escalate {
                     error!(self.log, "restart.escalate is true: stopping the service because {worker} was given up";
                         "event" => "shutdown_started", "signal" => "escalation");
@@ -264,7 +276,7 @@ impl Supervisor {
                     }),
                     // A reload is the operator's "try again": given-up
                     // workers start afresh.
-                    SlotState::GivenUp => {
+                    SlotState::GivenUp { .. } => {
                         slot.history = RestartHistory::default();
                         let target = slot.target.clone();
                         let state = self.spawn_worker(&target, ctx);
@@ -293,11 +305,11 @@ impl Supervisor {
                 SlotState::Running { addr, .. } => addr.do_send(Stop {
                     cancel_in_flight: false,
                 }),
-                SlotState::Restarting { handle } => {
+                SlotState::Restarting { handle, .. } => {
                     ctx.cancel_future(*handle);
                     self.slots.remove(&schema);
                 }
-                SlotState::GivenUp => {
+                SlotState::GivenUp { .. } => {
                     self.slots.remove(&schema);
                 }
             }
@@ -350,7 +362,7 @@ impl Handler<WorkerExited> for Supervisor {
 
     fn handle(&mut self, msg: WorkerExited, ctx: &mut Self::Context) {
         if let Some((target, _)) = self.retiring.remove(&msg.generation) {
-            self.log_stopped(&target);
+            self.log_stopped(&target, msg.generation);
             return self.finish_shutdown_if_done(ctx);
         }
         let since = match self.slots.get(&msg.schema).map(|slot| &slot.state) {
@@ -360,10 +372,12 @@ impl Handler<WorkerExited> for Supervisor {
             _ => return, // a worker already replaced
         };
         match msg.failure {
-            Some(error) if !self.shutting_down => self.on_failure(&msg.schema, since, error, ctx),
+            Some(error) if !self.shutting_down => {
+                self.on_failure(&msg.schema, msg.generation, since, error, ctx)
+            }
             _ => {
                 if let Some(slot) = self.slots.remove(&msg.schema) {
-                    self.log_stopped(&slot.target);
+                    self.log_stopped(&slot.target, msg.generation);
                 }
                 self.finish_shutdown_if_done(ctx);
             }

@@ -149,10 +149,19 @@ impl WorkerActor {
         self.last_tick = Some(now);
         if let Some(since) = self.busy_since {
             self.ticks_skipped += 1;
-            let running_ms = now.duration_since(since).as_millis() as u64;
-            warn!(self.spec.log, "tick skipped: the previous fold is still running after {running_ms} ms";
-                "event" => "worker_tick_skipped", "reason" => "fold_in_flight",
-                "running_ms" => running_ms, "skipped" => self.ticks_skipped);
+            let running = now.duration_since(since);
+            let running_ms = running.as_millis() as u64;
+            // A tick meeting the fold a reload just started is routine; one
+            // meeting a fold that has run a whole naptime is news.
+            if running >= self.spec.naptime {
+                warn!(self.spec.log, "tick skipped: the previous fold is still running after {running_ms} ms";
+                    "event" => "worker_tick_skipped", "reason" => "fold_in_flight",
+                    "running_ms" => running_ms, "skipped" => self.ticks_skipped);
+            } else {
+                debug!(self.spec.log, "tick skipped: the previous fold is still running after {running_ms} ms";
+                    "event" => "worker_tick_skipped", "reason" => "fold_in_flight",
+                    "running_ms" => running_ms, "skipped" => self.ticks_skipped);
+            }
             return;
         }
         if self.initialised {

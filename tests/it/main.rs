@@ -2,6 +2,7 @@
 //! throwaway PostgreSQL cluster (see `support::cluster`).
 
 mod cli;
+mod faults;
 mod harness;
 mod invariant;
 mod logs;

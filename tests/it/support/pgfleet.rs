@@ -280,6 +280,16 @@ impl Pgfleet {
         }
     }
 
+    /// Like [`eventually`], with this run's log in the panic message.
+    pub fn eventually(&self, what: &str, mut condition: impl FnMut() -> bool) {
+        if within(|| if condition() { Ok(()) } else { Err(()) }).is_err() {
+            panic!(
+                "timed out waiting until {what}; log:\n{}",
+                self.lines().join("\n")
+            );
+        }
+    }
+
     /// SIGTERM, then the exit status, then the log.
     pub fn stop(&mut self) -> ExitStatus {
         self.signal(libc::SIGTERM);
