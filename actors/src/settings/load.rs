@@ -285,8 +285,20 @@ fn value_at(merged: &Config, key: &str) -> Option<Value> {
 }
 
 fn origin_of(merged: &Config, key: &str) -> String {
-    let origin = value_at(merged, key).and_then(|v| v.origin().map(str::to_owned));
+    let origin = value_at(merged, key).and_then(|v| first_origin(&v));
     describe_origin(origin.as_deref(), key)
+}
+
+/// A table has no origin of its own; its first leaf does.
+fn first_origin(value: &Value) -> Option<String> {
+    if let Some(origin) = value.origin() {
+        return Some(origin.to_owned());
+    }
+    match &value.kind {
+        ValueKind::Table(table) => table.values().find_map(first_origin),
+        ValueKind::Array(items) => items.iter().find_map(first_origin),
+        _ => None,
+    }
 }
 
 fn describe_origin(origin: Option<&str>, key: &str) -> String {
@@ -321,7 +333,10 @@ fn problem_from_config_error(merged: &Config, error: config::ConfigError) -> Pro
             let value =
                 value_at(merged, &key).map_or_else(|| unexpected.to_string(), |v| v.to_string());
             Problem {
-                origin: describe_origin(origin.as_deref(), &key),
+                origin: match origin {
+                    Some(origin) => describe_origin(Some(&origin), &key),
+                    None => origin_of(merged, &key),
+                },
                 value: Some(mask_if_secret(&key, value)),
                 reason: format!("expected {expected}"),
                 key,

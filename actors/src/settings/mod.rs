@@ -9,6 +9,7 @@
 pub mod duration;
 mod load;
 pub mod secret;
+mod whole;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -39,6 +40,7 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: DatabaseUrl,
+    #[serde(deserialize_with = "whole::deserialize")]
     pub pool_size: u32,
     pub application_name: String,
     #[serde(with = "duration")]
@@ -94,11 +96,13 @@ impl DatabaseSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkersSettings {
+    #[serde(deserialize_with = "whole::deserialize")]
     pub total: u32,
     #[serde(deserialize_with = "schema_list")]
     pub schemas: Vec<String>,
     pub table: String,
     pub create_schema: bool,
+    #[serde(deserialize_with = "whole::deserialize")]
     pub vacuum_after: u64,
 }
 
@@ -113,6 +117,7 @@ pub struct RestartSettings {
     pub multiplier: f64,
     #[serde(with = "duration")]
     pub reset_after: Duration,
+    #[serde(deserialize_with = "whole::deserialize")]
     pub max_restarts: u32,
     #[serde(with = "duration")]
     pub window: Duration,

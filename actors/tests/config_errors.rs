@@ -1,0 +1,196 @@
+//! Every configuration error a user can hit, read back: each names the
+//! key, the value and where it came from; and the loader never panics,
+//! whatever YAML or environment it is given (property tests).
+
+use std::io::Write;
+
+use pgfleet_actors::settings::{ConfigError, ConfigSources};
+use proptest::prelude::*;
+
+fn load(
+    yaml: &str,
+    env: &[(&str, &str)],
+) -> (
+    Result<pgfleet_actors::settings::Settings, ConfigError>,
+    String,
+) {
+    let mut file = tempfile::Builder::new()
+        .suffix(".yaml")
+        .tempfile()
+        .expect("temp file");
+    file.write_all(yaml.as_bytes()).expect("write");
+    let path = file
+        .path()
+        .canonicalize()
+        .expect("path")
+        .display()
+        .to_string();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let result = ConfigSources::new(vec![file.path().to_path_buf()]).load_with_env(&env);
+    (result, path)
+}
+
+/// (yaml, key named, words the reason must contain)
+const FILE_ERRORS: &[(&str, &str, &str)] = &[
+    ("database:\n  url: \"host=db port=notaport\"\n", "database.url", "not a PostgreSQL connection"),
+    ("database:\n  pool_size: 0\n", "database.pool_size", "at least 1"),
+    ("database:\n  pool_size: -3\n", "database.pool_size", "-3"),
+    ("database:\n  application_name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n", "database.application_name", "63 bytes"),
+    ("database:\n  connect_timeout: 0\n", "database.connect_timeout", "longer than 0"),
+    ("database:\n  statement_timeout: 0s\n", "database.statement_timeout", "stalled server"),
+    ("database:\n  lock_timeout: forever\n", "database.lock_timeout", "duration"),
+    ("database:\n  password: a\n  password_file: /etc/hostname\n", "database.password_file", "set one of them"),
+    ("database:\n  password_file: /nonexistent/pw\n", "database.password_file", "cannot read"),
+    ("naptime: 0\n", "naptime", "at least 1ms"),
+    ("naptime: -1\n", "naptime", "negative"),
+    ("naptime: 10 parsecs\n", "naptime", "duration"),
+    ("workers:\n  total: -1\n", "workers.total", "-1"),
+    ("workers:\n  total: 1.5\n", "workers.total", "1.5"),
+    ("workers:\n  table: \"\"\n", "workers.table", "is empty"),
+    ("workers:\n  schemas: [a, a]\n", "workers.schemas", "listed twice"),
+    ("workers:\n  schemas: [\"\"]\n", "workers.schemas", "is empty"),
+    ("workers:\n  schemas: {a: 1}\n", "workers.schemas", "list of schema names"),
+    ("workers:\n  create_schema: maybe\n", "workers.create_schema", "maybe"),
+    ("workers:\n  vacuum_after: lots\n", "workers.vacuum_after", "lots"),
+    ("workers: 3\n", "workers", "is a section"),
+    ("workers:\n  totl: 3\n", "workers.totl", "did you mean `workers.total`"),
+    ("restart:\n  policy: always\n", "restart.policy", "backoff, never"),
+    ("restart:\n  delay: 0\n", "restart.delay", "longer than 0"),
+    ("restart:\n  delay: 10s\n  max_delay: 1s\n", "restart.max_delay", "shorter than restart.delay"),
+    ("restart:\n  multiplier: 0.5\n", "restart.multiplier", "at least 1.0"),
+    ("restart:\n  jitter: -0.1\n", "restart.jitter", "between 0.0 and 1.0"),
+    ("restart:\n  window: 0\n", "restart.window", "longer than 0"),
+    ("restart:\n  max_restarts: many\n", "restart.max_restarts", "many"),
+    ("restart:\n  escalate: sure\n", "restart.escalate", "sure"),
+    ("shutdown:\n  grace: later\n", "shutdown.grace", "duration"),
+    ("log:\n  level: loud\n", "log.level", "error, warn, info, debug, trace"),
+    ("log:\n  format: xml\n", "log.format", "text, json"),
+    ("http:\n  listen: localhost\n", "http.listen", "127.0.0.1:9187"),
+    ("colour: blue\n", "colour", "unknown key"),
+];
+
+#[test]
+fn every_file_error_names_key_value_and_file() {
+    for (yaml, key, reason) in FILE_ERRORS {
+        let (result, path) = load(yaml, &[]);
+        let text = match result {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{yaml:?} was accepted"),
+        };
+        assert!(
+            text.contains(&format!("`{key}`")),
+            "{yaml:?}: no key {key}: {text}"
+        );
+        assert!(text.contains(reason), "{yaml:?}: no {reason:?}: {text}");
+        assert!(text.contains(&path), "{yaml:?}: no file: {text}");
+    }
+}
+
+#[test]
+fn environment_errors_name_the_variable() {
+    let cases = [
+        ("PGFLEET__WORKERS__TOTAL", "x", "PGFLEET__WORKERS__TOTAL"),
+        ("PGFLEET__RESTART__JITTER", "2", "PGFLEET__RESTART__JITTER"),
+        ("PGFLEET__LOG__LEVELS", "debug", "did you mean `log.level`"),
+        ("PGFLEET_LOG__LEVEL", "debug", "double underscores"),
+    ];
+    for (name, value, expected) in cases {
+        let (result, _) = load("", &[(name, value)]);
+        let text = result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains(expected), "{name}={value}: {text}");
+    }
+}
+
+#[test]
+fn yaml_syntax_errors_name_the_file() {
+    let (result, path) = load("workers:\n  total: [\n", &[]);
+    match result {
+        Err(ConfigError::Unreadable(text)) => assert!(text.contains(&path), "{text}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Keys a generated document draws from: real ones, near misses, nonsense.
+fn key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("database".to_owned()),
+        Just("url".to_owned()),
+        Just("pool_size".to_owned()),
+        Just("naptime".to_owned()),
+        Just("workers".to_owned()),
+        Just("total".to_owned()),
+        Just("schemas".to_owned()),
+        Just("restart".to_owned()),
+        Just("delay".to_owned()),
+        Just("jitter".to_owned()),
+        Just("log".to_owned()),
+        Just("level".to_owned()),
+        Just("password_file".to_owned()),
+        "[a-z_]{1,12}",
+        "\\PC{1,8}",
+    ]
+}
+
+fn scalar() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<f64>().prop_map(|n| format!("{n:?}")),
+        any::<bool>().prop_map(|b| b.to_string()),
+        Just("~".to_owned()),
+        Just("\"\"".to_owned()),
+        "[0-9]{1,4}(ms|s|m|h)",
+        "\\PC{0,12}".prop_map(|s| format!("{s:?}")),
+    ]
+}
+
+/// A YAML document of nested maps, lists and scalars.
+fn document() -> impl Strategy<Value = String> {
+    let leaf = scalar();
+    let tree = leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4)
+                .prop_map(|items| format!("[{}]", items.join(", "))),
+            prop::collection::vec((key(), inner), 1..5).prop_map(|pairs| {
+                let body: Vec<String> = pairs.iter().map(|(k, v)| format!("{k:?}: {v}")).collect();
+                format!("{{{}}}", body.join(", "))
+            }),
+        ]
+    });
+    prop::collection::vec((key(), tree), 0..6).prop_map(|pairs| {
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{k:?}: {v}\n"))
+            .collect::<String>()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Whatever the file says, the loader answers (never panics), and a
+    /// rejection names a key.
+    #[test]
+    fn the_loader_never_panics_and_names_a_key(yaml in document(), env_value in "\\PC{0,10}") {
+        let (result, _) = load(&yaml, &[("PGFLEET__WORKERS__TOTAL", &env_value)]);
+        match result {
+            Ok(settings) => prop_assert!(!settings.targets().is_empty() || settings.workers.total == 0),
+            Err(ConfigError::Invalid(problems)) => {
+                prop_assert!(!problems.is_empty());
+                for problem in problems {
+                    prop_assert!(!problem.key.is_empty() && problem.key != "?", "{problem}");
+                    prop_assert!(problem.to_string().contains(&problem.key));
+                }
+            }
+            Err(ConfigError::Unreadable(text)) => prop_assert!(!text.is_empty()),
+        }
+    }
+
+    /// Arbitrary bytes as a config file: an answer, never a panic.
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+        let _ = load(&text, &[]);
+    }
+}
