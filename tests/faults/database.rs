@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::serial;
 use crate::support::cluster::{cluster, TestDb};
-use crate::support::pgfleet::{eventually, execute, Pgfleet};
+use crate::support::pgfleet::{eventually, execute, ready, schema_names, Pgfleet};
 use crate::support::proxy::{Mode, Proxy};
 use crate::support::writers::{ledger, Writers};
 
@@ -15,27 +15,12 @@ fn config(schemas: usize, extra: &str) -> String {
     format!("naptime: {NAPTIME_MS}ms\nworkers:\n  total: {schemas}\nrestart:\n  delay: {RESTART_DELAY_MS}ms\n{extra}")
 }
 
-fn schemas(n: usize) -> Vec<String> {
-    (1..=n).map(|i| format!("schema{i}")).collect()
-}
-
-/// Waits for every worker, then gives each table a total row.
-fn ready(pgfleet: &Pgfleet, db: &TestDb, n: usize) {
-    for schema in schemas(n) {
-        pgfleet.wait_schema_event("worker_started", &schema);
-        execute(
-            db,
-            &format!("INSERT INTO {schema}.counted VALUES ('total', 0)"),
-        );
-    }
-}
-
 /// Stops the writers, waits until every delta is folded, and checks the
 /// invariant; returns the number of committed deltas.
 fn settle(pgfleet: &Pgfleet, db: &TestDb, writers: Writers, n: usize) -> i64 {
     let runs = writers.stop();
     assert!(runs > 0);
-    let names = schemas(n);
+    let names = schema_names(n);
     let (counted, committed) = ledger(db, &names);
     assert_eq!(
         counted, committed,
@@ -75,8 +60,8 @@ fn restart_under_load(mode: &str) {
     let _serial = serial();
     let db = cluster().create_database();
     let pgfleet = Pgfleet::start(&db, &config(4, ""));
-    ready(&pgfleet, &db, 4);
-    let writers = Writers::start(&db, &schemas(4));
+    ready(&pgfleet, &db, &schema_names(4));
+    let writers = Writers::start(&db, &schema_names(4));
     thread::sleep(Duration::from_secs(1));
 
     let output = cluster().pg_ctl(&["restart", "-m", mode, "-w"]);
@@ -147,7 +132,7 @@ fn database_down_at_start() {
 
     proxy.set_mode(Mode::Forward);
     let up = Instant::now();
-    for schema in schemas(3) {
+    for schema in schema_names(3) {
         pgfleet.wait_schema_event("worker_started", &schema);
     }
     let started = up.elapsed();
@@ -177,8 +162,8 @@ fn backends_terminated_under_write_load() {
     let _serial = serial();
     let db = cluster().create_database();
     let pgfleet = Pgfleet::start(&db, &config(3, ""));
-    ready(&pgfleet, &db, 3);
-    let writers = Writers::start(&db, &schemas(3));
+    ready(&pgfleet, &db, &schema_names(3));
+    let writers = Writers::start(&db, &schema_names(3));
     let mut terminated = 0;
     for _ in 0..5 {
         thread::sleep(Duration::from_millis(400));
@@ -221,7 +206,7 @@ fn stalled_server() {
         &config(2, extra),
         &[("PGFLEET__DATABASE__URL", &proxy.url(&db.name))],
     );
-    ready(&pgfleet, &db, 2);
+    ready(&pgfleet, &db, &schema_names(2));
 
     proxy.set_mode(Mode::Stall);
     let stalled = Instant::now();
@@ -266,7 +251,7 @@ fn server_paused_with_sigstop() {
     let db = cluster().create_database();
     let extra = "database:\n  statement_timeout: 1s\n  connect_timeout: 500ms\n";
     let pgfleet = Pgfleet::start(&db, &config(2, extra));
-    ready(&pgfleet, &db, 2);
+    ready(&pgfleet, &db, &schema_names(2));
     let postmaster = std::fs::read_to_string(cluster().datadir().join("postmaster.pid"))
         .expect("postmaster.pid")
         .lines()

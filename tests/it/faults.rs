@@ -5,25 +5,11 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::cluster::{cluster, TestDb};
+use crate::support::cluster::cluster;
 use crate::support::pgfleet::{
-    eventually, execute, run, scalar_i64, ConfigFile, Pgfleet, PATIENCE,
+    eventually, execute, ready, run, scalar_i64, schema_names, ConfigFile, Pgfleet, PATIENCE,
 };
 use crate::support::writers::{ledger, Writers};
-
-fn ready(pgfleet: &Pgfleet, db: &TestDb, schemas: &[String]) {
-    for schema in schemas {
-        pgfleet.wait_schema_event("worker_started", schema);
-        execute(
-            db,
-            &format!("INSERT INTO \"{schema}\".counted VALUES ('total', 0)"),
-        );
-    }
-}
-
-fn names(n: usize) -> Vec<String> {
-    (1..=n).map(|i| format!("schema{i}")).collect()
-}
 
 /// A table held by someone else for longer than naptime: ticks are skipped
 /// and counted, lock_timeout ends each wait, nothing fails, and folding
@@ -35,7 +21,7 @@ fn a_lock_longer_than_naptime_skips_ticks() {
         &db,
         "workers:\n  total: 1\ndatabase:\n  lock_timeout: 500ms\n",
     );
-    ready(&pgfleet, &db, &names(1));
+    ready(&pgfleet, &db, &schema_names(1));
     let mut holder = db.client();
     holder
         .batch_execute("BEGIN; LOCK TABLE schema1.counted IN ACCESS EXCLUSIVE MODE")
@@ -72,7 +58,7 @@ fn a_panic_in_a_worker_is_contained() {
         "workers:\n  total: 2\nrestart:\n  max_restarts: 2\n",
         &[("TEST_HOOK_PANIC_IN_FOLD_OF", "schema2")],
     );
-    ready(&pgfleet, &db, &names(2));
+    ready(&pgfleet, &db, &schema_names(2));
     let failed = pgfleet.wait_schema_event("worker_failed", "schema2");
     assert!(
         failed["error"]
@@ -99,7 +85,7 @@ fn a_panic_in_a_worker_is_contained() {
 fn a_storm_of_sighups_leaves_the_last_config() {
     let db = cluster().create_database();
     let mut pgfleet = Pgfleet::start(&db, "workers:\n  total: 2\n");
-    ready(&pgfleet, &db, &names(2));
+    ready(&pgfleet, &db, &schema_names(2));
     let started = Instant::now();
     for i in 0..300 {
         pgfleet
@@ -174,7 +160,7 @@ fn a_storm_of_sighups_leaves_the_last_config() {
 #[test]
 fn two_instances_under_write_load_lose_nothing() {
     let db = cluster().create_database();
-    let schemas = names(3);
+    let schemas = schema_names(3);
     let config = "workers:\n  total: 3\n  vacuum_after: 500\nnaptime: 50ms\n";
     let first = Pgfleet::start(&db, config);
     ready(&first, &db, &schemas);
@@ -215,7 +201,7 @@ fn passwords_from_keys_and_files_never_show() {
         secret_file.path.display()
     );
     let mut pgfleet = Pgfleet::start(&db, &by_file);
-    ready(&pgfleet, &db, &names(1));
+    ready(&pgfleet, &db, &schema_names(1));
     pgfleet.reload(&format!(
         "workers:\n  total: 1\nlog:\n  level: trace\ndatabase:\n  password: {SECRET}x\n"
     ));

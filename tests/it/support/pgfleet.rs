@@ -306,6 +306,24 @@ impl Drop for Pgfleet {
     }
 }
 
+/// `schema1` .. `schemaN`, as `workers.total: N` names them.
+pub fn schema_names(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("schema{i}")).collect()
+}
+
+/// Waits until every worker of `schemas` started, then gives each table a
+/// total row of 0, so that deltas are folded.
+pub fn ready(pgfleet: &Pgfleet, db: &TestDb, schemas: &[String]) {
+    for schema in schemas {
+        pgfleet.wait_schema_event("worker_started", schema);
+        let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
+        execute(
+            db,
+            &format!("INSERT INTO {quoted}.counted VALUES ('total', 0)"),
+        );
+    }
+}
+
 /// Polls `check` until it returns Ok, or returns its last Err after
 /// PATIENCE, for a caller that wants to say more than `eventually` can.
 pub fn within<E>(mut check: impl FnMut() -> Result<(), E>) -> Result<(), E> {
