@@ -248,6 +248,8 @@ impl Supervisor {
                     warn!(self.log, "keeping the old connection pool: {e}"; "event" => "pool_rebuild_failed")
                 }
             }
+        } else if old.restart.delay != new.restart.delay {
+            self.db.set_probe_interval(new.restart.delay);
         }
         let table_changed = old.workers.table != new.workers.table
             || old.workers.create_schema != new.workers.create_schema;

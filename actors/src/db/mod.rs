@@ -218,8 +218,9 @@ impl Database {
         }
     }
 
-    pub fn is_down(&self) -> bool {
-        self.gate.is_down()
+    /// Applies a reloaded `restart.delay` to the spacing of probes.
+    pub fn set_probe_interval(&self, interval: Duration) {
+        self.gate.set_max_interval(interval);
     }
 }
 

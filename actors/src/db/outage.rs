@@ -19,7 +19,6 @@ const FIRST_PROBE: Duration = Duration::from_millis(250);
 
 #[derive(Debug)]
 pub struct OutageGate {
-    max_interval: Duration,
     state: Mutex<State>,
     /// Wakes callers waiting for a pooled connection when an attempt
     /// fails: bb8 would keep them waiting for the whole connect_timeout.
@@ -28,6 +27,7 @@ pub struct OutageGate {
 
 #[derive(Debug, Default)]
 struct State {
+    max_interval: Duration,
     down_since: Option<Instant>,
     next_probe: Option<Instant>,
     interval: Duration,
@@ -36,8 +36,10 @@ struct State {
 impl OutageGate {
     pub fn new(max_interval: Duration) -> Self {
         OutageGate {
-            max_interval: max_interval.max(Duration::from_millis(1)),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                max_interval: max_interval.max(Duration::from_millis(1)),
+                ..State::default()
+            }),
             failed: Notify::new(),
         }
     }
@@ -70,9 +72,9 @@ impl OutageGate {
         let mut state = self.state();
         let begins = state.down_since.is_none();
         state.interval = if begins {
-            FIRST_PROBE.min(self.max_interval)
+            FIRST_PROBE.min(state.max_interval)
         } else {
-            (state.interval * 2).min(self.max_interval)
+            (state.interval * 2).min(state.max_interval)
         };
         state.down_since.get_or_insert(now);
         state.next_probe = Some(now + state.interval);
@@ -92,12 +94,18 @@ impl OutageGate {
         outage
     }
 
+    /// A reload changed `restart.delay`.
+    pub fn set_max_interval(&self, max_interval: Duration) {
+        self.state().max_interval = max_interval.max(Duration::from_millis(1));
+    }
+
     /// Resolves at the next failed connection attempt.
     pub async fn next_failure(&self) {
         self.failed.notified().await;
     }
 
-    pub fn is_down(&self) -> bool {
+    #[cfg(test)]
+    fn is_down(&self) -> bool {
         self.state().down_since.is_some()
     }
 }
