@@ -101,3 +101,25 @@ fn escalate_stops_the_service_with_exit_code_1() {
         .iter()
         .any(|e| e["event"] == "shutdown_started" && e["signal"] == "escalation"));
 }
+
+/// `restart.*` changes on reload: the policy in force when a worker fails
+/// is the one that decides.
+#[test]
+fn a_reloaded_restart_policy_decides_the_next_failure() {
+    let db = cluster().create_database();
+    let pgfleet = Pgfleet::start(&db, "workers:\n  total: 1\nrestart:\n  policy: backoff\n");
+    pgfleet.wait_schema_event("worker_started", "schema1");
+    pgfleet.reload("workers:\n  total: 1\nrestart:\n  policy: never\n");
+    let reloaded = pgfleet.wait_event("config_reloaded");
+    assert!(
+        reloaded["changes"]
+            .as_str()
+            .expect("changes")
+            .contains("restart.policy"),
+        "{reloaded}"
+    );
+    execute(&db, OVERFLOWING);
+    let given_up = pgfleet.wait_schema_event("worker_given_up", "schema1");
+    assert_eq!(given_up["reason"], "restart.policy is never");
+    assert!(pgfleet.events("worker_restart_scheduled").is_empty());
+}
