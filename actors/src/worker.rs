@@ -151,15 +151,23 @@ impl WorkerActor {
             self.ticks_skipped += 1;
             let running = now.duration_since(since);
             let running_ms = running.as_millis() as u64;
-            // A tick meeting the fold a reload just started is routine; one
-            // meeting a fold that has run a whole naptime is news.
-            if running >= self.spec.naptime {
+            // A tick meeting the fold a reload just started, a fold queued
+            // for a pooled connection, or an initialisation queued behind
+            // thousands of others at start, is routine; a fold that has run
+            // on the server for a whole naptime is news.
+            let on_server = self.in_flight.borrow().is_some();
+            let reason = match (self.initialised, on_server) {
+                (false, _) => "initialising",
+                (true, false) => "waiting_for_connection",
+                (true, true) => "fold_in_flight",
+            };
+            if reason == "fold_in_flight" && running >= self.spec.naptime {
                 warn!(self.spec.log, "tick skipped: the previous fold is still running after {running_ms} ms";
-                    "event" => "worker_tick_skipped", "reason" => "fold_in_flight",
+                    "event" => "worker_tick_skipped", "reason" => reason,
                     "running_ms" => running_ms, "skipped" => self.ticks_skipped);
             } else {
-                debug!(self.spec.log, "tick skipped: the previous fold is still running after {running_ms} ms";
-                    "event" => "worker_tick_skipped", "reason" => "fold_in_flight",
+                debug!(self.spec.log, "tick skipped: the previous work is still running after {running_ms} ms";
+                    "event" => "worker_tick_skipped", "reason" => reason,
                     "running_ms" => running_ms, "skipped" => self.ticks_skipped);
             }
             return;
@@ -291,6 +299,12 @@ impl WorkerActor {
                     "event" => "worker_tick_skipped", "reason" => "timed_out",
                     "error" => reason.clone(), "skipped" => self.ticks_skipped);
             }
+            error @ DbError::PoolExhausted { .. } => {
+                self.ticks_skipped += 1;
+                warn!(self.spec.log, "tick skipped: {error}";
+                    "event" => "worker_tick_skipped", "reason" => "pool_exhausted",
+                    "error" => error.to_string(), "skipped" => self.ticks_skipped);
+            }
             other if self.stop_requested => {
                 debug!(self.spec.log, "statement ended by the stop: {other}");
             }
@@ -380,26 +394,23 @@ impl Handler<Stop> for WorkerActor {
 
     fn handle(&mut self, msg: Stop, ctx: &mut Self::Context) {
         self.stop_requested = true;
-        if self.busy_since.is_none() {
-            ctx.stop();
-            return;
-        }
-        if msg.cancel_in_flight {
-            let token = self.in_flight.borrow_mut().take();
-            match token {
-                // Dropping the future alone would leave the statement running
-                // on the server: send the cancel request, then stop. The
-                // statement is rolled back there, and nothing is lost.
-                Some(token) => {
-                    ctx.spawn(
-                        async move { token.cancel_query(NoTls).await }
-                            .into_actor(self)
-                            .map(|_, _, ctx| ctx.stop()),
-                    );
-                }
-                // Still waiting for a pooled connection: nothing runs yet.
-                None => ctx.stop(),
+        let token = self.in_flight.borrow_mut().take();
+        match token {
+            // Idle, or still waiting for a pooled connection: nothing has
+            // reached the server, so there is nothing to finish.
+            None => ctx.stop(),
+            // Dropping the future alone would leave the statement running on
+            // the server: send the cancel request, then stop. The statement
+            // is rolled back there, and nothing is lost.
+            Some(token) if msg.cancel_in_flight => {
+                ctx.spawn(
+                    async move { token.cancel_query(NoTls).await }
+                        .into_actor(self)
+                        .map(|_, _, ctx| ctx.stop()),
+                );
             }
+            // Let the statement finish; the worker stops when it answers.
+            Some(token) => *self.in_flight.borrow_mut() = Some(token),
         }
     }
 }

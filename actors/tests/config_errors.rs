@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use pgfleet_actors::settings::{ConfigError, ConfigSources};
+use pgfleet_actors::settings::{ConfigError, ConfigSources, UNKNOWN_KEY};
 use proptest::prelude::*;
 
 fn load(
@@ -180,7 +180,7 @@ proptest! {
             Err(ConfigError::Invalid(problems)) => {
                 prop_assert!(!problems.is_empty());
                 for problem in problems {
-                    prop_assert!(!problem.key.is_empty() && problem.key != "?", "{problem}");
+                    prop_assert!(!problem.key.is_empty() && problem.key != UNKNOWN_KEY, "{problem}");
                     prop_assert!(problem.to_string().contains(&problem.key));
                 }
             }

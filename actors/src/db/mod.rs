@@ -42,6 +42,10 @@ pub enum DbError {
     /// lock_timeout or statement_timeout: retried at the next tick.
     #[error("{0}")]
     TimedOut(String),
+    /// Every pooled connection stayed busy for connect_timeout: the pool is
+    /// too small for the fleet (or folds are slow), not the database down.
+    #[error("no pooled connection came free within {waited:?}; database.pool_size ({size}) may be too small")]
+    PoolExhausted { waited: Duration, size: u32 },
     #[error("schema {schema} does not exist, and workers.create_schema is false")]
     MissingSchema { schema: String },
     #[error("table {table} does not exist, and workers.create_schema is false")]

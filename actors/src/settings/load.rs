@@ -321,6 +321,9 @@ fn display_path(file: &str) -> String {
     }
 }
 
+/// What `Problem::key` says when the `config` crate did not say which key.
+pub const UNKNOWN_KEY: &str = "(unknown key)";
+
 fn problem_from_config_error(merged: &Config, error: config::ConfigError) -> Problem {
     match error {
         config::ConfigError::Type {
@@ -329,7 +332,7 @@ fn problem_from_config_error(merged: &Config, error: config::ConfigError) -> Pro
             expected,
             key,
         } => {
-            let key = key.unwrap_or_else(|| "?".into());
+            let key = key.unwrap_or_else(|| UNKNOWN_KEY.into());
             let value =
                 value_at(merged, &key).map_or_else(|| unexpected.to_string(), |v| v.to_string());
             Problem {
@@ -343,7 +346,7 @@ fn problem_from_config_error(merged: &Config, error: config::ConfigError) -> Pro
             }
         }
         config::ConfigError::At { error, origin, key } => {
-            let key = key.unwrap_or_else(|| "?".into());
+            let key = key.unwrap_or_else(|| UNKNOWN_KEY.into());
             let origin = match origin {
                 Some(origin) => describe_origin(Some(&origin), &key),
                 None => origin_of(merged, &key),
@@ -357,7 +360,7 @@ fn problem_from_config_error(merged: &Config, error: config::ConfigError) -> Pro
             }
         }
         other => Problem {
-            key: "?".into(),
+            key: UNKNOWN_KEY.into(),
             value: None,
             origin: "configuration".into(),
             reason: other.to_string(),

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{ConfigError, ConfigSources, Problem};
+pub use load::{ConfigError, ConfigSources, Problem, UNKNOWN_KEY};
 pub use secret::{DatabaseUrl, Secret};
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1): longer names would be
