@@ -19,7 +19,8 @@
 //!   shutdown carried out.
 //! - [`worker`]: the ticks and the fold of one schema.
 //! - [`policy`]: backoff, limits and give-up, as plain logic.
-//! - [`db`] and [`sql`]: the pool, the statements, identifier quoting.
+//! - [`db`]: the pool, the outage gate, errors sorted by whose problem
+//!   they are, and the statements run; [`sql`]: their text, identifiers quoted.
 //! - [`log_level`]: the log level, live.
 
 pub mod config_actor;
