@@ -22,15 +22,17 @@ pub fn run(settings: &Settings) -> i32 {
     };
     let url = &settings.database.url;
     let result = runtime.block_on(async {
-        let mut config: tokio_postgres::Config = url.expose().parse().map_err(|e| describe(&e))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(settings.database.connect_timeout);
-        }
-        config.application_name(&settings.database.application_name);
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| describe(&e))?;
+        // The same driver configuration as the service's pool: URL,
+        // password keys, timeouts, application_name.
+        let config = settings.database.pg_config().map_err(|e| describe(&e))?;
+        let connect_timeout = settings.database.connect_timeout;
+        let (client, connection) =
+            tokio::time::timeout(connect_timeout, config.connect(tokio_postgres::NoTls))
+                .await
+                .map_err(|_| {
+                    format!("no answer within {connect_timeout:?} (database.connect_timeout)")
+                })?
+                .map_err(|e| describe(&e))?;
         let connection = tokio::spawn(connection);
         let row = tokio::time::timeout(
             settings

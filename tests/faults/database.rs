@@ -299,3 +299,25 @@ fn server_paused_with_sigstop() {
         pgfleet.events("worker_failed")
     );
 }
+
+/// `pgfleet --check` against a server that never answers says so within
+/// connect_timeout instead of hanging.
+#[test]
+fn check_against_a_stalled_server_exits_1_in_time() {
+    let _serial = serial();
+    let db = cluster().create_database();
+    let proxy = Proxy::start(cluster().port(), Mode::Stall);
+    let asked = Instant::now();
+    let output = crate::support::pgfleet::run(
+        &["--check"],
+        &[
+            ("PGFLEET__DATABASE__URL", &proxy.url(&db.name)),
+            ("PGFLEET__DATABASE__CONNECT_TIMEOUT", "500ms"),
+        ],
+    );
+    let took = asked.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot be reached"), "{stderr}");
+    assert!(took < Duration::from_secs(3), "--check took {took:?}");
+}

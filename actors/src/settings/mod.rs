@@ -482,6 +482,32 @@ mod tests {
     }
 
     #[test]
+    fn the_driver_config_carries_password_keys_and_timeouts() {
+        let mut settings = defaults();
+        settings.database.url = DatabaseUrl::new("postgres://u:from-url@h/d?application_name=mine");
+        let config = settings.database.pg_config().expect("valid");
+        assert_eq!(config.get_password(), Some(&b"from-url"[..]));
+        assert_eq!(
+            config.get_application_name(),
+            Some("mine"),
+            "the URL's own name wins"
+        );
+        assert!(config
+            .get_options()
+            .is_some_and(|o| o.contains("statement_timeout=30000")));
+        settings.database.password = Secret::new("from-key");
+        assert_eq!(
+            settings.database.pg_config().expect("valid").get_password(),
+            Some(&b"from-key"[..])
+        );
+        settings.database.password_from_file = Secret::new("from-file");
+        assert_eq!(
+            settings.database.pg_config().expect("valid").get_password(),
+            Some(&b"from-file"[..])
+        );
+    }
+
+    #[test]
     fn changes_name_the_keys_and_mask_secrets() {
         let old = defaults();
         let mut new = old.clone();
