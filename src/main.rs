@@ -14,7 +14,7 @@ use clap::Parser;
 use pgfleet_actors::config_actor::ConfigActor;
 use pgfleet_actors::settings::{ConfigSources, Settings};
 use pgfleet_actors::supervisor::Supervisor;
-use slog::{error, info};
+use slog::{error, info, warn};
 
 /// Bad configuration or usage (clap exits 2 on usage errors too).
 const EXIT_BAD_CONFIG: i32 = 2;
@@ -34,6 +34,11 @@ fn run(cli: cli::Cli) -> i32 {
             return EXIT_BAD_CONFIG;
         }
     };
+    for warning in &settings.load_warnings {
+        if cli.print_config || cli.check {
+            eprintln!("pgfleet: warning: {warning}");
+        }
+    }
     if cli.print_config {
         return match serde_norway::to_string(&settings) {
             Ok(yaml) => {
@@ -60,6 +65,9 @@ fn serve(sources: ConfigSources, settings: Settings) -> i32 {
     info!(log, "pgfleet {} started with {} workers", env!("CARGO_PKG_VERSION"), settings.targets().len();
         "event" => "service_started", "version" => env!("CARGO_PKG_VERSION"),
         "workers" => settings.targets().len());
+    for warning in &settings.load_warnings {
+        warn!(log, "{warning}"; "event" => "config_warning");
+    }
 
     let system = System::new();
     let started = system.block_on(async {

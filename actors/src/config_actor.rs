@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use slog::{error, info, Logger};
+use slog::{error, info, warn, Logger};
 
 use crate::settings::{ConfigSources, Settings};
 
@@ -66,6 +66,9 @@ impl Handler<Reload> for ConfigActor {
                 return;
             }
         };
+        for warning in &settings.load_warnings {
+            warn!(self.log, "{warning}"; "event" => "config_warning");
+        }
         let changes = settings.changes_from(&self.current);
         let summary = if changes.is_empty() {
             "none".to_owned()

@@ -86,7 +86,8 @@ impl ConfigSources {
 
     /// Every layer, with `environment` standing in for the process's.
     pub fn load_with_env(&self, environment: &[(String, String)]) -> Result<Settings, ConfigError> {
-        let mut problems = misspelt_prefixes(environment);
+        let known = known_keys()?;
+        let (mut problems, warnings) = single_underscore_variables(environment, &known);
         let env_map: Map<String, String> = environment
             .iter()
             .filter(|(name, _)| name.starts_with(&format!("{ENV_PREFIX}{ENV_SEPARATOR}")))
@@ -113,7 +114,7 @@ impl ConfigSources {
             .build()
             .map_err(|e| ConfigError::Unreadable(unreadable_message(e)))?;
 
-        problems.extend(unknown_keys(&merged)?);
+        problems.extend(unknown_keys(&merged, &known)?);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -134,6 +135,7 @@ impl ConfigSources {
             .chain(unreadable_password)
             .collect();
         if problems.is_empty() {
+            settings.load_warnings = warnings;
             Ok(settings)
         } else {
             Err(ConfigError::Invalid(problems))
@@ -157,23 +159,53 @@ fn unreadable_message(error: config::ConfigError) -> String {
 }
 
 /// `PGFLEET_NAPTIME` (one underscore) would be silently ignored by the
-/// `config` crate; an operator who set it meant something.
-fn misspelt_prefixes(environment: &[(String, String)]) -> Vec<Problem> {
+/// `config` crate; an operator who set it meant something, so a variable
+/// that reads as a known key with its double underscores shortened is an
+/// error with the fix. Any other `PGFLEET_` variable is somebody else's:
+/// Kubernetes injects `PGFLEET_PORT=tcp://…`, `PGFLEET_SERVICE_HOST`, … for
+/// a Service named `pgfleet` into every pod. Those must never stop the
+/// service; they are named in one warning.
+fn single_underscore_variables(
+    environment: &[(String, String)],
+    known: &BTreeSet<String>,
+) -> (Vec<Problem>, Vec<String>) {
     let single = format!("{ENV_PREFIX}_");
     let double = format!("{ENV_PREFIX}{ENV_SEPARATOR}");
-    environment
-        .iter()
-        .filter(|(name, _)| name.starts_with(&single) && !name.starts_with(&double))
-        .map(|(name, _)| Problem {
-            key: name.clone(),
-            value: None,
-            origin: "environment".into(),
-            reason: format!(
-                "pgfleet reads PGFLEET__<SECTION>__<KEY> with double underscores; did you mean {double}{}?",
-                &name[single.len()..]
-            ),
-        })
-        .collect()
+    let mut problems = Vec::new();
+    let mut foreign = Vec::new();
+    for (name, _) in environment {
+        if !name.starts_with(&single) || name.starts_with(&double) {
+            continue;
+        }
+        let rest = &name[single.len()..];
+        let flattened = rest.to_lowercase().replace(ENV_SEPARATOR, "_");
+        match known
+            .iter()
+            .find(|key| key.replace('.', "_") == flattened)
+        {
+            Some(key) => problems.push(Problem {
+                key: name.clone(),
+                value: None,
+                origin: "environment".into(),
+                reason: format!(
+                    "pgfleet reads PGFLEET__<SECTION>__<KEY> with double underscores; did you mean {double}{}?",
+                    key.to_uppercase().replace('.', ENV_SEPARATOR)
+                ),
+            }),
+            None => foreign.push(name.clone()),
+        }
+    }
+    let warnings = if foreign.is_empty() {
+        Vec::new()
+    } else {
+        foreign.sort();
+        vec![format!(
+            "ignoring environment variables that match no pgfleet key (such as Kubernetes service links): {}; \
+             pgfleet's own are PGFLEET__<SECTION>__<KEY>",
+            foreign.join(", ")
+        )]
+    };
+    (problems, warnings)
 }
 
 /// Leaf keys of a merged tree; lists are leaves.
@@ -202,8 +234,7 @@ fn known_keys() -> Result<BTreeSet<String>, ConfigError> {
     Ok(keys.into_iter().map(|(key, _)| key).collect())
 }
 
-fn unknown_keys(merged: &Config) -> Result<Vec<Problem>, ConfigError> {
-    let known = known_keys()?;
+fn unknown_keys(merged: &Config, known: &BTreeSet<String>) -> Result<Vec<Problem>, ConfigError> {
     let table = merged
         .collect()
         .map_err(|e| ConfigError::Unreadable(unreadable_message(e)))?;
@@ -224,16 +255,12 @@ fn unknown_keys(merged: &Config) -> Result<Vec<Problem>, ConfigError> {
             let section = format!("{key}.");
             let reason = match known.iter().find(|leaf| leaf.starts_with(&section)) {
                 Some(leaf) => format!("is a section: it takes keys such as `{leaf}`, not a value"),
-                None => match closest(&key, &known) {
+                None => match closest(&key, known) {
                     Some(near) => format!("unknown key; did you mean `{near}`?"),
                     None => "unknown key".into(),
                 },
             };
-            let value = if key.starts_with("database.") {
-                super::secret::MASK.to_owned()
-            } else {
-                value.to_string()
-            };
+            let value = mask_if_secret(&key, value.to_string());
             Problem {
                 origin: describe_origin(value_origin, &key),
                 value: Some(value),
@@ -368,15 +395,38 @@ fn problem_from_config_error(merged: &Config, error: config::ConfigError) -> Pro
     }
 }
 
-/// Values that may hold a password, masked in error messages. An unknown
-/// key under `database.` is masked whole: `pasword: hunter2` is a typo
-/// that still holds a secret.
+/// Values that may hold a password, masked in error messages and logs.
+/// A typo still holds the secret: `databse: {url: postgres://u:pw@h/d}`,
+/// `PGFLEET__DATABASE_URL=…`, `pasword: hunter2`. So besides the known
+/// secret keys, a value is masked whole when its key is named like a
+/// secret or sits under a `database`-like section, or when the value reads
+/// like a connection string.
 fn mask_if_secret(key: &str, value: String) -> String {
     match key {
         "database.url" => super::secret::mask_password(&value),
         "database.password" => super::secret::MASK.to_owned(),
+        _ if known_keys().is_ok_and(|known| known.contains(key)) => value,
+        _ if named_like_a_secret(key) || reads_like_a_connection_string(&value) => {
+            super::secret::MASK.to_owned()
+        }
         _ => value,
     }
+}
+
+/// Words in a key's name that say its value may be a secret.
+const SECRET_WORDS: &[&str] = &[
+    "pass", "pwd", "secret", "token", "url", "uri", "dsn", "conn", "key", "cred", "auth",
+];
+
+fn named_like_a_secret(key: &str) -> bool {
+    let key = key.to_lowercase();
+    let section = key.split(['.', '_']).next().unwrap_or("");
+    edit_distance(section, "database") <= 2 || SECRET_WORDS.iter().any(|word| key.contains(word))
+}
+
+fn reads_like_a_connection_string(value: &str) -> bool {
+    let lower = value.to_lowercase();
+    lower.contains("://") || lower.contains("password") || lower.contains('@')
 }
 
 /// Reads `database.password_file`, at start and on every reload.
@@ -515,6 +565,71 @@ mod tests {
             "{:?}",
             found[0]
         );
+    }
+
+    #[test]
+    fn foreign_single_underscore_variables_only_warn() {
+        // What Kubernetes injects for a Service named `pgfleet`.
+        let settings = ConfigSources::default()
+            .load_with_env(&env(&[
+                ("PGFLEET_PORT", "tcp://10.0.0.7:8080"),
+                ("PGFLEET_PORT_8080_TCP_ADDR", "10.0.0.7"),
+                ("PGFLEET_SERVICE_HOST", "10.0.0.7"),
+            ]))
+            .expect("Kubernetes service links must not stop the service");
+        assert_eq!(
+            settings.load_warnings.len(),
+            1,
+            "{:?}",
+            settings.load_warnings
+        );
+        let warning = &settings.load_warnings[0];
+        assert!(
+            warning.contains("PGFLEET_PORT, PGFLEET_PORT_8080_TCP_ADDR, PGFLEET_SERVICE_HOST"),
+            "{warning}"
+        );
+        assert!(!warning.contains("10.0.0.7"), "{warning}");
+        let found = problems(
+            ConfigSources::default().load_with_env(&env(&[("PGFLEET_DATABASE_POOL_SIZE", "3")])),
+        );
+        assert!(
+            found[0].reason.contains("PGFLEET__DATABASE__POOL_SIZE"),
+            "{:?}",
+            found[0]
+        );
+    }
+
+    #[test]
+    fn secrets_under_misspelt_keys_are_masked() {
+        let found = problems(ConfigSources::default().load_with_env(&env(&[(
+            "PGFLEET__DATABASE_URL",
+            "postgres://u:hunter2@h/d",
+        )])));
+        let text = found[0].to_string();
+        assert!(
+            !text.contains("hunter2") && text.contains("database_url"),
+            "{text}"
+        );
+        for yaml in [
+            "databse:\n  url: postgres://u:hunter2@h/d\n",
+            "database:\n  pasword: hunter2\n",
+            "dsn: host=h password=hunter2\n",
+            "extra:\n  thing: postgres://u:hunter2@h/d\n",
+        ] {
+            let file = yaml_file(yaml);
+            let text = ConfigSources::new(vec![file.0.clone()])
+                .load_without_env()
+                .unwrap_err()
+                .to_string();
+            assert!(!text.contains("hunter2"), "{yaml}: {text}");
+        }
+        // Values under keys that hold no secret stay readable.
+        let file = yaml_file("colour: blue\n");
+        let text = ConfigSources::new(vec![file.0.clone()])
+            .load_without_env()
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("blue"), "{text}");
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
     pub http: HttpSettings,
+    /// What the loader noticed but let pass (environment variables that
+    /// match no key), for the service to log once it has a logger.
+    #[serde(skip)]
+    pub load_warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
