@@ -1,14 +1,22 @@
-//! `pgfleet --check`: is this configuration good, and can it reach the
-//! database? For deploy scripts and systemd's ExecStartPre.
+//! `pgfleet --check`: is this configuration good, can it reach the
+//! database, and can the role do the job? For deploy scripts and systemd's
+//! ExecStartPre: a role without privileges must fail here, with the GRANT
+//! that fixes it, not pass and then fail every worker.
 
 use std::time::Duration;
 
-use pgfleet_actors::db::describe;
+use pgfleet_actors::conninfo::ProcessEnvironment;
+use pgfleet_actors::db::privileges::{self, Job};
+use pgfleet_actors::db::{Connector, DbError};
 use pgfleet_actors::settings::Settings;
+use slog::{o, Drain, Logger};
 
-pub const EXIT_UNREACHABLE: i32 = 1;
+/// The database cannot be reached, refuses us, or the role lacks a
+/// privilege.
+pub const EXIT_CHECK_FAILED: i32 = 1;
 
-/// Connects once and asks the server its version.
+/// Connects as the service does (same hosts, TLS, password sources,
+/// pooler handling) and checks the role's privileges on every schema.
 pub fn run(settings: &Settings) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -17,53 +25,95 @@ pub fn run(settings: &Settings) -> i32 {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("pgfleet: cannot start the async runtime: {e}");
-            return EXIT_UNREACHABLE;
+            return EXIT_CHECK_FAILED;
         }
     };
-    let url = &settings.database.url;
+    let log = Logger::root(StderrWarnings.fuse(), o!());
+    let connector = match Connector::new(&settings.database, &ProcessEnvironment, &log) {
+        Ok(connector) => connector,
+        Err(e) => {
+            // Validation already built one; only a file changed since.
+            eprintln!("pgfleet: database.url: {e}");
+            return EXIT_CHECK_FAILED;
+        }
+    };
+    let targets: Vec<String> = settings.targets().into_iter().map(|t| t.schema).collect();
+    let job = Job {
+        schemas: &targets,
+        table: &settings.workers.table,
+        create_schema: settings.workers.create_schema,
+        vacuum: settings.workers.vacuum_after > 0,
+    };
+    // Every host may take connect_timeout, twice with sslmode prefer/allow.
+    let answer_within = connector.connect_timeout() * 2 + settings.database.statement_timeout;
     let result = runtime.block_on(async {
-        // The same driver configuration as the service's pool: URL,
-        // password keys, timeouts, application_name.
-        let config = settings.database.pg_config().map_err(|e| describe(&e))?;
-        let connect_timeout = settings.database.connect_timeout;
-        let (client, connection) =
-            tokio::time::timeout(connect_timeout, config.connect(tokio_postgres::NoTls))
-                .await
-                .map_err(|_| {
-                    format!("no answer within {connect_timeout:?} (database.connect_timeout)")
-                })?
-                .map_err(|e| describe(&e))?;
-        let connection = tokio::spawn(connection);
-        let row = tokio::time::timeout(
-            settings
-                .database
-                .connect_timeout
-                .max(Duration::from_secs(1)),
+        let session = connector.connect().await?;
+        let client = &session.client;
+        let version = tokio::time::timeout(
+            answer_within,
             client.query_one("SELECT current_setting('server_version')", &[]),
         )
         .await
-        .map_err(|_| "the server did not answer in time".to_owned())?
-        .map_err(|e| describe(&e))?;
-        drop(client);
-        let _ = connection.await;
-        Ok::<String, String>(row.get(0))
+        .map_err(|_| no_answer(answer_within))?
+        .map_err(|e| DbError::from_statement(&e))?;
+        let missing = tokio::time::timeout(answer_within, privileges::missing(client, &job))
+            .await
+            .map_err(|_| no_answer(answer_within))??;
+        Ok::<_, DbError>((version.get::<_, String>(0), missing))
     });
+    let at = connector.describe_target();
     match result {
-        Ok(version) => {
+        Ok((version, missing)) if missing.is_empty() => {
             println!(
-                "configuration OK: {} workers on table {:?}; database reachable at {} (PostgreSQL {version})",
-                settings.targets().len(),
+                "configuration OK: {} workers on table {:?}; connected to {at} (PostgreSQL {version}); \
+                 the role has every privilege the job needs",
+                targets.len(),
                 settings.workers.table,
-                url.masked()
             );
             0
         }
-        Err(e) => {
+        Ok((_, missing)) => {
             eprintln!(
-                "pgfleet: configuration OK, but the database cannot be reached at {}: {e}",
-                url.masked()
+                "pgfleet: connected to {at}, but the role lacks what the job needs ({} problems):",
+                missing.len()
             );
-            EXIT_UNREACHABLE
+            const SHOWN: usize = 20;
+            for item in missing.iter().take(SHOWN) {
+                eprintln!("  missing {}\n    fix: {}", item.what, item.fix);
+            }
+            if missing.len() > SHOWN {
+                eprintln!("  ... and {} more", missing.len() - SHOWN);
+            }
+            EXIT_CHECK_FAILED
         }
+        Err(e) => {
+            let what = match &e {
+                DbError::Refused { .. } => "the database refused the connection",
+                DbError::Unreachable(_) => "the database cannot be reached",
+                _ => "the check failed",
+            };
+            eprintln!("pgfleet: configuration OK, but {what} at {at} [{}]: {e}", e.kind());
+            EXIT_CHECK_FAILED
+        }
+    }
+}
+
+fn no_answer(waited: Duration) -> DbError {
+    DbError::Unreachable(format!("the server did not answer within {waited:?}"))
+}
+
+/// What the connector warns about (a password file ignored for its
+/// permissions), as `--check` output.
+struct StderrWarnings;
+
+impl Drain for StderrWarnings {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        if record.level().is_at_least(slog::Level::Warning) {
+            eprintln!("pgfleet: warning: {}", record.msg());
+        }
+        Ok(())
     }
 }

@@ -16,8 +16,10 @@ pub struct Cli {
     #[arg(short, long = "config", value_name = "FILE")]
     pub config: Vec<PathBuf>,
 
-    /// Validate the configuration and connect once; exit 0 if all is well,
-    /// 2 on bad configuration, 1 if the database cannot be reached.
+    /// Validate the configuration, connect once as the service would, and
+    /// check the role's privileges; exit 0 if all is well, 2 on bad
+    /// configuration, 1 if the database cannot be reached, refuses the
+    /// connection, or the role lacks a privilege (the GRANT is printed).
     #[arg(long, conflicts_with = "print_config")]
     pub check: bool,
 

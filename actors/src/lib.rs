@@ -24,6 +24,7 @@
 //! - [`log_level`]: the log level, live.
 
 pub mod config_actor;
+pub mod conninfo;
 pub mod db;
 pub mod log_level;
 pub mod policy;

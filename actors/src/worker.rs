@@ -181,10 +181,13 @@ impl WorkerActor {
 
     /// Runs `work` on a pooled connection, in the background, with a
     /// deadline for the server's answer, and hands the result to `done`.
+    /// When the connection itself is lost (one backend terminated, a closed
+    /// socket), the work runs once more on a fresh connection: only if that
+    /// one cannot be had is the database unreachable.
     fn run_on_database<T: 'static>(
         &mut self,
         ctx: &mut Context<Self>,
-        work: impl for<'c> FnOnce(&'c mut PgConnection) -> LocalBoxFuture<'c, Result<T, DbError>>
+        work: impl for<'c> Fn(&'c mut PgConnection) -> LocalBoxFuture<'c, Result<T, DbError>>
             + 'static,
         done: impl FnOnce(&mut Self, Guarded<T>, &mut Context<Self>) + 'static,
     ) {
@@ -192,24 +195,35 @@ impl WorkerActor {
         let db = self.spec.db.clone();
         let in_flight = Rc::clone(&self.in_flight);
         let guarded = async move {
-            let mut conn = db.connection().await?;
-            *in_flight.borrow_mut() = Some(conn.cancel_token());
-            let deadline = db.answer_deadline();
-            let answer = tokio::time::timeout(deadline, work(&mut conn)).await;
-            in_flight.borrow_mut().take();
-            match answer {
-                Err(_) => {
-                    // The server may be stalled: never reuse this connection.
-                    conn.discard();
-                    Err(db.unreachable(format!(
-                        "no answer within {deadline:?} (database.statement_timeout + database.connect_timeout)"
-                    )))
-                }
-                Ok(Err(DbError::Unreachable(reason))) => Err(db.unreachable(reason)),
-                Ok(result) => {
-                    db.reachable();
-                    result
-                }
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let mut conn = db.connection().await?;
+                *in_flight.borrow_mut() = Some(conn.cancel_token());
+                let deadline = db.answer_deadline();
+                let answer = tokio::time::timeout(deadline, work(&mut conn)).await;
+                in_flight.borrow_mut().take();
+                return match answer {
+                    Err(_) => {
+                        // The server may be stalled: never reuse this connection.
+                        conn.discard();
+                        Err(db.unreachable(format!(
+                            "no answer within {deadline:?} (database.statement_timeout + database.connect_timeout)"
+                        )))
+                    }
+                    Ok(Err(DbError::ConnectionLost(reason))) => {
+                        conn.discard();
+                        if attempt < 2 {
+                            continue;
+                        }
+                        Err(db.unreachable(reason))
+                    }
+                    Ok(Err(DbError::Unreachable(reason))) => Err(db.unreachable(reason)),
+                    Ok(result) => {
+                        db.reachable();
+                        result
+                    }
+                };
             }
         };
         ctx.spawn(
@@ -236,7 +250,10 @@ impl WorkerActor {
         let create = self.spec.create_schema;
         self.run_on_database(
             ctx,
-            move |conn| async move { db::initialise(conn, &sql, create).await }.boxed_local(),
+            move |conn| {
+                let sql = Arc::clone(&sql);
+                async move { db::initialise(conn, &sql, create).await }.boxed_local()
+            },
             |worker, result, ctx| match result {
                 Ok(Ok(())) => {
                     worker.initialised = true;
@@ -260,6 +277,7 @@ impl WorkerActor {
         self.run_on_database(
             ctx,
             move |conn| {
+                let sql = Arc::clone(&sql);
                 async move {
                     #[cfg(feature = "test-hooks")]
                     if panic_here {
@@ -283,14 +301,16 @@ impl WorkerActor {
         );
     }
 
-    /// Unreachable and timed out: skip this tick. Anything else: fail.
+    /// Unreachable, refused and timed out: skip this tick. Anything else:
+    /// fail.
     fn handle_error(&mut self, error: DbError, ctx: &mut Context<Self>) {
         match error {
-            // Logged once for all workers by the Database (database_lost).
-            DbError::Unreachable(reason) => {
+            // Logged once for all workers by the Database (database_lost,
+            // database_refused).
+            DbError::Unreachable(_) | DbError::ConnectionLost(_) | DbError::Refused { .. } => {
                 self.ticks_skipped += 1;
-                debug!(self.spec.log, "tick skipped: {reason}";
-                    "event" => "worker_tick_skipped", "reason" => "database_unreachable",
+                debug!(self.spec.log, "tick skipped: {error}";
+                    "event" => "worker_tick_skipped", "reason" => error.kind(),
                     "skipped" => self.ticks_skipped);
             }
             DbError::TimedOut(reason) => {

@@ -35,7 +35,13 @@ fn load(
 
 /// (yaml, key named, words the reason must contain)
 const FILE_ERRORS: &[(&str, &str, &str)] = &[
-    ("database:\n  url: \"host=db port=notaport\"\n", "database.url", "not a PostgreSQL connection"),
+    ("database:\n  url: \"host=db port=notaport\"\n", "database.url", "invalid integer value \"notaport\" for connection option \"port\""),
+    ("database:\n  url: \"postgres://db/app?sslmode=verify-fuller\"\n", "database.url", "invalid sslmode value \"verify-fuller\""),
+    ("database:\n  url: \"host=db sslmode=verify-full sslrootcert=/nonexistent/ca.crt\"\n", "database.url", "root certificate file \"/nonexistent/ca.crt\" does not exist"),
+    ("database:\n  url: \"host=db sslmode=require sslrootcert=system\"\n", "database.url", "weak sslmode"),
+    ("database:\n  url: \"host=db servce=x\"\n", "database.url", "invalid connection option"),
+    ("database:\n  url: \"service=billing\"\n", "database.url", "pg_service.conf"),
+    ("database:\n  pooler: pgbouncer\n", "database.pooler", "auto, none, transaction"),
     ("database:\n  pool_size: 0\n", "database.pool_size", "at least 1"),
     ("database:\n  pool_size: -3\n", "database.pool_size", "-3"),
     ("database:\n  application_name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n", "database.application_name", "63 bytes"),

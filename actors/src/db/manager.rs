@@ -1,53 +1,48 @@
-//! bb8-postgres's connection manager, with two things it lacks.
+//! The bb8 connection manager: connections made by the [`Connector`]
+//! (libpq's host list, TLS modes and password file), and a way to throw one
+//! away.
 //!
-//! - A bound on the whole connection start-up: tokio-postgres's
-//!   `connect_timeout` covers the TCP connect only, and a server that
-//!   accepts but never answers (stopped with SIGSTOP, or a proxy in front of
-//!   a dead host) would otherwise hold a pool slot forever.
-//! - A way to throw a connection away: after pgfleet gave up waiting for an
-//!   answer on it, the connection is marked, and bb8 drops it on return
-//!   instead of handing it to the next worker.
+//! After pgfleet gave up waiting for an answer on a connection (a stalled
+//! server, a proxy in front of a dead host), or the connection was lost, it
+//! is marked, and bb8 drops it on return instead of handing it to the next
+//! worker.
 
 use std::ops::{Deref, DerefMut};
-use std::time::Duration;
+use std::sync::Arc;
 
 use bb8::ManageConnection;
-use bb8_postgres::PostgresConnectionManager;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+
+use super::connect::Connector;
+use super::DbError;
 
 pub struct Manager {
-    inner: PostgresConnectionManager<NoTls>,
-    connect_timeout: Duration,
+    connector: Arc<Connector>,
 }
 
 impl Manager {
-    pub fn new(config: tokio_postgres::Config, connect_timeout: Duration) -> Self {
-        Manager {
-            inner: PostgresConnectionManager::new(config, NoTls),
-            connect_timeout,
-        }
+    pub fn new(connector: Arc<Connector>) -> Self {
+        Manager { connector }
     }
-}
-
-/// Why a connection could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error(transparent)]
-    Postgres(#[from] tokio_postgres::Error),
-    #[error("no answer from the server within {0:?} (database.connect_timeout)")]
-    TimedOut(Duration),
 }
 
 /// A pooled client that can be marked unusable.
 pub struct PgClient {
     client: Client,
     discarded: bool,
+    set_local: Option<Arc<str>>,
 }
 
 impl PgClient {
     /// Do not reuse this connection: it may still wait for an answer.
     pub fn discard(&mut self) {
         self.discarded = true;
+    }
+
+    /// `SET LOCAL …; ` to start each transaction with, when the session's
+    /// timeouts could not be set at start-up (a pooler; see `connect`).
+    pub fn set_local(&self) -> Option<&str> {
+        self.set_local.as_deref()
     }
 }
 
@@ -67,24 +62,26 @@ impl DerefMut for PgClient {
 
 impl ManageConnection for Manager {
     type Connection = PgClient;
-    type Error = ConnectError;
+    type Error = DbError;
 
-    async fn connect(&self) -> Result<PgClient, ConnectError> {
-        match tokio::time::timeout(self.connect_timeout, self.inner.connect()).await {
-            Ok(Ok(client)) => Ok(PgClient {
-                client,
-                discarded: false,
-            }),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(ConnectError::TimedOut(self.connect_timeout)),
-        }
+    async fn connect(&self) -> Result<PgClient, DbError> {
+        let session = self.connector.connect().await?;
+        Ok(PgClient {
+            client: session.client,
+            discarded: false,
+            set_local: session.set_local,
+        })
     }
 
-    async fn is_valid(&self, conn: &mut PgClient) -> Result<(), ConnectError> {
-        Ok(self.inner.is_valid(&mut conn.client).await?)
+    async fn is_valid(&self, conn: &mut PgClient) -> Result<(), DbError> {
+        conn.client
+            .simple_query("")
+            .await
+            .map(drop)
+            .map_err(|e| DbError::from_statement(&e))
     }
 
     fn has_broken(&self, conn: &mut PgClient) -> bool {
-        conn.discarded || self.inner.has_broken(&mut conn.client)
+        conn.discarded || conn.client.is_closed()
     }
 }

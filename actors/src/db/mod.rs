@@ -1,19 +1,15 @@
 //! The database as the workers see it: a pool, an outage gate, and errors
-//! sorted by whose problem they are.
+//! sorted by whose problem they are (see `error`).
 //!
 //! One bb8 pool serves every worker: a fold holds a connection for about a
 //! millisecond, so a handful of connections serve thousands of schemas.
-//! Errors fall in three kinds, because each calls for a different answer:
-//! - the database is unreachable (connection refused, closed, server
-//!   shutting down, no answer in time): nobody's fault here, so the tick is
-//!   skipped and the outage gate spaces the retries;
-//! - the statement timed out (lock_timeout, statement_timeout): skipped,
-//!   retried at the next tick;
-//! - anything else (overflow, a missing table, permissions) is the worker's
-//!   own failure, for the Supervisor and its restart policy.
 
+pub mod connect;
+mod error;
 mod manager;
 mod outage;
+pub mod privileges;
+pub mod tls;
 mod statements;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,104 +17,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bb8::{ErrorSink, Pool, PooledConnection, RunError};
-use slog::{info, warn, Logger};
-use tokio_postgres::error::SqlState;
+use slog::{error, info, warn, Logger};
 
-pub use manager::{ConnectError, Manager, PgClient};
+pub use connect::{Connector, Session};
+pub use error::{describe, DbError, Refusal};
+pub use manager::{Manager, PgClient};
 pub use outage::OutageGate;
 pub use statements::{fold, initialise, vacuum, FoldOutcome};
 
+use crate::conninfo::ProcessEnvironment;
 use crate::settings::DatabaseSettings;
 
 pub type PgPool = Pool<Manager>;
 pub type PgConnection = PooledConnection<'static, Manager>;
-
-/// Why a statement did not do its job.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum DbError {
-    /// The database cannot be reached; not this worker's fault.
-    #[error("database unreachable: {0}")]
-    Unreachable(String),
-    /// lock_timeout or statement_timeout: retried at the next tick.
-    #[error("{0}")]
-    TimedOut(String),
-    /// Every pooled connection stayed busy for connect_timeout: the pool is
-    /// too small for the fleet (or folds are slow), not the database down.
-    #[error("no pooled connection came free within {waited:?}; database.pool_size ({size}) may be too small")]
-    PoolExhausted { waited: Duration, size: u32 },
-    #[error("schema {schema} does not exist, and workers.create_schema is false")]
-    MissingSchema { schema: String },
-    #[error("table {table} does not exist, and workers.create_schema is false")]
-    MissingTable { table: String },
-    #[error("the total of {table} would overflow integer, so nothing was folded ({detail})")]
-    Overflow { table: String, detail: String },
-    #[error("{0}")]
-    Postgres(String),
-    #[error("unexpected reply to the fold: {0}")]
-    UnexpectedReply(String),
-}
-
-impl DbError {
-    /// Sorts a driver error into the three kinds.
-    pub fn from_pg(error: &tokio_postgres::Error) -> Self {
-        let text = describe(error);
-        match error.code() {
-            _ if error.is_closed() => DbError::Unreachable(text),
-            // Not from the server at all: I/O, the connection.
-            None => DbError::Unreachable(text),
-            Some(code) if is_unreachable(code) => DbError::Unreachable(text),
-            Some(code)
-                if *code == SqlState::LOCK_NOT_AVAILABLE || *code == SqlState::QUERY_CANCELED =>
-            {
-                DbError::TimedOut(text)
-            }
-            Some(_) => DbError::Postgres(text),
-        }
-    }
-
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, DbError::Unreachable(_))
-    }
-}
-
-/// Connection exceptions (class 08), the server shutting down or starting
-/// (57P01..57P03), and too many connections.
-fn is_unreachable(code: &SqlState) -> bool {
-    code.code().starts_with("08")
-        || [
-            SqlState::ADMIN_SHUTDOWN,
-            SqlState::CRASH_SHUTDOWN,
-            SqlState::CANNOT_CONNECT_NOW,
-            SqlState::TOO_MANY_CONNECTIONS,
-        ]
-        .contains(code)
-}
-
-/// tokio-postgres displays server errors as just "db error"; the operator
-/// needs the SQLSTATE and the server's words.
-pub fn describe(error: &tokio_postgres::Error) -> String {
-    if let Some(db) = error.as_db_error() {
-        let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
-        if let Some(detail) = db.detail() {
-            text.push_str(&format!(" ({detail})"));
-        }
-        return text;
-    }
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
-}
-
-fn describe_connect(error: &ConnectError) -> String {
-    match error {
-        ConnectError::Postgres(e) => describe(e),
-        ConnectError::TimedOut(_) => error.to_string(),
-    }
-}
 
 /// What every worker holds: the pool and its outage gate. Cloned cheaply;
 /// a reload that changes `database.*` makes a new one, and the old pool
@@ -140,11 +51,10 @@ impl Database {
         probe_interval: Duration,
         log: &Logger,
     ) -> Result<Self, String> {
-        let config = settings
-            .pg_config()
-            .map_err(|e| format!("database.url: {}", describe(&e)))?;
+        let connector = Connector::new(settings, &ProcessEnvironment, log)
+            .map_err(|e| format!("database.url: {e}"))?;
         let gate = Arc::new(OutageGate::new(probe_interval));
-        let manager = Manager::new(config, settings.connect_timeout);
+        let manager = Manager::new(Arc::new(connector));
         let pool = Pool::builder()
             .max_size(settings.pool_size)
             .connection_timeout(settings.connect_timeout)
@@ -195,7 +105,7 @@ impl Database {
                         "no connection within {waited:?}"
                     )));
                 }
-                Err(RunError::User(e)) => return Err(self.unreachable(describe_connect(&e))),
+                Err(RunError::User(e)) => return Err(self.connect_failed(e)),
             };
             if !conn.is_closed() {
                 return Ok(conn);
@@ -206,11 +116,14 @@ impl Database {
 
     /// Notes a failure to reach the database; logs when an outage begins.
     pub fn unreachable(&self, reason: String) -> DbError {
-        if self.gate.unreachable(Instant::now()) {
-            warn!(self.log, "the database is unreachable: {reason}; retrying with backoff";
-                "event" => "database_lost", "error" => reason.clone());
-        }
-        DbError::Unreachable(reason)
+        self.connect_failed(DbError::Unreachable(reason))
+    }
+
+    /// Notes a failed connection attempt (unreachable or refused): spaces
+    /// the next attempts, and logs when this begins an outage.
+    fn connect_failed(&self, error: DbError) -> DbError {
+        note_connect_failure(&self.log, &self.gate, &error, None);
+        error
     }
 
     /// Notes that the database answered; logs when an outage ends.
@@ -254,23 +167,50 @@ impl std::fmt::Debug for LogSink {
     }
 }
 
-impl ErrorSink<ConnectError> for LogSink {
-    fn sink(&self, error: ConnectError) {
-        let reason = describe_connect(&error);
-        let began = self.gate.unreachable(Instant::now());
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if began {
-            warn!(self.log, "the database is unreachable: {reason}; retrying with backoff";
-                "event" => "database_lost", "error" => reason.clone());
-        } else if self.last_logged_second.swap(now, Ordering::Relaxed) != now {
-            warn!(self.log, "cannot connect to the database: {reason}";
-                "event" => "database_unreachable", "error" => reason.clone());
-        }
+impl ErrorSink<DbError> for LogSink {
+    fn sink(&self, error: DbError) {
+        note_connect_failure(&self.log, &self.gate, &error, Some(&self.last_logged_second));
     }
 
-    fn boxed_clone(&self) -> Box<dyn ErrorSink<ConnectError>> {
+    fn boxed_clone(&self) -> Box<dyn ErrorSink<DbError>> {
         Box::new(self.clone())
+    }
+}
+
+/// A failed connection attempt: the gate spaces the next ones, whatever
+/// the cause. Unreachable is a WARN (`database_lost` when it begins); a
+/// refusal needs an operator and is an ERROR (`database_refused`), named by
+/// its kind. With `throttle`, a repeated failure is logged at most once a
+/// second.
+fn note_connect_failure(
+    log: &Logger,
+    gate: &OutageGate,
+    error: &DbError,
+    throttle: Option<&AtomicU64>,
+) {
+    let began = gate.unreachable(Instant::now());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let repeat_logged = || throttle.is_some_and(|last| last.swap(now, Ordering::Relaxed) != now);
+    let reason = match error {
+        DbError::Unreachable(reason) => reason.clone(),
+        other => other.to_string(),
+    };
+    match error {
+        DbError::Refused { kind, .. } if began || repeat_logged() => {
+            error!(log, "cannot connect to the database: {reason}; retrying with backoff";
+                "event" => "database_refused", "kind" => kind.as_str(), "error" => reason.clone());
+        }
+        DbError::Refused { .. } => {}
+        _ if began => {
+            warn!(log, "the database is unreachable: {reason}; retrying with backoff";
+                "event" => "database_lost", "kind" => error.kind(), "error" => reason.clone());
+        }
+        _ if repeat_logged() => {
+            warn!(log, "cannot connect to the database: {reason}";
+                "event" => "database_unreachable", "kind" => error.kind(), "error" => reason.clone());
+        }
+        _ => {}
     }
 }

@@ -1,6 +1,7 @@
 //! The three things a worker asks of PostgreSQL: make sure its table
 //! exists, fold it, vacuum it. The SQL itself is in `crate::sql`.
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::SimpleQueryMessage;
 
 use super::{DbError, PgConnection};
@@ -19,17 +20,22 @@ pub async fn initialise(
     loop {
         attempts += 1;
         match initialise_once(conn, sql, create).await {
-            Err(DbError::Postgres(text)) if attempts < 3 && is_creation_race(&text) => continue,
+            Err(error) if attempts < 3 && is_creation_race(&error) => continue,
             other => return other,
         }
     }
 }
 
 /// duplicate_schema, duplicate_table, unique_violation (on pg_namespace).
-fn is_creation_race(text: &str) -> bool {
-    ["42P06", "42P07", "23505"]
-        .iter()
-        .any(|code| text.contains(code))
+fn is_creation_race(error: &DbError) -> bool {
+    error.code().is_some_and(|code| {
+        [
+            SqlState::DUPLICATE_SCHEMA,
+            SqlState::DUPLICATE_TABLE,
+            SqlState::UNIQUE_VIOLATION,
+        ]
+        .contains(code)
+    })
 }
 
 async fn initialise_once(
@@ -37,8 +43,12 @@ async fn initialise_once(
     sql: &TableSql,
     create: bool,
 ) -> Result<(), DbError> {
-    let pg = |e: tokio_postgres::Error| DbError::from_pg(&e);
+    let pg = |e: tokio_postgres::Error| DbError::from_statement(&e);
+    let set_local = conn.set_local().map(str::to_owned);
     let tx = conn.transaction().await.map_err(pg)?;
+    if let Some(set_local) = set_local {
+        tx.batch_execute(&set_local).await.map_err(pg)?;
+    }
     tx.execute(INIT_LOCK, &[&sql.schema]).await.map_err(pg)?;
     let row = tx
         .query_one(INIT_PROBE, &[&sql.schema, &sql.qualified])
@@ -85,16 +95,21 @@ pub struct FoldOutcome {
 /// Runs the fold on `conn`: one statement, one round trip. `simple_query`
 /// because the statement text differs per schema: preparing it would cost a
 /// round trip, and caching it would cost server memory per schema and
-/// connection.
+/// connection. Behind a pooler the timeouts go in the same message, as
+/// `SET LOCAL`s of the implicit transaction the message runs in.
 pub async fn fold(conn: &PgConnection, sql: &TableSql) -> Result<FoldOutcome, DbError> {
-    let messages = conn.simple_query(&sql.fold).await.map_err(|e| {
+    let text = match conn.set_local() {
+        Some(set_local) => std::borrow::Cow::Owned(format!("{set_local}{}", sql.fold)),
+        None => std::borrow::Cow::Borrowed(sql.fold.as_str()),
+    };
+    let messages = conn.simple_query(&text).await.map_err(|e| {
         if e.code() == Some(&tokio_postgres::error::SqlState::NUMERIC_VALUE_OUT_OF_RANGE) {
             DbError::Overflow {
                 table: sql.display_name.clone(),
                 detail: super::describe(&e),
             }
         } else {
-            DbError::from_pg(&e)
+            DbError::from_statement(&e)
         }
     })?;
     let row = messages
@@ -123,8 +138,10 @@ pub async fn fold(conn: &PgConnection, sql: &TableSql) -> Result<FoldOutcome, Db
     })
 }
 
+/// VACUUM cannot run in a transaction, so behind a pooler it runs with the
+/// server's own timeouts; pgfleet's answer deadline still bounds the wait.
 pub async fn vacuum(conn: &PgConnection, sql: &TableSql) -> Result<(), DbError> {
     conn.batch_execute(&sql.vacuum)
         .await
-        .map_err(|e| DbError::from_pg(&e))
+        .map_err(|e| DbError::from_statement(&e))
 }

@@ -55,46 +55,25 @@ pub struct DatabaseSettings {
     pub lock_timeout: Duration,
     pub password: Secret,
     pub password_file: String,
+    pub pooler: PoolerMode,
     /// The content of `password_file`, read by the loader at start and on
     /// every reload.
     #[serde(skip)]
     pub password_from_file: Secret,
 }
 
-impl DatabaseSettings {
-    /// The driver's configuration: the URL, then the keys that refine it.
-    /// The URL's own application_name, connect_timeout and keepalive
-    /// settings win over pgfleet's; the password keys win over the URL's.
-    pub fn pg_config(&self) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
-        let mut config: tokio_postgres::Config = self.url.expose().parse()?;
-        if config.get_application_name().is_none() {
-            config.application_name(&self.application_name);
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(self.connect_timeout);
-        }
-        if !self.password_from_file.is_empty() {
-            config.password(self.password_from_file.expose());
-        } else if !self.password.is_empty() {
-            config.password(self.password.expose());
-        }
-        // A dead peer (pulled cable, failed-over host) is noticed within
-        // about a minute instead of the kernel's two hours.
-        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
-            config.keepalives_idle(Duration::from_secs(30));
-            config.keepalives_interval(Duration::from_secs(10));
-            config.keepalives_retries(3);
-        }
-        let mut options = config.get_options().unwrap_or_default().to_owned();
-        for (name, value) in [
-            ("statement_timeout", self.statement_timeout),
-            ("lock_timeout", self.lock_timeout),
-        ] {
-            options.push_str(&format!(" -c {name}={}", value.as_millis()));
-        }
-        config.options(options.trim());
-        Ok(config)
-    }
+/// How the per-session settings (statement_timeout, lock_timeout) reach
+/// the server; see `database.pooler` in `config/default.yaml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum PoolerMode {
+    /// Start-up options, unless the server refuses or ignores them.
+    Auto,
+    /// Start-up options; a direct connection to PostgreSQL.
+    None,
+    /// `SET LOCAL` in every transaction: PgBouncer's transaction or
+    /// session mode, RDS Proxy and other poolers.
+    Transaction,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,6 +168,7 @@ macro_rules! words {
     };
 }
 
+words!(PoolerMode { Auto = "auto", None = "none", Transaction = "transaction" });
 words!(RestartPolicyKind { Backoff = "backoff", Never = "never" });
 words!(LogLevel { Error = "error", Warn = "warn", Info = "info", Debug = "debug", Trace = "trace" });
 words!(LogFormat { Text = "text", Json = "json" });
@@ -231,11 +211,13 @@ impl Settings {
             problems.push((key, value, reason.to_owned()));
         };
         let db = &self.database;
-        if let Err(e) = db.pg_config() {
+        let quiet = slog::Logger::root(slog::Discard, slog::o!());
+        if let Err(e) = crate::db::Connector::new(db, &crate::conninfo::ProcessEnvironment, &quiet)
+        {
             bad(
                 "database.url",
                 db.url.masked(),
-                &format!("not a PostgreSQL connection URL or key=value string: {e}"),
+                &format!("not a usable PostgreSQL connection URL or key=value string: {e}"),
             );
         }
         if db.pool_size == 0 {
@@ -482,32 +464,6 @@ mod tests {
                 "workers.schemas",
                 "restart.jitter"
             ]
-        );
-    }
-
-    #[test]
-    fn the_driver_config_carries_password_keys_and_timeouts() {
-        let mut settings = defaults();
-        settings.database.url = DatabaseUrl::new("postgres://u:from-url@h/d?application_name=mine");
-        let config = settings.database.pg_config().expect("valid");
-        assert_eq!(config.get_password(), Some(&b"from-url"[..]));
-        assert_eq!(
-            config.get_application_name(),
-            Some("mine"),
-            "the URL's own name wins"
-        );
-        assert!(config
-            .get_options()
-            .is_some_and(|o| o.contains("statement_timeout=30000")));
-        settings.database.password = Secret::new("from-key");
-        assert_eq!(
-            settings.database.pg_config().expect("valid").get_password(),
-            Some(&b"from-key"[..])
-        );
-        settings.database.password_from_file = Secret::new("from-file");
-        assert_eq!(
-            settings.database.pg_config().expect("valid").get_password(),
-            Some(&b"from-file"[..])
         );
     }
 

@@ -36,6 +36,8 @@ use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use super::tls::{self, Pki};
+
 /// How many ports to try before giving up: a port found free can be taken by
 /// another process before the server binds it.
 const START_ATTEMPTS: u32 = 5;
@@ -61,9 +63,11 @@ pub fn cluster() -> &'static Cluster {
 }
 
 /// A running PostgreSQL server in a temporary directory, owned by this test
-/// process and removed (by the watchdog) when the process ends.
+/// process and removed (by the watchdog) when the process ends. It speaks
+/// TLS with certificates of its own (see `support::tls`).
 pub struct Cluster {
     port: u16,
+    pki: Pki,
     bindir: PathBuf,
     /// Inside the temporary directory, beside the Unix socket and the log.
     datadir: PathBuf,
@@ -98,6 +102,16 @@ impl Cluster {
     /// The data directory, e.g. for fault tests that inspect or damage it.
     pub fn datadir(&self) -> &Path {
         &self.datadir
+    }
+
+    /// The certificates the server and its clients use.
+    pub fn pki(&self) -> &Pki {
+        &self.pki
+    }
+
+    /// The Unix socket directory (also the temporary directory's root).
+    pub fn socket_dir(&self) -> &Path {
+        self.datadir.parent().unwrap_or(Path::new("/tmp"))
     }
 
     /// The server log, e.g. to show it when a test fails.
@@ -237,17 +251,24 @@ impl Cluster {
             ));
         }
         append_include(&datadir)?;
+        let tls_dir = root.join("tls");
+        fs::create_dir(&tls_dir).map_err(|e| format!("creating {}: {e}", tls_dir.display()))?;
+        let pki = Pki::create(&tls_dir)?;
+        prepend_hba(&datadir)?;
+        if let Some(user) = run_as {
+            chown_recursive(&root, user)?;
+        }
 
         let mut failures = Vec::new();
         for attempt in 1..=START_ATTEMPTS {
             let port = free_port()?;
-            write_harness_conf(&datadir, &root, port, run_as)?;
+            write_harness_conf(&datadir, &root, &pki, port, run_as)?;
             // Only this attempt's part of the log goes into the error.
             let log_start = fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
             let pg_ctl = |args: &[&str]| run_pg_ctl(&bindir, &datadir, &log_path, run_as, args);
             let start = pg_ctl(&["-w", "-t", PG_CTL_TIMEOUT_SECS, "start"]);
             let ready = if start.status.success() {
-                wait_for_connection(port)
+                wait_for_connection(port).and_then(|()| create_roles(port))
             } else {
                 Err(format!(
                     "pg_ctl start failed ({}): {}{}",
@@ -260,6 +281,7 @@ impl Cluster {
                 Ok(()) => {
                     return Ok(Cluster {
                         port,
+                        pki,
                         bindir,
                         datadir,
                         log_path,
@@ -533,11 +555,18 @@ fn append_include(datadir: &Path) -> Result<(), String> {
 fn write_harness_conf(
     datadir: &Path,
     socket_dir: &Path,
+    pki: &Pki,
     port: u16,
     run_as: Option<RunAs>,
 ) -> Result<(), String> {
     let path = datadir.join(HARNESS_CONF);
-    let socket_dir = socket_dir.to_string_lossy().replace('\'', "''");
+    let quoted = |path: &Path| path.to_string_lossy().replace('\'', "''");
+    let socket_dir = quoted(socket_dir);
+    let (cert, key, ca) = (
+        quoted(&pki.server_cert),
+        quoted(&pki.server_key),
+        quoted(&pki.ca_cert),
+    );
     let settings = format!(
         "listen_addresses = '127.0.0.1'\n\
          port = {port}\n\
@@ -548,13 +577,38 @@ fn write_harness_conf(
          max_connections = 300\n\
          logging_collector = off\n\
          log_destination = 'stderr'\n\
-         log_line_prefix = '%m [%p] %q%u@%d '\n"
+         log_line_prefix = '%m [%p] %q%u@%d '\n\
+         ssl = on\n\
+         ssl_cert_file = '{cert}'\n\
+         ssl_key_file = '{key}'\n\
+         ssl_ca_file = '{ca}'\n"
     );
     fs::write(&path, settings).map_err(|e| format!("writing {}: {e}", path.display()))?;
     if let Some(user) = run_as {
         chown_recursive(&path, user)?;
     }
     Ok(())
+}
+
+/// Puts the test roles' lines (see `support::tls`) before initdb's own.
+fn prepend_hba(datadir: &Path) -> Result<(), String> {
+    let path = datadir.join("pg_hba.conf");
+    let original =
+        fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    fs::write(&path, format!("{}{original}", tls::HBA_LINES))
+        .map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// The roles `pg_hba.conf` names.
+fn create_roles(port: u16) -> Result<(), String> {
+    postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .dbname("postgres")
+        .connect(postgres::NoTls)
+        .and_then(|mut client| client.batch_execute(&tls::roles_sql()))
+        .map_err(|e| format!("creating the test roles: {e:?}"))
 }
 
 /// A TCP port that was free a moment ago on 127.0.0.1.

@@ -49,6 +49,12 @@ impl ConfigFile {
 /// Runs `pgfleet ARGS` to completion (for --check, --print-config, bad
 /// configs), with `env` added and no inherited PGFLEET__ variables.
 pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_until_exit(args, env).0
+}
+
+/// [`run`], and how long it took.
+pub fn run_until_exit(args: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
+    let started = Instant::now();
     let mut command = Command::new(binary());
     command.args(args);
     clear_pgfleet_env(&mut command);
@@ -67,12 +73,15 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
         }
         thread::sleep(Duration::from_millis(20));
     }
-    child.wait_with_output().expect("pgfleet output")
+    let output = child.wait_with_output().expect("pgfleet output");
+    (output, started.elapsed())
 }
 
+/// pgfleet reads libpq's PG* variables too: a test sets the ones it means,
+/// and none leak in from the machine running the tests.
 fn clear_pgfleet_env(command: &mut Command) {
     for (name, _) in std::env::vars() {
-        if name.starts_with("PGFLEET") {
+        if name.starts_with("PGFLEET") || (name.starts_with("PG") && name != "PG_BINDIR") {
             command.env_remove(name);
         }
     }

@@ -1,0 +1,245 @@
+//! Database errors named for what they are, because each calls for a
+//! different answer:
+//!
+//! - **unreachable** (refused, reset, no answer, server starting or shutting
+//!   down, too many connections): nobody's fault here; the tick is skipped
+//!   and the outage gate spaces the connection attempts;
+//! - **connection lost** (one established connection terminated, e.g. by
+//!   `pg_terminate_backend`, while the server may be fine): that connection's
+//!   problem; it is discarded and the work retried on a fresh one;
+//! - **refused** (authentication, TLS, a missing database, a pooler that
+//!   refuses us): an operator must act; logged at ERROR as what it is and
+//!   retried with the capped backoff, so a rotated secret or a fixed
+//!   `pg_hba.conf` is picked up without a restart;
+//! - **timed out** (`lock_timeout`, `statement_timeout`): retried next tick;
+//! - anything else (overflow, a missing table, a missing privilege) is the
+//!   worker's own failure, for the Supervisor and its restart policy.
+//!
+//! Sorting looks at the SQLSTATE, never at the server's message text, which
+//! depends on `lc_messages`.
+
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+
+/// Why the server would not let pgfleet in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Password, authentication method, or `pg_hba.conf` (28P01, 28000);
+    /// a role that does not exist is reported as 28000 too.
+    Authentication,
+    /// The database does not exist (3D000).
+    MissingDatabase,
+    /// The TLS handshake failed: certificate not trusted or not for this
+    /// host, a server without TLS where `sslmode` requires it, a client
+    /// certificate refused.
+    Tls,
+    /// No host of a multi-host list has the `target_session_attrs` asked
+    /// for (e.g. every one is a standby).
+    NoSuitableHost,
+    /// Anything else the server says at start-up (a pooler's refusal, a
+    /// protocol error).
+    Other,
+}
+
+impl Refusal {
+    /// The `kind` field of log lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Authentication => "authentication",
+            Refusal::MissingDatabase => "missing_database",
+            Refusal::Tls => "tls",
+            Refusal::NoSuitableHost => "no_suitable_host",
+            Refusal::Other => "refused",
+        }
+    }
+}
+
+/// Why a statement did not do its job.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DbError {
+    /// The database cannot be reached; not this worker's fault.
+    #[error("database unreachable: {0}")]
+    Unreachable(String),
+    /// This one connection ended; the server may be fine.
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    /// The server (or a pooler, or TLS) refused the connection.
+    #[error("{}: {reason}", refusal_title(*.kind))]
+    Refused { kind: Refusal, reason: String },
+    /// lock_timeout or statement_timeout: retried at the next tick.
+    #[error("{0}")]
+    TimedOut(String),
+    /// Every pooled connection stayed busy for connect_timeout: the pool is
+    /// too small for the fleet (or folds are slow), not the database down.
+    #[error("no pooled connection came free within {waited:?}; database.pool_size ({size}) may be too small")]
+    PoolExhausted { waited: Duration, size: u32 },
+    /// 42501: the role lacks a privilege; `pgfleet --check` names the GRANT.
+    #[error("permission denied ({0}); `pgfleet --check` lists the GRANTs the role needs")]
+    Permission(String),
+    #[error("schema {schema} does not exist, and workers.create_schema is false")]
+    MissingSchema { schema: String },
+    #[error("table {table} does not exist, and workers.create_schema is false")]
+    MissingTable { table: String },
+    #[error("the total of {table} would overflow integer, so nothing was folded ({detail})")]
+    Overflow { table: String, detail: String },
+    /// Any other error the server reported, with its SQLSTATE.
+    #[error("{text}")]
+    Statement { code: Option<SqlState>, text: String },
+    #[error("unexpected reply to the fold: {0}")]
+    UnexpectedReply(String),
+}
+
+fn refusal_title(kind: Refusal) -> &'static str {
+    match kind {
+        Refusal::Authentication => "the server refused the login",
+        Refusal::MissingDatabase => "the database does not exist",
+        Refusal::Tls => "TLS failed",
+        Refusal::NoSuitableHost => "no host is suitable",
+        Refusal::Other => "the server refused the connection",
+    }
+}
+
+impl DbError {
+    /// Sorts an error of a statement on an established connection.
+    pub fn from_statement(error: &tokio_postgres::Error) -> Self {
+        let text = describe(error);
+        let Some(code) = error.code() else {
+            // Not from the server: the socket closed or broke under us.
+            return DbError::ConnectionLost(text);
+        };
+        if error.is_closed()
+            || code.code().starts_with("08")
+            || *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::IDLE_SESSION_TIMEOUT
+            || *code == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT
+        {
+            // 57P01 is also what a server shutting down sends to every
+            // session; retrying on a fresh connection tells the two apart.
+            DbError::ConnectionLost(text)
+        } else if *code == SqlState::CANNOT_CONNECT_NOW {
+            DbError::Unreachable(text)
+        } else if *code == SqlState::LOCK_NOT_AVAILABLE || *code == SqlState::QUERY_CANCELED {
+            DbError::TimedOut(text)
+        } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+            DbError::Permission(text)
+        } else {
+            DbError::Statement {
+                code: Some(code.clone()),
+                text,
+            }
+        }
+    }
+
+    /// Sorts an error of a connection attempt.
+    pub fn from_connect(error: &tokio_postgres::Error) -> Self {
+        let text = describe(error);
+        let Some(code) = error.code() else {
+            if is_tls_failure(error) {
+                return DbError::Refused {
+                    kind: Refusal::Tls,
+                    reason: text,
+                };
+            }
+            return DbError::Unreachable(text);
+        };
+        let refused = |kind| DbError::Refused {
+            kind,
+            reason: text.clone(),
+        };
+        match code {
+            c if c.code().starts_with("28") => refused(Refusal::Authentication),
+            c if *c == SqlState::INVALID_CATALOG_NAME => refused(Refusal::MissingDatabase),
+            c if *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
+                || *c == SqlState::TOO_MANY_CONNECTIONS
+                || (c.code().starts_with("08") && *c != SqlState::PROTOCOL_VIOLATION) =>
+            {
+                DbError::Unreachable(text)
+            }
+            _ => refused(Refusal::Other),
+        }
+    }
+
+    /// Failures to reach the server, the only ones that close the gate.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, DbError::Unreachable(_))
+    }
+
+    /// The SQLSTATE the server sent, when it sent one.
+    pub fn code(&self) -> Option<&SqlState> {
+        match self {
+            DbError::Statement { code, .. } => code.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The `kind` field of log lines: what sort of failure this is.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DbError::Unreachable(_) => "unreachable",
+            DbError::ConnectionLost(_) => "connection_lost",
+            DbError::Refused { kind, .. } => kind.as_str(),
+            DbError::TimedOut(_) => "timed_out",
+            DbError::PoolExhausted { .. } => "pool_exhausted",
+            DbError::Permission(_) => "permission",
+            DbError::MissingSchema { .. } => "missing_schema",
+            DbError::MissingTable { .. } => "missing_table",
+            DbError::Overflow { .. } => "overflow",
+            DbError::Statement { .. } => "statement",
+            DbError::UnexpectedReply(_) => "unexpected_reply",
+        }
+    }
+}
+
+/// tokio-postgres reports TLS failures with no SQLSTATE and a fixed text of
+/// its own ("error performing TLS handshake"), and rustls's certificate
+/// errors as the source of the I/O error.
+fn is_tls_failure(error: &tokio_postgres::Error) -> bool {
+    if error.to_string().contains("TLS") {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                return true;
+            }
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// tokio-postgres displays server errors as just "db error"; the operator
+/// needs the SQLSTATE and the server's words.
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(" ({detail})"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!(" hint: {hint}"));
+        }
+        return text;
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(&format!(": {cause_text}"));
+        }
+        source = cause.source();
+    }
+    text
+}
