@@ -92,7 +92,10 @@ pub fn run(settings: &Settings) -> i32 {
                 DbError::Unreachable(_) => "the database cannot be reached",
                 _ => "the check failed",
             };
-            eprintln!("pgfleet: configuration OK, but {what} at {at} [{}]: {e}", e.kind());
+            eprintln!(
+                "pgfleet: configuration OK, but {what} at {at} [{}]: {e}",
+                e.kind()
+            );
             EXIT_CHECK_FAILED
         }
     }

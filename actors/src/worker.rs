@@ -187,8 +187,7 @@ impl WorkerActor {
     fn run_on_database<T: 'static>(
         &mut self,
         ctx: &mut Context<Self>,
-        work: impl for<'c> Fn(&'c mut PgConnection) -> LocalBoxFuture<'c, Result<T, DbError>>
-            + 'static,
+        work: impl for<'c> Fn(&'c mut PgConnection) -> LocalBoxFuture<'c, Result<T, DbError>> + 'static,
         done: impl FnOnce(&mut Self, Guarded<T>, &mut Context<Self>) + 'static,
     ) {
         self.busy_since = Some(Instant::now());

@@ -2,6 +2,7 @@
 //! throwaway PostgreSQL cluster (see `support::cluster`).
 
 mod cli;
+mod connecting;
 mod faults;
 mod harness;
 mod invariant;

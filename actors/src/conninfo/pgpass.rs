@@ -83,7 +83,7 @@ pub fn read_password(
     if !metadata.is_file() {
         return PgpassOutcome::Ignored {
             warning: format!(
-                "WARNING: password file \"{}\" is not a plain file",
+                "password file \"{}\" is not a plain file",
                 path.display()
             ),
         };
@@ -91,7 +91,7 @@ pub fn read_password(
     if metadata.permissions().mode() & 0o077 != 0 {
         return PgpassOutcome::Ignored {
             warning: format!(
-                "WARNING: password file \"{}\" has group or world access; \
+                "password file \"{}\" has group or world access; \
                  permissions should be u=rw (0600) or less",
                 path.display()
             ),
@@ -330,7 +330,7 @@ mod tests {
             assert_eq!(
                 warning,
                 format!(
-                    "WARNING: password file \"{}\" has group or world access; \
+                    "password file \"{}\" has group or world access; \
                      permissions should be u=rw (0600) or less",
                     path.display()
                 )

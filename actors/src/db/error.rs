@@ -85,7 +85,10 @@ pub enum DbError {
     Overflow { table: String, detail: String },
     /// Any other error the server reported, with its SQLSTATE.
     #[error("{text}")]
-    Statement { code: Option<SqlState>, text: String },
+    Statement {
+        code: Option<SqlState>,
+        text: String,
+    },
     #[error("unexpected reply to the fold: {0}")]
     UnexpectedReply(String),
 }
@@ -136,6 +139,17 @@ impl DbError {
     pub fn from_connect(error: &tokio_postgres::Error) -> Self {
         let text = describe(error);
         let Some(code) = error.code() else {
+            // The driver's own words when the server asked for a password
+            // and none was configured (libpq: "no password supplied").
+            if text.contains("password missing") {
+                return DbError::Refused {
+                    kind: Refusal::Authentication,
+                    reason: "the server asks for a password and none was given (in the URL, \
+                             database.password, database.password_file, PGPASSWORD, or a \
+                             matching line of the password file)"
+                        .into(),
+                };
+            }
             if is_tls_failure(error) {
                 return DbError::Refused {
                     kind: Refusal::Tls,

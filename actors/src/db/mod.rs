@@ -9,8 +9,8 @@ mod error;
 mod manager;
 mod outage;
 pub mod privileges;
-pub mod tls;
 mod statements;
+pub mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -169,7 +169,12 @@ impl std::fmt::Debug for LogSink {
 
 impl ErrorSink<DbError> for LogSink {
     fn sink(&self, error: DbError) {
-        note_connect_failure(&self.log, &self.gate, &error, Some(&self.last_logged_second));
+        note_connect_failure(
+            &self.log,
+            &self.gate,
+            &error,
+            Some(&self.last_logged_second),
+        );
     }
 
     fn boxed_clone(&self) -> Box<dyn ErrorSink<DbError>> {

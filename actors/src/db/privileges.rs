@@ -95,8 +95,12 @@ pub async fn missing(client: &Client, job: &Job<'_>) -> Result<Vec<Missing>, DbE
         if !table_exists {
             if !job.create_schema {
                 found.push(Missing {
-                    what: format!("table {table_q} does not exist (workers.create_schema is false)"),
-                    fix: format!("create {table_q} as worker_spi does, or set workers.create_schema: true"),
+                    what: format!(
+                        "table {table_q} does not exist (workers.create_schema is false)"
+                    ),
+                    fix: format!(
+                        "create {table_q} as worker_spi does, or set workers.create_schema: true"
+                    ),
                 });
             } else if !create_in_schema {
                 found.push(Missing {

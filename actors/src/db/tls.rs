@@ -1695,7 +1695,6 @@ mod tests {
         assert_eq!(config.alpn_protocols, vec![b"postgresql".to_vec()]);
     }
 
-
     #[test]
     fn describe_ignores_errors_without_tls_in_them() {
         let plain = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");

@@ -60,8 +60,11 @@ fn leaf(
     common_name: &str,
     purpose: ExtendedKeyUsagePurpose,
 ) -> Result<(String, String), rcgen::Error> {
-    let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
-    params.distinguished_name.push(DnType::CommonName, common_name);
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
     params.extended_key_usages = vec![purpose];
     params.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate()?;
@@ -75,9 +78,13 @@ impl Pki {
         let failed = |e: rcgen::Error| format!("making test certificates: {e}");
         let ca = make_ca("pgfleet test CA").map_err(failed)?;
         let other = make_ca("some other CA").map_err(failed)?;
-        let (server_pem, server_key) =
-            leaf(&ca, &["localhost"], "localhost", ExtendedKeyUsagePurpose::ServerAuth)
-                .map_err(failed)?;
+        let (server_pem, server_key) = leaf(
+            &ca,
+            &["localhost"],
+            "localhost",
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
+        .map_err(failed)?;
         let (client_pem, client_key) =
             leaf(&ca, &[], CERT_USER, ExtendedKeyUsagePurpose::ClientAuth).map_err(failed)?;
         let pki = Pki {
