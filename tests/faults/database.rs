@@ -190,6 +190,13 @@ fn backends_terminated_under_write_load() {
     );
     assert!(terminated >= 5, "only {terminated} pgfleet backends found");
     assert_eq!(failures, 0, "{:?}", pgfleet.events("worker_failed"));
+    // Each terminated connection was that connection's problem: discarded
+    // and retried, while the database was fine all along.
+    assert!(
+        pgfleet.events("database_lost").is_empty(),
+        "{:?}",
+        pgfleet.events("database_lost")
+    );
 }
 
 /// A server that accepts and never answers: no hang, recovery when it

@@ -201,3 +201,106 @@ fn check_says_whether_the_database_answers() {
     let bad = run(&["--check"], &[("PGFLEET__WORKERS__TOTAL", "x")]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// What Kubernetes injects into every pod for a Service named `pgfleet`
+/// must not stop the service; a real misspelling still does.
+#[test]
+fn kubernetes_service_links_only_warn() {
+    let db = cluster().create_database();
+    let links = [
+        ("PGFLEET_PORT", "tcp://10.96.0.12:9188"),
+        ("PGFLEET_PORT_9188_TCP", "tcp://10.96.0.12:9188"),
+        ("PGFLEET_PORT_9188_TCP_ADDR", "10.96.0.12"),
+        ("PGFLEET_PORT_9188_TCP_PORT", "9188"),
+        ("PGFLEET_PORT_9188_TCP_PROTO", "tcp"),
+        ("PGFLEET_SERVICE_HOST", "10.96.0.12"),
+        ("PGFLEET_SERVICE_PORT", "9188"),
+    ];
+    let mut env = links.to_vec();
+    let url = db.url();
+    env.push(("PGFLEET__DATABASE__URL", &url));
+    let output = run(&["--check"], &env);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains("PGFLEET_SERVICE_HOST"), "{stderr}");
+
+    let pgfleet =
+        crate::support::pgfleet::Pgfleet::start_with(&db, "workers:\n  total: 1\n", &links);
+    let warning = pgfleet.wait_event("config_warning");
+    assert!(
+        warning["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("PGFLEET_PORT_9188_TCP_ADDR")),
+        "{warning}"
+    );
+    pgfleet.wait_schema_event("worker_started", "schema1");
+
+    let output = run(
+        &["--check"],
+        &[
+            ("PGFLEET_WORKERS_TOTAL", "3"),
+            ("PGFLEET__DATABASE__URL", &url),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("did you mean PGFLEET__WORKERS__TOTAL"));
+}
+
+/// Generated passwords hold `/ ? # @ :` and spaces; none may reach any
+/// output, however the password is written.
+#[test]
+fn awkward_passwords_never_reach_any_output() {
+    let db = cluster().create_database();
+    let secret = "p/ss?w#rd:x y";
+    let encoded_at = "s3%40cr3t";
+    let urls = [
+        format!("postgres://app:{secret}@127.0.0.1:{}/{}", db.port, db.name),
+        format!(
+            "postgres://app:{encoded_at}@127.0.0.1:{}/{}",
+            db.port, db.name
+        ),
+        format!(
+            "host=127.0.0.1 port={} password='{secret}' user=app",
+            db.port
+        ),
+        format!(
+            "postgres://127.0.0.1:{}/{}?user=app&password={encoded_at}",
+            db.port, db.name
+        ),
+    ];
+    for url in &urls {
+        let printed = run(&["--print-config"], &[("PGFLEET__DATABASE__URL", url)]);
+        let checked = run(&["--check"], &[("PGFLEET__DATABASE__URL", url)]);
+        let rejected = run(
+            &["--check"],
+            &[
+                ("PGFLEET__DATABASE__URL", url),
+                ("PGFLEET__NAPTIME", "soon"),
+            ],
+        );
+        let misspelt = run(&["--check"], &[("PGFLEET__DATABASE_URL", url)]);
+        for (what, output) in [
+            ("--print-config", &printed),
+            ("--check", &checked),
+            ("a config error", &rejected),
+            ("a misspelt key", &misspelt),
+        ] {
+            let all = format!("{}{}", text(&output.stdout), text(&output.stderr));
+            for leaked in [secret, "p/ss", "s3%40cr3t", "s3@cr3t"] {
+                assert!(
+                    !all.contains(leaked),
+                    "{what} of {url:?} shows {leaked:?}:\n{all}"
+                );
+            }
+        }
+        assert_eq!(printed.status.code(), Some(0), "{}", text(&printed.stderr));
+        assert_eq!(
+            checked.status.code(),
+            Some(1),
+            "app has no login: {}",
+            text(&checked.stderr)
+        );
+    }
+}

@@ -82,10 +82,7 @@ pub fn read_password(
     };
     if !metadata.is_file() {
         return PgpassOutcome::Ignored {
-            warning: format!(
-                "password file \"{}\" is not a plain file",
-                path.display()
-            ),
+            warning: format!("password file \"{}\" is not a plain file", path.display()),
         };
     }
     if metadata.permissions().mode() & 0o077 != 0 {

@@ -350,6 +350,7 @@ impl TestDb {
         let program = self.pgbench_path();
         let port = self.port.to_string();
         let output = Command::new(&program)
+            .env("PGSSLMODE", "disable")
             .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
             .args(args)
             .arg(&self.name)

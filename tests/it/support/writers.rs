@@ -55,7 +55,10 @@ impl Writers {
             let mut runs = 0;
             while still_running.load(Ordering::SeqCst) {
                 runs += 1;
+                // The load needs no TLS (the cluster offers it, and libpq's
+                // default `prefer` would take it at half the rate).
                 let status = Command::new(&pgbench)
+                    .env("PGSSLMODE", "disable")
                     .args([
                         "-n",
                         "-h",
