@@ -26,6 +26,8 @@ mod percent;
 pub mod pgpass;
 mod resolve;
 mod target;
+#[cfg(test)]
+mod test_support;
 mod url;
 mod url_parse;
 

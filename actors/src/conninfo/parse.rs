@@ -206,22 +206,10 @@ impl Error for ParseError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conninfo::test_support::{expect, pairs};
 
     fn parsed(text: &str) -> Vec<(&'static str, String)> {
-        parse(text)
-            .unwrap_or_else(|error| panic!("{text}: {error}"))
-            .iter()
-            .map(|(keyword, value)| (keyword, value.to_owned()))
-            .collect()
-    }
-
-    fn expect(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
-        let mut expected: Vec<_> = pairs
-            .iter()
-            .map(|(keyword, value)| (*keyword, (*value).to_owned()))
-            .collect();
-        expected.sort();
-        expected
+        pairs(&parse(text).unwrap_or_else(|error| panic!("{text}: {error}")))
     }
 
     #[test]

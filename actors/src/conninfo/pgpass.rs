@@ -161,7 +161,7 @@ fn unescape_password(field: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
+    use crate::conninfo::test_support::passfile;
 
     const SOCKET_DIR: &str = "/var/run/postgresql";
 
@@ -270,46 +270,25 @@ mod tests {
         assert_eq!(host_to_match("db.example.com", default), "db.example.com");
     }
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let path =
-                std::env::temp_dir().join(format!("conninfo-pgpass-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&path);
-            fs::create_dir_all(&path).expect("create temp dir");
-            TempDir(path)
-        }
-
-        fn file(&self, contents: &str, mode: u32) -> PathBuf {
-            let path = self.0.join("pgpass");
-            fs::write(&path, contents).expect("write pgpass");
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
-            path
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn read(path: &Path, host: &str) -> PgpassOutcome {
         read_password(path, host, "5432", "db", "u", Path::new(SOCKET_DIR))
     }
 
     #[test]
     fn reads_a_private_file() {
-        let dir = TempDir::new("private");
-        let path = dir.file("localhost:5432:db:u:socketpw\nh:5432:db:u:tcppw\n", 0o600);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = passfile(
+            dir.path(),
+            "localhost:5432:db:u:socketpw\nh:5432:db:u:tcppw\n",
+            0o600,
+        );
         assert_eq!(read(&path, "h"), PgpassOutcome::Found("tcppw".to_owned()));
         assert_eq!(
             read(&path, SOCKET_DIR),
             PgpassOutcome::Found("socketpw".to_owned())
         );
         assert_eq!(read(&path, "other"), PgpassOutcome::NotFound);
-        let path = dir.file("h:5432:db:u:readonly\n", 0o400);
+        let path = passfile(dir.path(), "h:5432:db:u:readonly\n", 0o400);
         assert_eq!(
             read(&path, "h"),
             PgpassOutcome::Found("readonly".to_owned())
@@ -318,9 +297,9 @@ mod tests {
 
     #[test]
     fn refuses_a_file_others_can_access() {
-        let dir = TempDir::new("shared");
+        let dir = tempfile::tempdir().expect("temp dir");
         for mode in [0o640, 0o604, 0o610, 0o601, 0o644] {
-            let path = dir.file("h:5432:db:u:pw\n", mode);
+            let path = passfile(dir.path(), "h:5432:db:u:pw\n", mode);
             let PgpassOutcome::Ignored { warning } = read(&path, "h") else {
                 panic!("mode {mode:o} was not refused");
             };
@@ -338,18 +317,21 @@ mod tests {
 
     #[test]
     fn refuses_a_directory_and_skips_a_missing_file() {
-        let dir = TempDir::new("kinds");
-        let PgpassOutcome::Ignored { warning } = read(&dir.0, "h") else {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let PgpassOutcome::Ignored { warning } = read(dir.path(), "h") else {
             panic!("a directory was not refused");
         };
         assert!(warning.contains("is not a plain file"), "{warning}");
-        assert_eq!(read(&dir.0.join("absent"), "h"), PgpassOutcome::NotFound);
+        assert_eq!(
+            read(&dir.path().join("absent"), "h"),
+            PgpassOutcome::NotFound
+        );
     }
 
     #[test]
     fn does_not_read_without_database_or_user() {
-        let dir = TempDir::new("nouser");
-        let path = dir.file("*:*:*:*:pw\n", 0o644);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = passfile(dir.path(), "*:*:*:*:pw\n", 0o644);
         assert_eq!(
             read_password(&path, "h", "5432", "db", "", Path::new(SOCKET_DIR)),
             PgpassOutcome::NotFound

@@ -175,6 +175,7 @@ fn find_from(text: &str, from: usize, stops: &[char]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conninfo::test_support::{self, expect};
     use crate::conninfo::url::uri_prefix_len;
 
     fn parse_url(text: &str) -> Result<Options, ParseError> {
@@ -182,20 +183,7 @@ mod tests {
     }
 
     fn pairs(text: &str) -> Vec<(&'static str, String)> {
-        parse_url(text)
-            .expect("parses")
-            .iter()
-            .map(|(keyword, value)| (keyword, value.to_owned()))
-            .collect()
-    }
-
-    fn expect(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
-        let mut expected: Vec<_> = pairs
-            .iter()
-            .map(|(keyword, value)| (*keyword, (*value).to_owned()))
-            .collect();
-        expected.sort();
-        expected
+        test_support::pairs(&parse_url(text).expect("parses"))
     }
 
     #[test]

@@ -172,7 +172,8 @@ pub fn client_config(options: &TlsOptions<'_>) -> Result<Option<ClientConfig>, T
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = load_roots(options)?;
     let verifier: Arc<dyn ServerCertVerifier> = match (roots, options.mode) {
-        (None, _) => Arc::new(AcceptAnyServerCert {
+        (None, _) => Arc::new(LibpqVerifier {
+            roots: None,
             provider: provider.clone(),
         }),
         (Some(roots), SslMode::VerifyFull) => {
@@ -183,8 +184,8 @@ pub fn client_config(options: &TlsOptions<'_>) -> Result<Option<ClientConfig>, T
         // verify-ca, and require/prefer/allow with a root certificate file:
         // libpq sets SSL_VERIFY_PEER whenever a root certificate was loaded,
         // and only verify-full adds the host name check.
-        (Some(roots), _) => Arc::new(ChainOnlyVerifier {
-            roots: Arc::new(roots),
+        (Some(roots), _) => Arc::new(LibpqVerifier {
+            roots: Some(Arc::new(roots)),
             provider: provider.clone(),
         }),
     };
@@ -442,80 +443,32 @@ fn check_key_permissions(_path: &Path, _metadata: &fs::Metadata) -> Result<(), T
     Ok(())
 }
 
-/// sslmode=allow/prefer/require without a root certificate: encryption only.
-/// The certificate is not judged, but the handshake signatures are verified
-/// against its key, so the peer must hold the key of what it presented.
-#[derive(Debug)]
-struct AcceptAnyServerCert {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for AcceptAnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// sslmode=verify-ca (and the weak modes when a root certificate file is
-/// there): the chain must lead to one of the roots, the name is not looked at.
+/// The verifier of every mode but verify-full, which is rustls's own.
 ///
-/// This calls rustls' own chain check, `verify_server_cert_signed_by_trust_anchor`
-/// (the same webpki path validation `WebPkiServerVerifier` runs: signatures,
-/// validity dates, CA constraints, the serverAuth purpose) and simply does not
-/// call `verify_server_name`. The alternative, wrapping `WebPkiServerVerifier`
-/// and forgiving its `NotValidForName` errors, would be sound only as long as
-/// that verifier happens to check the chain before the name, which is not a
-/// documented guarantee: a version that checked the name first would then let
-/// an unverified chain through. No revocation lists are checked, as libpq
-/// without sslcrl checks none.
+/// Without roots (allow/prefer/require and no root certificate file) it is
+/// encryption only: the certificate is not judged, but the handshake
+/// signatures are verified against its key, so the peer must hold the key
+/// of what it presented.
+///
+/// With roots (verify-ca, and the weak modes when a root certificate file
+/// is there) the chain must lead to one of them, and the name is not looked
+/// at. This calls rustls' own chain check,
+/// `verify_server_cert_signed_by_trust_anchor` (the same webpki path
+/// validation `WebPkiServerVerifier` runs: signatures, validity dates, CA
+/// constraints, the serverAuth purpose) and simply does not call
+/// `verify_server_name`. The alternative, wrapping `WebPkiServerVerifier`
+/// and forgiving its `NotValidForName` errors, would be sound only as long
+/// as that verifier happens to check the chain before the name, which is
+/// not a documented guarantee: a version that checked the name first would
+/// then let an unverified chain through. No revocation lists are checked,
+/// as libpq without sslcrl checks none.
 #[derive(Debug)]
-struct ChainOnlyVerifier {
-    roots: Arc<RootCertStore>,
+struct LibpqVerifier {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnlyVerifier {
+impl ServerCertVerifier for LibpqVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -524,14 +477,16 @@ impl ServerCertVerifier for ChainOnlyVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 

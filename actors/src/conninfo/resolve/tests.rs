@@ -2,12 +2,11 @@
 //! no dependence on the machine's `PG*` variables or user.
 
 use std::collections::HashMap;
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::conninfo::parse::parse;
+use crate::conninfo::test_support::passfile;
 
 const SOCKET_DIR: &str = "/var/run/postgresql";
 
@@ -557,31 +556,6 @@ fn debug_masks_the_password() {
     assert!(shown.contains(MASK), "{shown}");
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let path =
-            std::env::temp_dir().join(format!("conninfo-resolve-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    fn passfile(&self, contents: &str, mode: u32) -> PathBuf {
-        let path = self.0.join("pgpass");
-        fs::write(&path, contents).expect("write pgpass");
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn password_for_prefers_the_explicit_password() {
     let target = target("host=h password=explicit passfile=/nonexistent");
@@ -593,8 +567,9 @@ fn password_for_prefers_the_explicit_password() {
 
 #[test]
 fn password_for_looks_each_endpoint_up_in_the_password_file() {
-    let dir = TempDir::new("lookup");
-    let passfile = dir.passfile(
+    let dir = tempfile::tempdir().expect("temp dir");
+    let passfile = passfile(
+        dir.path(),
         "# comment\n\
          h1:5432:app:alice:one\n\
          h2:6000:app:alice:two\n\
@@ -629,8 +604,8 @@ fn password_for_looks_each_endpoint_up_in_the_password_file() {
 
 #[test]
 fn password_for_reports_an_unsafe_password_file() {
-    let dir = TempDir::new("unsafe");
-    let passfile = dir.passfile("*:*:*:*:pw\n", 0o644);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let passfile = passfile(dir.path(), "*:*:*:*:pw\n", 0o644);
     let text = format!("host=h passfile='{}'", passfile.display());
     let target = target(&text);
     let mut warnings = Vec::new();
