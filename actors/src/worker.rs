@@ -312,7 +312,7 @@ impl WorkerActor {
                     "event" => "worker_tick_skipped", "reason" => error.kind(),
                     "skipped" => self.ticks_skipped);
             }
-            DbError::TimedOut(reason) => {
+            DbError::TimedOut { reason, .. } => {
                 self.ticks_skipped += 1;
                 warn!(self.spec.log, "tick skipped: {reason}";
                     "event" => "worker_tick_skipped", "reason" => "timed_out",

@@ -156,6 +156,18 @@ fn client_certificate_where_pg_hba_says_cert() {
     );
     let (code, stdout, stderr) = check(&url(CERT_USER, "localhost", &db, &with_cert), &[]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
+    // The same as a libpq key=value string, as the Cloud SQL recipe has it.
+    let key_value = format!(
+        "host=localhost port={} dbname={} user={CERT_USER} sslmode=verify-ca sslrootcert='{}' \
+         sslcert='{}' sslkey='{}'",
+        db.port,
+        db.name,
+        path_text(&pki.ca_cert),
+        path_text(&pki.client_cert),
+        path_text(&pki.client_key)
+    );
+    let (code, stdout, stderr) = check(&key_value, &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
     let (code, _, stderr) = check(&url(CERT_USER, "localhost", &db, &base), &[]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("[authentication]"), "{stderr}");
@@ -187,6 +199,36 @@ fn libpq_ssl_variables_are_read() {
     assert!(stdout.contains("sslmode=verify-full"), "{stdout}");
 }
 
+/// libpq 16's `sslrootcert=system`: the platform's trusted roots, which
+/// honour `SSL_CERT_FILE` as OpenSSL's do; here that file holds the test
+/// CA, standing in for a public one.
+#[test]
+fn system_roots_with_verify_full() {
+    let db = cluster().create_database();
+    let ca = path_text(&cluster().pki().ca_cert).to_owned();
+    let target = url(
+        "postgres",
+        "localhost",
+        &db,
+        "sslmode=verify-full&sslrootcert=system",
+    );
+    let (code, stdout, stderr) = check(&target, &[("SSL_CERT_FILE", &ca)]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let other = path_text(&cluster().pki().other_ca_cert).to_owned();
+    let (code, _, stderr) = check(&target, &[("SSL_CERT_FILE", &other)]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("the system's trusted roots"), "{stderr}");
+    let weak = url(
+        "postgres",
+        "localhost",
+        &db,
+        "sslmode=require&sslrootcert=system",
+    );
+    let (code, _, stderr) = check(&weak, &[("SSL_CERT_FILE", &ca)]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("weak sslmode \"require\""), "{stderr}");
+}
+
 #[test]
 fn require_refuses_a_server_without_tls_and_prefer_falls_back() {
     let db = cluster().create_database();
@@ -195,7 +237,10 @@ fn require_refuses_a_server_without_tls_and_prefer_falls_back() {
     let through = |query: &str| format!("{}?{query}", bouncer.url(&db.name));
     let (code, _, stderr) = check(&through("sslmode=require"), &[]);
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("does not support TLS"), "{stderr}");
+    assert!(
+        stderr.contains("the server does not support TLS, and sslmode=require requires it"),
+        "{stderr}"
+    );
     let (code, _, stderr) = check(&bouncer.url(&db.name), &[("PGSSLMODE", "require")]);
     assert_eq!(code, Some(1), "PGSSLMODE=require was ignored: {stderr}");
     let (code, stdout, stderr) = check(&through("sslmode=prefer"), &[]);

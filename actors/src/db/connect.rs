@@ -208,6 +208,7 @@ impl Connector {
                             name,
                             DbError::Refused {
                                 kind: Refusal::NoSuitableHost,
+                                code: None,
                                 reason: format!("{why} (target_session_attrs={wanted})"),
                             },
                         )),
@@ -301,13 +302,22 @@ impl Connector {
         match DbError::from_connect(error) {
             DbError::Refused {
                 kind: Refusal::Tls,
+                code,
                 reason,
             } => DbError::Refused {
                 kind: Refusal::Tls,
-                reason: tls::describe_tls_failure(error, &self.tls_files.options())
-                    .map_or(reason, |sentence| {
-                        format!("{sentence} (sslmode={})", self.tls_files.mode)
-                    }),
+                code,
+                reason: match tls::describe_tls_failure(error, &self.tls_files.options()) {
+                    Some(sentence) => format!("{sentence} (sslmode={})", self.tls_files.mode),
+                    // tokio-postgres's own words for a server that answered
+                    // the SSLRequest with "no".
+                    None if reason.contains("does not support TLS") => format!(
+                        "the server does not support TLS, and sslmode={} requires it (the \
+                         server needs ssl = on; sslmode=prefer would allow plaintext)",
+                        self.tls_files.mode
+                    ),
+                    None => reason,
+                },
             },
             other => other,
         }
@@ -475,11 +485,15 @@ fn combine(mut failures: Vec<(String, DbError)>) -> DbError {
         .collect::<Vec<_>>()
         .join("; ");
     let refusal = failures.iter().find_map(|(_, error)| match error {
-        DbError::Refused { kind, .. } => Some(*kind),
+        DbError::Refused { kind, code, .. } => Some((*kind, code.clone())),
         _ => None,
     });
     match refusal {
-        Some(kind) => DbError::Refused { kind, reason: text },
+        Some((kind, code)) => DbError::Refused {
+            kind,
+            code,
+            reason: text,
+        },
         None if failures.is_empty() => DbError::Unreachable("no host to connect to".into()),
         None => DbError::Unreachable(text),
     }

@@ -64,12 +64,18 @@ pub enum DbError {
     /// This one connection ended; the server may be fine.
     #[error("connection lost: {0}")]
     ConnectionLost(String),
-    /// The server (or a pooler, or TLS) refused the connection.
+    /// The server (or a pooler, or TLS) refused the connection; `code` is
+    /// the server's SQLSTATE when it sent one.
     #[error("{}: {reason}", refusal_title(*.kind))]
-    Refused { kind: Refusal, reason: String },
-    /// lock_timeout or statement_timeout: retried at the next tick.
-    #[error("{0}")]
-    TimedOut(String),
+    Refused {
+        kind: Refusal,
+        code: Option<SqlState>,
+        reason: String,
+    },
+    /// lock_timeout (55P03) or statement_timeout (57014): retried at the
+    /// next tick.
+    #[error("{reason}")]
+    TimedOut { code: SqlState, reason: String },
     /// Every pooled connection stayed busy for connect_timeout: the pool is
     /// too small for the fleet (or folds are slow), not the database down.
     #[error("no pooled connection came free within {waited:?}; database.pool_size ({size}) may be too small")]
@@ -124,7 +130,10 @@ impl DbError {
         } else if *code == SqlState::CANNOT_CONNECT_NOW {
             DbError::Unreachable(text)
         } else if *code == SqlState::LOCK_NOT_AVAILABLE || *code == SqlState::QUERY_CANCELED {
-            DbError::TimedOut(text)
+            DbError::TimedOut {
+                code: code.clone(),
+                reason: text,
+            }
         } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
             DbError::Permission(text)
         } else {
@@ -144,6 +153,7 @@ impl DbError {
             if text.contains("password missing") {
                 return DbError::Refused {
                     kind: Refusal::Authentication,
+                    code: None,
                     reason: "the server asks for a password and none was given (in the URL, \
                              database.password, database.password_file, PGPASSWORD, or a \
                              matching line of the password file)"
@@ -153,6 +163,7 @@ impl DbError {
             if is_tls_failure(error) {
                 return DbError::Refused {
                     kind: Refusal::Tls,
+                    code: None,
                     reason: text,
                 };
             }
@@ -160,6 +171,7 @@ impl DbError {
         };
         let refused = |kind| DbError::Refused {
             kind,
+            code: Some(code.clone()),
             reason: text.clone(),
         };
         match code {
@@ -185,7 +197,10 @@ impl DbError {
     /// The SQLSTATE the server sent, when it sent one.
     pub fn code(&self) -> Option<&SqlState> {
         match self {
-            DbError::Statement { code, .. } => code.as_ref(),
+            DbError::Statement { code, .. } | DbError::Refused { code, .. } => code.as_ref(),
+            DbError::TimedOut { code, .. } => Some(code),
+            DbError::Permission(_) => Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            DbError::Overflow { .. } => Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE),
             _ => None,
         }
     }
@@ -196,7 +211,7 @@ impl DbError {
             DbError::Unreachable(_) => "unreachable",
             DbError::ConnectionLost(_) => "connection_lost",
             DbError::Refused { kind, .. } => kind.as_str(),
-            DbError::TimedOut(_) => "timed_out",
+            DbError::TimedOut { .. } => "timed_out",
             DbError::PoolExhausted { .. } => "pool_exhausted",
             DbError::Permission(_) => "permission",
             DbError::MissingSchema { .. } => "missing_schema",
