@@ -59,20 +59,21 @@ pub fn run(settings: &Settings) -> i32 {
         let missing = tokio::time::timeout(answer_within, privileges::missing(client, &job))
             .await
             .map_err(|_| no_answer(answer_within))??;
-        Ok::<_, DbError>((version.get::<_, String>(0), missing))
+        let encryption = if session.tls { "TLS" } else { "plaintext" };
+        Ok::<_, DbError>((version.get::<_, String>(0), encryption, missing))
     });
     let at = connector.describe_target();
     match result {
-        Ok((version, missing)) if missing.is_empty() => {
+        Ok((version, encryption, missing)) if missing.is_empty() => {
             println!(
-                "configuration OK: {} workers on table {:?}; connected to {at} (PostgreSQL {version}); \
-                 the role has every privilege the job needs",
+                "configuration OK: {} workers on table {:?}; connected to {at} over {encryption} \
+                 (PostgreSQL {version}); the role has every privilege the job needs",
                 targets.len(),
                 settings.workers.table,
             );
             0
         }
-        Ok((_, missing)) => {
+        Ok((_, _, missing)) => {
             eprintln!(
                 "pgfleet: connected to {at}, but the role lacks what the job needs ({} problems):",
                 missing.len()

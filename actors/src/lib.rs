@@ -19,8 +19,11 @@
 //!   shutdown carried out.
 //! - [`worker`]: the ticks and the fold of one schema.
 //! - [`policy`]: backoff, limits and give-up, as plain logic.
-//! - [`db`]: the pool, the outage gate, errors sorted by whose problem
-//!   they are, and the statements run; [`sql`]: their text, identifiers quoted.
+//! - [`conninfo`]: connection strings, `PG*` variables and `~/.pgpass`,
+//!   read as libpq reads them, and passwords masked.
+//! - [`db`]: connections (hosts, TLS modes, poolers), the pool, the outage
+//!   gate, errors sorted by whose problem they are, the privilege check, and
+//!   the statements run; [`sql`]: their text, identifiers quoted.
 //! - [`log_level`]: the log level, live.
 
 pub mod config_actor;

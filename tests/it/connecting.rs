@@ -196,7 +196,10 @@ fn libpq_ssl_variables_are_read() {
         ],
     );
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains("sslmode=verify-full"), "{stdout}");
+    assert!(
+        stdout.contains("(sslmode=verify-full) over TLS"),
+        "{stdout}"
+    );
 }
 
 /// libpq 16's `sslrootcert=system`: the platform's trusted roots, which
@@ -249,6 +252,7 @@ fn require_refuses_a_server_without_tls_and_prefer_falls_back() {
         Some(0),
         "prefer must fall back to plain: {stdout}{stderr}"
     );
+    assert!(stdout.contains("over plaintext"), "{stdout}");
 }
 
 #[test]

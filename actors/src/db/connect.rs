@@ -92,6 +92,9 @@ pub struct Session {
     /// `SET LOCAL …;` to put at the start of every transaction, when the
     /// timeouts could not be set for the whole session.
     pub set_local: Option<Arc<str>>,
+    /// Whether the connection is encrypted (with `prefer` or `allow`, the
+    /// attempt that succeeded decides).
+    pub tls: bool,
 }
 
 impl Connector {
@@ -294,6 +297,7 @@ impl Connector {
         Ok(Session {
             client,
             set_local: per_transaction.then(|| self.set_local_text()),
+            tls: ssl != WireSslMode::Disable,
         })
     }
 

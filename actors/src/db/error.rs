@@ -189,11 +189,6 @@ impl DbError {
         }
     }
 
-    /// Failures to reach the server, the only ones that close the gate.
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, DbError::Unreachable(_))
-    }
-
     /// The SQLSTATE the server sent, when it sent one.
     pub fn code(&self) -> Option<&SqlState> {
         match self {

@@ -8,6 +8,13 @@
 //! let through as a probe, at intervals that double up to `restart.delay`.
 //! The first success opens the gate again, so folding resumes at most
 //! `restart.delay + naptime` after the database is back.
+//!
+//! A refused connection (a wrong password, TLS, a missing database) goes
+//! through the same gate: every attempt would be refused alike, so the same
+//! capped backoff spaces them, but it is logged as what it is
+//! (`database_refused`), not as an outage. A statement that fails on one
+//! established connection never touches the gate: that connection is
+//! discarded and the work retried on a fresh one.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
