@@ -97,6 +97,9 @@ type InFlight = Rc<RefCell<Option<CancelToken>>>;
 
 type Guarded<T> = Result<Result<T, DbError>, Box<dyn Any + Send>>;
 
+/// How often one tick's work is tried on a connection that turns out lost.
+const MAX_ATTEMPTS_ON_LOST_CONNECTIONS: u32 = 3;
+
 impl WorkerActor {
     pub fn new(spec: WorkerSpec) -> Self {
         let sql = Arc::new(TableSql::new(&spec.target.schema, &spec.table));
@@ -182,8 +185,10 @@ impl WorkerActor {
     /// Runs `work` on a pooled connection, in the background, with a
     /// deadline for the server's answer, and hands the result to `done`.
     /// When the connection itself is lost (one backend terminated, a closed
-    /// socket), the work runs once more on a fresh connection: only if that
-    /// one cannot be had is the database unreachable.
+    /// socket), the work runs again on another connection, up to
+    /// [`MAX_ATTEMPTS_ON_LOST_CONNECTIONS`] times; after that the tick is
+    /// skipped. Only a failed connection attempt makes the database
+    /// unreachable (the pool reports it, see `db`).
     fn run_on_database<T: 'static>(
         &mut self,
         ctx: &mut Context<Self>,
@@ -211,11 +216,15 @@ impl WorkerActor {
                         )))
                     }
                     Ok(Err(DbError::ConnectionLost(reason))) => {
+                        // Another pooled connection may have died with
+                        // this one (every backend terminated at once):
+                        // each is discarded as it is found. Only a failed
+                        // connection attempt says the server is gone.
                         conn.discard();
-                        if attempt < 2 {
+                        if attempt < MAX_ATTEMPTS_ON_LOST_CONNECTIONS {
                             continue;
                         }
-                        Err(db.unreachable(reason))
+                        Err(DbError::ConnectionLost(reason))
                     }
                     Ok(Err(DbError::Unreachable(reason))) => Err(db.unreachable(reason)),
                     Ok(result) => {
