@@ -533,6 +533,36 @@ fn transaction_pooling_pgbouncer_keeps_the_invariant() {
     assert_eq!(skipped["schema"], "schema1", "{skipped}");
 }
 
+/// A pooler that drops the start-up options without a word (PgBouncer's
+/// `ignore_startup_parameters = options`) is found out by asking the
+/// server, and the timeouts go with each transaction instead.
+#[test]
+fn dropped_start_up_options_are_noticed() {
+    let db = cluster().create_database();
+    let bouncer = PgBouncer::start(
+        cluster().port(),
+        "session",
+        "ignore_startup_parameters = options",
+    );
+    let pgfleet = Pgfleet::start_with(
+        &db,
+        "workers:\n  total: 1\n",
+        &[("PGFLEET__DATABASE__URL", &bouncer.url(&db.name))],
+    );
+    let detected = pgfleet.wait_event("pooler_detected");
+    assert!(
+        detected["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not arrive")),
+        "{detected}"
+    );
+    ready(&pgfleet, &db, &schema_names(1));
+    execute(&db, "INSERT INTO schema1.counted VALUES ('delta', 4)");
+    pgfleet.wait_for("a fold through the session-mode pooler", |e| {
+        e["event"] == "worker_tick" && e["total"] == 4
+    });
+}
+
 #[test]
 fn a_role_without_privileges_fails_check_with_the_grants() {
     let db = cluster().create_database();

@@ -62,6 +62,8 @@ pub struct Connector {
     pooler: PoolerMode,
     /// Set once `auto` found that start-up options do not arrive.
     options_refused: AtomicBool,
+    /// The password file's warning is logged once, not per connection.
+    passfile_warned: AtomicBool,
     log: Logger,
 }
 
@@ -161,6 +163,7 @@ impl Connector {
             lock_timeout: settings.lock_timeout,
             pooler: settings.pooler,
             options_refused: AtomicBool::new(false),
+            passfile_warned: AtomicBool::new(false),
             log: log.clone(),
         })
     }
@@ -394,7 +397,9 @@ impl Connector {
                 ChannelBinding::Require => WireChannelBinding::Require,
             });
         let mut warn_once = |warning: String| {
-            warn!(self.log, "{warning}"; "event" => "pgpass_ignored");
+            if !self.passfile_warned.swap(true, Ordering::Relaxed) {
+                warn!(self.log, "{warning}"; "event" => "pgpass_ignored");
+            }
         };
         if let Some(password) = self
             .password
