@@ -585,6 +585,19 @@ fn a_role_without_privileges_fails_check_with_the_grants() {
     ] {
         assert!(stderr.contains(&fix), "no {fix:?} in {stderr}");
     }
+    // The service: each worker fails with 42501, named as what it is, and
+    // the restart policy keeps trying until the GRANT comes.
+    let pgfleet = Pgfleet::start_with(
+        &db,
+        "workers:\n  total: 1\n  vacuum_after: 0\n",
+        &[("PGFLEET__DATABASE__URL", &target)],
+    );
+    let failed = pgfleet.wait_event("worker_failed");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("42501") && error.contains("pgfleet --check"),
+        "{failed}"
+    );
     execute(
         &db,
         &format!(
@@ -595,4 +608,12 @@ fn a_role_without_privileges_fails_check_with_the_grants() {
     );
     let (code, stdout, stderr) = check(&target, &[]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let mark = pgfleet.mark();
+    execute(
+        &db,
+        "INSERT INTO schema1.counted VALUES ('total', 0), ('delta', 3)",
+    );
+    pgfleet.wait_for_from(mark, "a fold once the GRANTs are given", |e| {
+        e["event"] == "worker_tick" && e["total"] == 3
+    });
 }
