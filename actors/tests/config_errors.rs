@@ -74,7 +74,8 @@ const FILE_ERRORS: &[(&str, &str, &str)] = &[
     ("shutdown:\n  grace: later\n", "shutdown.grace", "duration"),
     ("log:\n  level: loud\n", "log.level", "error, warn, info, debug, trace"),
     ("log:\n  format: xml\n", "log.format", "text, json"),
-    ("http:\n  listen: localhost\n", "http.listen", "127.0.0.1:9187"),
+    ("http:\n  listen: localhost\n", "http.listen", "127.0.0.1:8187"),
+    ("http:\n  per_schema_metrics_max: some\n", "http.per_schema_metrics_max", "some"),
     ("colour: blue\n", "colour", "unknown key"),
 ];
 

@@ -150,6 +150,8 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub listen: String,
+    #[serde(deserialize_with = "whole::deserialize")]
+    pub per_schema_metrics_max: u32,
 }
 
 /// Enums read from text, with an error that lists the accepted words
@@ -305,7 +307,7 @@ impl Settings {
             bad(
                 "http.listen",
                 self.http.listen.clone(),
-                "must be an address such as \"127.0.0.1:9187\" or \"[::]:9187\", or \"\" for none",
+                "must be an address such as \"127.0.0.1:8187\" or \"[::]:8187\", or \"\" for none",
             );
         }
         problems
