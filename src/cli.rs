@@ -8,7 +8,12 @@ use clap::Parser;
 ///
 /// Configuration layers, lowest first: the built-in defaults, each --config
 /// FILE in order, then PGFLEET__<SECTION>__<KEY> environment variables.
-/// SIGHUP reloads them all; SIGTERM or SIGINT stops gracefully.
+///
+/// SIGHUP reloads: it re-reads the built-in defaults, every --config file
+/// and database.password_file. The environment of a running process cannot
+/// change, so PGFLEET__ and libpq's PG* variables stay those it started
+/// with; a bad configuration is rejected and the running one kept. SIGTERM
+/// or SIGINT stops gracefully.
 #[derive(Debug, Parser)]
 #[command(name = "pgfleet", version, about, long_about)]
 pub struct Cli {

@@ -20,12 +20,16 @@ use slog::{error, info, warn};
 const EXIT_BAD_CONFIG: i32 = 2;
 const EXIT_RUNTIME_FAILURE: i32 = 1;
 
+/// How long the last log lines may take to be written at exit: a stalled
+/// log reader must not hold the process.
+const LOG_FLUSH_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() {
-    signals::ignore_reloads_until_ready();
-    std::process::exit(run(cli::Cli::parse()));
+    let early_reloads = signals::catch_early_reloads();
+    std::process::exit(run(cli::Cli::parse(), early_reloads));
 }
 
-fn run(cli: cli::Cli) -> i32 {
+fn run(cli: cli::Cli, early_reloads: signals::EarlyReloads) -> i32 {
     let sources = ConfigSources::new(cli.config);
     let settings = match sources.load() {
         Ok(settings) => settings,
@@ -54,13 +58,14 @@ fn run(cli: cli::Cli) -> i32 {
     if cli.check {
         return check::run(&settings);
     }
-    serve(sources, settings)
+    serve(sources, settings, early_reloads)
 }
 
 /// Runs the service until the Supervisor stops the system.
-fn serve(sources: ConfigSources, settings: Settings) -> i32 {
+fn serve(sources: ConfigSources, settings: Settings, early_reloads: signals::EarlyReloads) -> i32 {
     let logging = logging::start(&settings.log);
     let log = logging.log.clone();
+    pgfleet_actors::panics::install_hook(log.clone());
     let settings = Arc::new(settings);
     info!(log, "pgfleet {} started with {} workers", env!("CARGO_PKG_VERSION"), settings.targets().len();
         "event" => "service_started", "version" => env!("CARGO_PKG_VERSION"),
@@ -69,18 +74,25 @@ fn serve(sources: ConfigSources, settings: Settings) -> i32 {
         warn!(log, "{warning}"; "event" => "config_warning");
     }
 
+    let status = pgfleet_actors::status::Status::new();
+    status.export_log_lines_dropped(logging.dropped.clone());
     let system = System::new();
     let started = system.block_on(async {
-        let supervisor = Supervisor::new(Arc::clone(&settings), log.clone())?.start();
+        // Bound first: a port in use ends the start before any actor runs.
+        pgfleet_actors::http::start(&settings.http.listen, status.clone(), &log)?;
+        let supervisor =
+            Supervisor::new(Arc::clone(&settings), log.clone(), status.clone())?.start();
         let level = logging.level.clone().start();
         let config = ConfigActor::new(
             sources,
             Arc::clone(&settings),
             vec![level.recipient(), supervisor.clone().recipient()],
+            status.clone(),
             log.clone(),
         )
         .start();
-        signals::forward(config, supervisor, log.clone())
+        pgfleet_actors::test_hooks::pause("before_signals");
+        signals::forward(early_reloads, config, supervisor, log.clone())
             .map_err(|e| format!("cannot handle signals: {e}"))
     });
     let exit_code = match started.map(|()| system.run_with_code()) {
@@ -94,8 +106,10 @@ fn serve(sources: ConfigSources, settings: Settings) -> i32 {
             EXIT_RUNTIME_FAILURE
         }
     };
+    // From here on, actors are dropped with the system: no panic.
+    pgfleet_actors::panics::system_stopping();
     info!(log, "pgfleet stopped with exit code {exit_code}"; "event" => "service_stopped", "exit_code" => exit_code);
     drop(log);
-    logging.finish();
+    logging.finish(LOG_FLUSH_WITHIN);
     exit_code
 }

@@ -5,13 +5,24 @@
 //! at start, and only a configuration that passes replaces the running one.
 //! A bad edit is logged as `config_rejected`, naming the key, and the
 //! service keeps running on what it had.
+//!
+//! Reading the files is blocking I/O, and a configuration on a hung mount
+//! (NFS, a stuck FUSE secret store) would block forever: it runs on a
+//! thread of its own, and a read that has not finished within
+//! [`READ_WITHIN`] is rejected while the actors go on. Reloads asked for
+//! while one is being read coalesce into one more read after it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use slog::{error, info, warn, Logger};
 
-use crate::settings::{ConfigSources, Settings};
+use crate::settings::{ConfigError, ConfigSources, Settings};
+use crate::status::Status;
+
+/// How long reading every layer may take before the reload is given up.
+pub const READ_WITHIN: Duration = Duration::from_secs(5);
 
 /// Broadcast after a reload was accepted.
 #[derive(Message, Clone)]
@@ -29,7 +40,10 @@ pub struct ConfigActor {
     sources: ConfigSources,
     current: Arc<Settings>,
     subscribers: Vec<Recipient<SettingsChanged>>,
+    status: Status,
     log: Logger,
+    reading: bool,
+    read_again: bool,
 }
 
 impl ConfigActor {
@@ -39,33 +53,22 @@ impl ConfigActor {
         sources: ConfigSources,
         current: Arc<Settings>,
         subscribers: Vec<Recipient<SettingsChanged>>,
+        status: Status,
         log: Logger,
     ) -> Self {
         ConfigActor {
             sources,
             current,
             subscribers,
+            status,
             log,
+            reading: false,
+            read_again: false,
         }
     }
-}
 
-impl Actor for ConfigActor {
-    type Context = Context<Self>;
-}
-
-impl Handler<Reload> for ConfigActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Reload, _ctx: &mut Self::Context) {
-        let settings = match self.sources.load() {
-            Ok(settings) => Arc::new(settings),
-            Err(e) => {
-                error!(self.log, "configuration rejected, the running one stays: {e}";
-                    "event" => "config_rejected", "error" => e.to_string());
-                return;
-            }
-        };
+    fn apply(&mut self, settings: Settings) {
+        let settings = Arc::new(settings);
         for warning in &settings.load_warnings {
             warn!(self.log, "{warning}"; "event" => "config_warning");
         }
@@ -83,5 +86,72 @@ impl Handler<Reload> for ConfigActor {
                 settings: Arc::clone(&settings),
             });
         }
+        self.status.config_reloaded(true);
+    }
+
+    fn reject(&self, why: &str) {
+        self.status.config_reloaded(false);
+        error!(self.log, "configuration rejected, the running one stays: {why}";
+            "event" => "config_rejected", "error" => why.to_owned());
+    }
+}
+
+/// Reads every layer on a thread of its own; the answer comes back on a
+/// channel. A thread stuck in a read is left behind (it ends with the
+/// process), never waited for.
+async fn read_off_thread(sources: ConfigSources) -> Result<Result<Settings, ConfigError>, String> {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("pgfleet-config-read".into())
+        .spawn(move || {
+            let _ = answer.send(sources.load());
+        })
+        .map_err(|e| format!("cannot start a thread to read the configuration: {e}"))?;
+    match tokio::time::timeout(READ_WITHIN, answered).await {
+        Ok(Ok(loaded)) => Ok(loaded),
+        Ok(Err(_)) => Err("reading the configuration failed (the reading thread ended)".into()),
+        Err(_) => Err(format!(
+            "reading the configuration did not finish within {READ_WITHIN:?} (a hung mount?)"
+        )),
+    }
+}
+
+impl Actor for ConfigActor {
+    type Context = Context<Self>;
+
+    /// The ConfigActor only stops with the actor system; any other stop
+    /// is a panic in it, and without it no reload would ever apply: the
+    /// service ends with exit 1 (see `panics`).
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        crate::panics::essential_actor_stopped("ConfigActor", false, &self.log);
+    }
+}
+
+impl Handler<Reload> for ConfigActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Reload, ctx: &mut Self::Context) {
+        #[cfg(feature = "test-hooks")]
+        if std::env::var_os("TEST_HOOK_PANIC_IN_RELOAD").is_some() {
+            panic!("test hook: a panic in the ConfigActor");
+        }
+        if self.reading {
+            self.read_again = true;
+            return;
+        }
+        self.reading = true;
+        ctx.spawn(read_off_thread(self.sources.clone()).into_actor(self).map(
+            |read, actor, ctx| {
+                actor.reading = false;
+                match read {
+                    Ok(Ok(settings)) => actor.apply(settings),
+                    Ok(Err(e)) => actor.reject(&e.one_line()),
+                    Err(why) => actor.reject(&why),
+                }
+                if std::mem::take(&mut actor.read_again) {
+                    ctx.notify(Reload);
+                }
+            },
+        ));
     }
 }

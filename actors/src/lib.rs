@@ -11,6 +11,9 @@
 //!  SIGTERM ─────────────────────────Shutdown──► Supervisor ──Stop──────► fold: one statement
 //!                                                   ▲                     via the bb8 pool
 //!                                                   └──WorkerExited────── (PostgreSQL)
+//!
+//!  Supervisor, WorkerActor ──write──► Status ◄──read── HTTP (/metrics, /healthz,
+//!                                                      /readyz, /workers, /)
 //! ```
 //!
 //! - [`settings`]: the configuration's shape, layers and validation.
@@ -25,13 +28,20 @@
 //!   gate, errors sorted by whose problem they are, the privilege check, and
 //!   the statements run; [`sql`]: their text, identifiers quoted.
 //! - [`log_level`]: the log level, live.
+//! - [`status`]: the fleet's state, written by the actors as things
+//!   happen and read by [`http`]: metrics, probes, `/workers` and the
+//!   status page, served on threads of their own.
 
 pub mod config_actor;
 pub mod conninfo;
 pub mod db;
+pub mod http;
 pub mod log_level;
+pub mod panics;
 pub mod policy;
 pub mod settings;
 pub mod sql;
+pub mod status;
 pub mod supervisor;
+pub mod test_hooks;
 pub mod worker;

@@ -22,6 +22,13 @@ impl LevelSwitch {
 
     pub fn set(&self, level: Level) {
         self.0.store(level.as_usize(), Ordering::Relaxed);
+        // The `log` crate's records (tokio-postgres, bb8) are shown at debug
+        // and trace only: below that, they are not even formatted.
+        log::set_max_level(match level {
+            Level::Trace => log::LevelFilter::Trace,
+            Level::Debug => log::LevelFilter::Debug,
+            _ => log::LevelFilter::Off,
+        });
     }
 
     pub fn get(&self) -> Level {

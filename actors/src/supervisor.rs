@@ -4,8 +4,17 @@
 //! tells no one; here each worker reports its end with [`WorkerExited`], and
 //! the restart policy (see `policy`) decides whether a fresh worker starts,
 //! after which delay, or whether the worker is given up. Workers are keyed
-//! by schema and tagged with a generation, so the report of a worker that
-//! was already replaced or retired is never mistaken for the current one.
+//! by schema and numbered per schema (1 for a schema's first worker, 2 for
+//! the next, never reused), so the report of a worker that was already
+//! replaced or retired is never mistaken for the current one: a report is
+//! matched on (schema, generation).
+//!
+//! The Supervisor also keeps the shared [`Status`] up to date (states,
+//! failures, restarts) and beats a heartbeat into it every second from its
+//! own mailbox, which is what `/healthz` reads: a Supervisor that stops
+//! handling messages stops beating. Starting a large fleet logs its
+//! progress (`workers_starting`, at most once a second) and one
+//! `workers_started` line when every worker has initialised its schema.
 //!
 //! Shutdown is the same mechanism run to the end: every worker is asked to
 //! stop, those still folding after `shutdown.grace` have their statement
@@ -23,6 +32,7 @@ use crate::config_actor::SettingsChanged;
 use crate::db::Database;
 use crate::policy::{Decision, RestartHistory};
 use crate::settings::{SchemaTarget, Settings};
+use crate::status::{PoolGauges, Status, HEARTBEAT_INTERVAL};
 use crate::worker::{Reconfigure, Stop, WorkerActor, WorkerError, WorkerSpec};
 
 /// A worker's last word: `failure` is None when it stopped because it was
@@ -33,6 +43,14 @@ pub struct WorkerExited {
     pub schema: String,
     pub generation: u64,
     pub failure: Option<WorkerError>,
+}
+
+/// A worker initialised its schema and folds from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WorkerStarted {
+    pub schema: String,
+    pub generation: u64,
 }
 
 /// SIGTERM or SIGINT: stop every worker, then the system.
@@ -50,15 +68,26 @@ pub const EXIT_ESCALATED: i32 = 1;
 /// the Supervisor stops regardless.
 const CANCEL_WAIT: Duration = Duration::from_secs(2);
 
+/// Fleets started at least this large log their start-up progress.
+const PROGRESS_MIN_WORKERS: usize = 1000;
+/// At most one progress line this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
 pub struct Supervisor {
     settings: Arc<Settings>,
     db: Database,
     epoch: Instant,
     log: Logger,
     slots: BTreeMap<String, Slot>,
-    /// Workers asked to stop because a reload removed or replaced them.
-    retiring: HashMap<u64, (SchemaTarget, Addr<WorkerActor>)>,
-    next_generation: u64,
+    /// Workers asked to stop because a reload removed or replaced them,
+    /// by (schema, generation).
+    retiring: HashMap<(String, u64), (SchemaTarget, Addr<WorkerActor>)>,
+    /// The last generation given to each schema's worker; kept when a
+    /// schema leaves the configuration, so a generation is never reused.
+    generations: HashMap<String, u64>,
+    /// Workers started together that have not all initialised yet.
+    batch: Option<StartBatch>,
+    status: Status,
     shutting_down: bool,
     exit_code: i32,
 }
@@ -67,6 +96,20 @@ struct Slot {
     target: SchemaTarget,
     history: RestartHistory,
     state: SlotState,
+    /// Counted in the start batch and not initialised yet.
+    awaiting_start: bool,
+}
+
+/// Workers added at start (or by one reload) on their way to their first
+/// fold: the progress of `workers_starting` and `workers_started`.
+struct StartBatch {
+    total: usize,
+    started: usize,
+    /// Given up or removed before they started.
+    dropped: usize,
+    began: Instant,
+    last_logged: Option<Instant>,
+    logged_started: usize,
 }
 
 enum SlotState {
@@ -86,7 +129,7 @@ enum SlotState {
 }
 
 impl Supervisor {
-    pub fn new(settings: Arc<Settings>, log: Logger) -> Result<Self, String> {
+    pub fn new(settings: Arc<Settings>, log: Logger, status: Status) -> Result<Self, String> {
         let db = Database::new(&settings.database, settings.restart.delay, &log)?;
         Ok(Supervisor {
             settings,
@@ -95,10 +138,28 @@ impl Supervisor {
             log,
             slots: BTreeMap::new(),
             retiring: HashMap::new(),
-            next_generation: 0,
+            generations: HashMap::new(),
+            batch: None,
+            status,
             shutting_down: false,
             exit_code: 0,
         })
+    }
+
+    /// What `/metrics` reads of the pool at each scrape.
+    fn watch_pool(&self) {
+        let size = self.settings.database.pool_size;
+        let db = self.db.clone();
+        self.status.set_pool_probe(move || {
+            let state = db.pool_state();
+            PoolGauges {
+                size,
+                connections: Some(state.connections),
+                idle_connections: Some(state.idle_connections),
+            }
+        });
+        let db = self.db.clone();
+        self.status.set_database_probe(move || db.health());
     }
 
     /// A worker's logger. `generation` tells apart the workers a schema
@@ -112,12 +173,24 @@ impl Supervisor {
         ))
     }
 
-    fn spawn_worker(&mut self, target: &SchemaTarget, ctx: &mut Context<Self>) -> SlotState {
-        self.next_generation += 1;
+    /// Starts a worker for `target`, numbered after the schema's previous
+    /// one; `restart` when the restart policy starts it again.
+    fn spawn_worker(
+        &mut self,
+        target: &SchemaTarget,
+        restart: bool,
+        ctx: &mut Context<Self>,
+    ) -> SlotState {
+        let generation = {
+            let last = self.generations.entry(target.schema.clone()).or_insert(0);
+            *last += 1;
+            *last
+        };
+        self.status.worker_spawned(target, generation, restart);
         let workers = &self.settings.workers;
         let spec = WorkerSpec {
             target: target.clone(),
-            generation: self.next_generation,
+            generation,
             table: workers.table.clone(),
             create_schema: workers.create_schema,
             naptime: self.settings.naptime,
@@ -125,25 +198,92 @@ impl Supervisor {
             db: self.db.clone(),
             epoch: self.epoch,
             supervisor: ctx.address().recipient(),
-            log: self.worker_log(target, self.next_generation),
+            started: ctx.address().recipient(),
+            status: self.status.clone(),
+            log: self.worker_log(target, generation),
         };
         SlotState::Running {
             addr: WorkerActor::new(spec).start(),
-            generation: self.next_generation,
+            generation,
             since: Instant::now(),
         }
     }
 
     fn add_worker(&mut self, target: SchemaTarget, ctx: &mut Context<Self>) {
-        let state = self.spawn_worker(&target, ctx);
+        let state = self.spawn_worker(&target, false, ctx);
         self.slots.insert(
             target.schema.clone(),
             Slot {
                 target,
                 history: RestartHistory::default(),
                 state,
+                awaiting_start: true,
             },
         );
+        let batch = self.batch.get_or_insert_with(|| StartBatch {
+            total: 0,
+            started: 0,
+            dropped: 0,
+            began: Instant::now(),
+            last_logged: None,
+            logged_started: 0,
+        });
+        batch.total += 1;
+    }
+
+    /// A worker of the start batch started (`true`), or will not (given
+    /// up, removed); the last one logs `workers_started`.
+    fn settle(&mut self, started: bool) {
+        let Some(batch) = self.batch.as_mut() else {
+            return;
+        };
+        if started {
+            batch.started += 1;
+        } else {
+            batch.dropped += 1;
+        }
+        if batch.started + batch.dropped < batch.total {
+            return;
+        }
+        let (workers, given_up) = (batch.started, batch.dropped);
+        let elapsed_ms = batch.began.elapsed().as_millis() as u64;
+        self.batch = None;
+        if workers + given_up == 0 {
+            return;
+        }
+        if given_up == 0 {
+            info!(self.log, "{workers} workers started in {elapsed_ms} ms";
+                "event" => "workers_started", "workers" => workers, "elapsed_ms" => elapsed_ms);
+        } else {
+            info!(self.log, "{workers} workers started in {elapsed_ms} ms; {given_up} did not";
+                "event" => "workers_started", "workers" => workers, "not_started" => given_up,
+                "elapsed_ms" => elapsed_ms);
+        }
+    }
+
+    /// Every [`HEARTBEAT_INTERVAL`], from the mailbox: `/healthz`, and the
+    /// progress of a large start.
+    fn on_heartbeat(&mut self) {
+        // The tests freeze the actor thread here to see /healthz fail.
+        crate::test_hooks::pause("heartbeat");
+        self.status.heartbeat();
+        let Some(batch) = self.batch.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        // The heartbeat comes every second, give or take a millisecond.
+        let every = PROGRESS_EVERY.mul_f64(0.9);
+        let due = batch
+            .last_logged
+            .map_or(now.duration_since(batch.began) >= every, |last| {
+                now.duration_since(last) >= every
+            });
+        if batch.total >= PROGRESS_MIN_WORKERS && due && batch.started != batch.logged_started {
+            batch.last_logged = Some(now);
+            batch.logged_started = batch.started;
+            info!(self.log, "started {}/{} workers", batch.started, batch.total;
+                "event" => "workers_starting", "started" => batch.started, "workers" => batch.total);
+        }
     }
 
     fn restart_worker(&mut self, schema: &str, attempt: u32, ctx: &mut Context<Self>) {
@@ -155,11 +295,15 @@ impl Supervisor {
         else {
             return;
         };
-        let state = self.spawn_worker(&target, ctx);
+        let state = self.spawn_worker(&target, true, ctx);
+        let generation = match &state {
+            SlotState::Running { generation, .. } => *generation,
+            _ => 0,
+        };
         if let Some(slot) = self.slots.get_mut(schema) {
             slot.state = state;
         }
-        info!(self.worker_log(&target, self.next_generation), "{} restarted (attempt {attempt})", target.worker;
+        info!(self.worker_log(&target, generation), "{} restarted (attempt {attempt})", target.worker;
             "event" => "worker_restarted", "attempt" => attempt);
     }
 
@@ -169,6 +313,10 @@ impl Supervisor {
         let Some(slot) = self.slots.remove(schema) else {
             return;
         };
+        self.status.worker_removed(schema);
+        if slot.awaiting_start {
+            self.settle(false);
+        }
         match slot.state {
             SlotState::Running {
                 addr, generation, ..
@@ -176,7 +324,8 @@ impl Supervisor {
                 addr.do_send(Stop {
                     cancel_in_flight: false,
                 });
-                self.retiring.insert(generation, (slot.target, addr));
+                self.retiring
+                    .insert((schema.to_owned(), generation), (slot.target, addr));
             }
             SlotState::Restarting { handle, generation } => {
                 ctx.cancel_future(handle);
@@ -206,7 +355,9 @@ impl Supervisor {
             return;
         };
         let worker = slot.target.worker.clone();
-        error!(log, "{worker} failed: {error}"; "event" => "worker_failed", "error" => error.to_string());
+        let error_text = error.to_string();
+        self.status.worker_failed(schema, generation, &error_text);
+        error!(log, "{worker} failed: {error_text}"; "event" => "worker_failed", "error" => error_text.clone());
         let decision = slot.history.on_failure(
             &self.settings.restart,
             Instant::now(),
@@ -218,6 +369,7 @@ impl Supervisor {
                 let delay_ms = delay.as_millis() as u64;
                 info!(log, "{worker} will restart in {delay_ms} ms (attempt {attempt})";
                     "event" => "worker_restart_scheduled", "attempt" => attempt, "delay_ms" => delay_ms);
+                self.status.worker_restarting(schema, generation, delay);
                 let schema = schema.to_owned();
                 let handle = ctx.run_later(delay, move |supervisor, ctx| {
                     supervisor.restart_worker(&schema, attempt, ctx);
@@ -226,7 +378,11 @@ impl Supervisor {
             }
             Decision::GiveUp { reason } => {
                 error!(log, "{worker} given up: {reason}"; "event" => "worker_given_up", "reason" => reason.clone());
+                self.status.worker_given_up(schema, generation, &reason);
                 slot.state = SlotState::GivenUp { generation };
+                if std::mem::take(&mut slot.awaiting_start) {
+                    self.settle(false);
+                }
                 if self.settings.restart.escalate {
                     error!(self.log, "restart.escalate is true: stopping the service because {worker} was given up";
                         "event" => "shutdown_started", "signal" => "escalation");
@@ -239,11 +395,20 @@ impl Supervisor {
     fn apply(&mut self, settings: Arc<Settings>, ctx: &mut Context<Self>) {
         let old = std::mem::replace(&mut self.settings, settings);
         let new = Arc::clone(&self.settings);
+        self.status.configure(&new);
+        if old.http.listen != new.http.listen {
+            warn!(self.log, "http.listen changed from {:?} to {:?}: it applies at the next start; \
+                             the endpoints stay on {:?} until then", old.http.listen, new.http.listen, old.http.listen;
+                "event" => "config_needs_restart", "key" => "http.listen");
+        }
         if old.database != new.database {
             match Database::new(&new.database, new.restart.delay, &self.log) {
                 // Workers move to the new pool with the Reconfigure below;
                 // the old pool closes when its last connection is returned.
-                Ok(db) => self.db = db,
+                Ok(db) => {
+                    self.db = db;
+                    self.watch_pool();
+                }
                 Err(e) => {
                     warn!(self.log, "keeping the old connection pool: {e}"; "event" => "pool_rebuild_failed")
                 }
@@ -281,7 +446,7 @@ impl Supervisor {
                     SlotState::GivenUp { .. } => {
                         slot.history = RestartHistory::default();
                         let target = slot.target.clone();
-                        let state = self.spawn_worker(&target, ctx);
+                        let state = self.spawn_worker(&target, false, ctx);
                         if let Some(slot) = self.slots.get_mut(&schema) {
                             slot.state = state;
                         }
@@ -298,6 +463,8 @@ impl Supervisor {
         }
         self.shutting_down = true;
         self.exit_code = exit_code;
+        self.status.shutting_down();
+        self.batch = None;
         let schemas: Vec<String> = self.slots.keys().cloned().collect();
         for schema in schemas {
             let Some(slot) = self.slots.get(&schema) else {
@@ -310,9 +477,11 @@ impl Supervisor {
                 SlotState::Restarting { handle, .. } => {
                     ctx.cancel_future(*handle);
                     self.slots.remove(&schema);
+                    self.status.worker_removed(&schema);
                 }
                 SlotState::GivenUp { .. } => {
                     self.slots.remove(&schema);
+                    self.status.worker_removed(&schema);
                 }
             }
         }
@@ -345,6 +514,12 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.status.configure(&self.settings);
+        self.status.heartbeat();
+        self.watch_pool();
+        ctx.run_interval(HEARTBEAT_INTERVAL, |supervisor, _| {
+            supervisor.on_heartbeat()
+        });
         if !self.settings.workers.schemas.is_empty() {
             info!(self.log, "workers.schemas names {} schemas; workers.total is not used",
                 self.settings.workers.schemas.len(); "event" => "schemas_listed");
@@ -354,7 +529,16 @@ impl Actor for Supervisor {
         }
     }
 
+    /// The Supervisor stops when a shutdown is done, and then stops the
+    /// system with the shutdown's exit code. Any other stop is a panic in
+    /// it: without a Supervisor no worker would be restarted or stopped, so
+    /// the service ends with exit 1 (see `panics`).
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.status.supervisor_stopped();
+        if crate::panics::essential_actor_stopped("Supervisor", self.shutting_down, &self.log) {
+            return;
+        }
+        crate::panics::system_stopping();
         System::current().stop_with_code(self.exit_code);
     }
 }
@@ -363,7 +547,7 @@ impl Handler<WorkerExited> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: WorkerExited, ctx: &mut Self::Context) {
-        if let Some((target, _)) = self.retiring.remove(&msg.generation) {
+        if let Some((target, _)) = self.retiring.remove(&(msg.schema.clone(), msg.generation)) {
             self.log_stopped(&target, msg.generation);
             return self.finish_shutdown_if_done(ctx);
         }
@@ -379,6 +563,7 @@ impl Handler<WorkerExited> for Supervisor {
             }
             _ => {
                 if let Some(slot) = self.slots.remove(&msg.schema) {
+                    self.status.worker_removed(&msg.schema);
                     self.log_stopped(&slot.target, msg.generation);
                 }
                 self.finish_shutdown_if_done(ctx);
@@ -387,10 +572,28 @@ impl Handler<WorkerExited> for Supervisor {
     }
 }
 
+impl Handler<WorkerStarted> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkerStarted, _ctx: &mut Self::Context) {
+        let Some(slot) = self.slots.get_mut(&msg.schema) else {
+            return;
+        };
+        let current = matches!(slot.state, SlotState::Running { generation, .. } if generation == msg.generation);
+        if current && std::mem::take(&mut slot.awaiting_start) {
+            self.settle(true);
+        }
+    }
+}
+
 impl Handler<SettingsChanged> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: SettingsChanged, ctx: &mut Self::Context) {
+        #[cfg(feature = "test-hooks")]
+        if std::env::var_os("TEST_HOOK_PANIC_IN_SUPERVISOR").is_some() {
+            panic!("test hook: a panic in the Supervisor");
+        }
         if !self.shutting_down {
             self.apply(msg.settings, ctx);
         }

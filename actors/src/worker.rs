@@ -13,6 +13,10 @@
 //! worker with that error, and the Supervisor decides what happens next;
 //! but an unreachable database or a lock/statement time-out is nobody's
 //! fault here: the tick is skipped, and the next one tries again.
+//!
+//! Everything a worker does is also written to the shared [`Status`] (a
+//! fold, a skipped tick, how late the tick ran, what the database said),
+//! which the HTTP endpoints read; writing there never waits on a reader.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -32,7 +36,8 @@ use tokio_postgres::{CancelToken, NoTls};
 use crate::db::{self, Database, DbError, FoldOutcome, PgConnection};
 use crate::settings::SchemaTarget;
 use crate::sql::TableSql;
-use crate::supervisor::WorkerExited;
+use crate::status::Status;
+use crate::supervisor::{WorkerExited, WorkerStarted};
 
 /// Why a worker ended.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -72,6 +77,9 @@ pub struct WorkerSpec {
     /// Shared by all workers, so phases are relative to one instant.
     pub epoch: Instant,
     pub supervisor: Recipient<WorkerExited>,
+    /// Told once the schema is initialised (start-up progress).
+    pub started: Recipient<WorkerStarted>,
+    pub status: Status,
     pub log: Logger,
 }
 
@@ -133,13 +141,20 @@ impl WorkerActor {
             naptime,
             &self.spec.target.schema,
         );
-        self.ticker = Some(ctx.run_later(first, move |worker, ctx| {
-            worker.on_tick(ctx);
-            worker.ticker = Some(ctx.run_interval(naptime, |worker, ctx| worker.on_tick(ctx)));
-        }));
+        // Each tick is due at the slot itself (the interval runs from the
+        // deadline, not from when the previous tick ran), so how late it
+        // ran is measured against the slot.
+        let start = tokio::time::Instant::now() + first;
+        self.ticker = Some(ctx.run_interval_at(start, naptime, |worker, ctx| worker.on_tick(ctx)));
     }
 
     fn on_tick(&mut self, ctx: &mut Context<Self>) {
+        #[cfg(feature = "test-hooks")]
+        if std::env::var("TEST_HOOK_PANIC_IN_TICK_OF").is_ok_and(|s| s == self.sql.schema)
+            && self.initialised
+        {
+            panic!("test hook: a panic in a tick of {}", self.sql.schema);
+        }
         let now = Instant::now();
         // After a stall, run_interval fires every missed tick back to back;
         // one fold covers them all.
@@ -150,6 +165,12 @@ impl WorkerActor {
             return;
         }
         self.last_tick = Some(now);
+        self.spec.status.tick_late(lateness(
+            self.spec.epoch,
+            now,
+            self.spec.naptime,
+            &self.spec.target.schema,
+        ));
         if let Some(since) = self.busy_since {
             self.ticks_skipped += 1;
             let running = now.duration_since(since);
@@ -164,6 +185,7 @@ impl WorkerActor {
                 (true, false) => "waiting_for_connection",
                 (true, true) => "fold_in_flight",
             };
+            self.note_skipped(reason);
             if reason == "fold_in_flight" && running >= self.spec.naptime {
                 warn!(self.spec.log, "tick skipped: the previous fold is still running after {running_ms} ms";
                     "event" => "worker_tick_skipped", "reason" => reason,
@@ -240,6 +262,7 @@ impl WorkerActor {
                 .into_actor(self)
                 .map(move |result, worker, ctx| {
                     worker.busy_since = None;
+                    worker.note_database(&result);
                     done(worker, result, ctx);
                     if worker.stop_requested {
                         ctx.stop();
@@ -263,10 +286,20 @@ impl WorkerActor {
                 async move { db::initialise(conn, &sql, create).await }.boxed_local()
             },
             |worker, result, ctx| match result {
-                Ok(Ok(())) => {
+                Ok(Ok(outcome)) => {
+                    if let Some(existing) = outcome.case_twin {
+                        warn!(worker.spec.log, "schema {:?} did not exist but {existing:?} does: PostgreSQL names are case-sensitive when quoted, as worker_spi quotes them, so {:?} was created as a new schema beside {existing:?}", worker.sql.schema, worker.sql.schema;
+                            "event" => "schema_case_mismatch", "existing" => existing.clone());
+                    }
                     worker.initialised = true;
                     info!(worker.spec.log, "{} initialized with {}", worker.spec.target.worker, worker.sql.display_name;
                         "event" => "worker_started");
+                    let (schema, generation) = (&worker.spec.target.schema, worker.spec.generation);
+                    worker.spec.status.worker_initialised(schema, generation);
+                    worker.spec.started.do_send(WorkerStarted {
+                        schema: schema.clone(),
+                        generation,
+                    });
                 }
                 Ok(Err(error)) => worker.handle_error(error, ctx),
                 Err(panic) => worker.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
@@ -291,18 +324,29 @@ impl WorkerActor {
                     if panic_here {
                         panic!("test hook: a panic in the fold of {}", sql.schema);
                     }
+                    let started = Instant::now();
                     let outcome = db::fold(conn, &sql).await?;
+                    let took = started.elapsed();
                     let due = vacuum_after > 0
                         && rows_since_vacuum + outcome.folded as u64 >= vacuum_after;
                     if due {
                         db::vacuum(conn, &sql).await?;
                     }
-                    Ok((outcome, due))
+                    Ok((outcome, took, due))
                 }
                 .boxed_local()
             },
             |worker, result, ctx| match result {
-                Ok(Ok((outcome, vacuumed))) => worker.log_fold(outcome, vacuumed),
+                Ok(Ok((outcome, took, vacuumed))) => {
+                    worker.spec.status.fold_done(
+                        &worker.spec.target.schema,
+                        worker.spec.generation,
+                        took,
+                        outcome.folded as u64,
+                        outcome.total,
+                    );
+                    worker.log_fold(outcome, vacuumed)
+                }
                 Ok(Err(error)) => worker.handle_error(error, ctx),
                 Err(panic) => worker.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
             },
@@ -317,18 +361,21 @@ impl WorkerActor {
             // database_refused).
             DbError::Unreachable(_) | DbError::ConnectionLost(_) | DbError::Refused { .. } => {
                 self.ticks_skipped += 1;
+                self.note_skipped(error.kind());
                 debug!(self.spec.log, "tick skipped: {error}";
                     "event" => "worker_tick_skipped", "reason" => error.kind(),
                     "skipped" => self.ticks_skipped);
             }
             DbError::TimedOut { reason, .. } => {
                 self.ticks_skipped += 1;
+                self.note_skipped("timed_out");
                 warn!(self.spec.log, "tick skipped: {reason}";
                     "event" => "worker_tick_skipped", "reason" => "timed_out",
                     "error" => reason.clone(), "skipped" => self.ticks_skipped);
             }
             error @ DbError::PoolExhausted { .. } => {
                 self.ticks_skipped += 1;
+                self.note_skipped("pool_exhausted");
                 warn!(self.spec.log, "tick skipped: {error}";
                     "event" => "worker_tick_skipped", "reason" => "pool_exhausted",
                     "error" => error.to_string(), "skipped" => self.ticks_skipped);
@@ -373,6 +420,26 @@ impl WorkerActor {
         }
     }
 
+    fn note_skipped(&self, reason: &'static str) {
+        self.spec
+            .status
+            .tick_skipped(&self.spec.target.schema, self.spec.generation, reason);
+    }
+
+    /// What the database said, for `/readyz` and `pgfleet_database_up`: an
+    /// answer of any kind (even an error from a statement) means it is up.
+    fn note_database<T>(&self, result: &Guarded<T>) {
+        let status = &self.spec.status;
+        match result {
+            Ok(Err(error @ (DbError::Unreachable(_) | DbError::Refused { .. }))) => {
+                status.database_failed(error)
+            }
+            Ok(Err(DbError::ConnectionLost(_) | DbError::PoolExhausted { .. })) => {}
+            Ok(_) => status.database_answered(),
+            Err(_) => {}
+        }
+    }
+
     fn fail(&mut self, error: WorkerError, ctx: &mut Context<Self>) {
         self.failure = Some(error);
         ctx.stop();
@@ -387,7 +454,15 @@ impl Actor for WorkerActor {
         self.initialise(ctx);
     }
 
+    /// A worker stops because it was asked to, because it failed, or
+    /// with the actor system; any other stop is a panic in the worker's
+    /// own code (a tick, a log line: a panic in its database work is
+    /// caught where it runs), which actix ends by stopping the actor. That
+    /// is reported as a failure, for the restart policy like any other.
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if self.failure.is_none() && !self.stop_requested && !crate::panics::is_system_stopping() {
+            self.failure = Some(WorkerError::Panicked(crate::panics::last_message()));
+        }
         self.spec.supervisor.do_send(WorkerExited {
             schema: self.spec.target.schema.clone(),
             generation: self.spec.generation,
@@ -443,6 +518,17 @@ impl Handler<Stop> for WorkerActor {
     }
 }
 
+/// How long after its slot a tick running at `now` runs: the time since
+/// the latest slot at or before `now` (ticks never run early).
+pub fn lateness(epoch: Instant, now: Instant, naptime: Duration, schema: &str) -> Duration {
+    let wait = until_next_slot(epoch, now, naptime, schema);
+    if wait.is_zero() {
+        Duration::ZERO
+    } else {
+        naptime.saturating_sub(wait)
+    }
+}
+
 /// Time from `now` to this schema's next slot: slots are
 /// `epoch + phase + k * naptime`, the phase a hash of the schema name.
 pub fn until_next_slot(epoch: Instant, now: Instant, naptime: Duration, schema: &str) -> Duration {
@@ -476,6 +562,21 @@ mod tests {
         // One interval later the same schema waits the same time.
         let later = until_next_slot(epoch, epoch + naptime, naptime, "schema1");
         assert_eq!(first, later);
+    }
+
+    #[test]
+    fn lateness_is_measured_from_the_latest_slot() {
+        let epoch = Instant::now();
+        let naptime = Duration::from_secs(10);
+        let slot = epoch + until_next_slot(epoch, epoch, naptime, "schema1");
+        assert_eq!(lateness(epoch, slot, naptime, "schema1"), Duration::ZERO);
+        let late = lateness(epoch, slot + Duration::from_millis(3), naptime, "schema1");
+        assert_eq!(late, Duration::from_millis(3));
+        let next = slot + naptime + Duration::from_millis(7);
+        assert_eq!(
+            lateness(epoch, next, naptime, "schema1"),
+            Duration::from_millis(7)
+        );
     }
 
     #[test]

@@ -53,6 +53,11 @@ const FILE_ERRORS: &[(&str, &str, &str)] = &[
     ("naptime: 0\n", "naptime", "at least 1ms"),
     ("naptime: -1\n", "naptime", "negative"),
     ("naptime: 10 parsecs\n", "naptime", "duration"),
+    ("naptime: -5s\n", "naptime", "a duration cannot be negative"),
+    ("shutdown:\n  grace: -0.5\n", "shutdown.grace", "a duration cannot be negative"),
+    ("workers:\n  table: [a, b]\n", "workers.table", "= [a, b] ("),
+    ("log:\n  format: {kind: json}\n", "log.format", "= {kind: json} ("),
+    ("workers:\n  schemas: \"a, b]\"\n", "workers.schemas", "holds a bracket"),
     ("workers:\n  total: -1\n", "workers.total", "-1"),
     ("workers:\n  total: 1.5\n", "workers.total", "1.5"),
     ("workers:\n  table: \"\"\n", "workers.table", "is empty"),
@@ -103,11 +108,60 @@ fn environment_errors_name_the_variable() {
         ("PGFLEET__RESTART__JITTER", "2", "PGFLEET__RESTART__JITTER"),
         ("PGFLEET__LOG__LEVELS", "debug", "did you mean `log.level`"),
         ("PGFLEET_LOG__LEVEL", "debug", "double underscores"),
+        ("PGFLEET__NAPTIME", "-5s", "a duration cannot be negative"),
+        (
+            "PGFLEET__WORKERS__SCHEMAS",
+            "a, b]",
+            "PGFLEET__WORKERS__SCHEMAS",
+        ),
+        (
+            "PGFLEET__WORKERS__SCHEMAS",
+            "[a, b",
+            "PGFLEET__WORKERS__SCHEMAS",
+        ),
     ];
     for (name, value, expected) in cases {
         let (result, _) = load("", &[(name, value)]);
         let text = result.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(text.contains(expected), "{name}={value}: {text}");
+    }
+}
+
+/// Wrong types, unknown keys and values out of range, from a file and the
+/// environment at once: one run names each, on a line of its own.
+#[test]
+fn every_problem_is_named_in_one_run() {
+    let (result, path) = load(
+        "naptime: soon\nworkers:\n  total: many\n  totl: 3\nrestart:\n  jitter: lots\n  multiplier: 0.5\n",
+        &[("PGFLEET__LOG__LEVEL", "loud"), ("PGFLEET__SHUTDOWN__GRACE", "-1s")],
+    );
+    let problems = match result {
+        Err(ConfigError::Invalid(problems)) => problems,
+        other => panic!("{other:?}"),
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "log.level",
+            "naptime",
+            "restart.jitter",
+            "restart.multiplier",
+            "shutdown.grace",
+            "workers.total",
+            "workers.totl"
+        ]
+    );
+    let text = ConfigError::Invalid(problems).to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "invalid configuration, 7 problems:", "{text}");
+    assert_eq!(lines.len(), 8, "{text}");
+    for line in &lines[1..] {
+        assert!(line.starts_with("  key `"), "{text}");
+        assert!(
+            line.contains(&path) || line.contains("environment variable PGFLEET__"),
+            "{line}"
+        );
     }
 }
 

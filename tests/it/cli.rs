@@ -304,3 +304,113 @@ fn awkward_passwords_never_reach_any_output() {
         );
     }
 }
+
+/// Three wrong values, an unknown key and a value out of range: one run
+/// names them all, one line each, and exits 2 before touching the database.
+#[test]
+fn every_problem_of_a_file_in_one_run() {
+    let file = ConfigFile::new(
+        "naptime: -5s\nworkers:\n  total: many\n  table: [a, b]\n  totl: 3\nrestart:\n  jitter: 3\n",
+    );
+    let output = run(
+        &[
+            "--config",
+            file.path.to_str().expect("utf-8"),
+            "--print-config",
+        ],
+        &[],
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let path = file
+        .path
+        .canonicalize()
+        .expect("canonical path")
+        .display()
+        .to_string();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines[0], "pgfleet: invalid configuration, 5 problems:",
+        "{stderr}"
+    );
+    for (key, detail) in [
+        ("naptime", "a duration cannot be negative"),
+        ("restart.jitter", "between 0.0 and 1.0"),
+        ("workers.table", "= [a, b] ("),
+        ("workers.total", "\"many\""),
+        ("workers.totl", "did you mean `workers.total`"),
+    ] {
+        let line = lines
+            .iter()
+            .find(|line| line.starts_with(&format!("  key `{key}`")))
+            .unwrap_or_else(|| panic!("no line for {key}: {stderr}"));
+        assert!(line.contains(detail), "{key} lacks {detail:?}: {line}");
+        assert!(line.contains(&path), "{key} does not name the file: {line}");
+    }
+    assert_eq!(lines.len(), 6, "{stderr}");
+    assert!(output.stdout.is_empty(), "printed a config anyway");
+}
+
+#[test]
+fn a_directory_given_as_config_is_named_as_one() {
+    let dir = std::env::temp_dir().canonicalize().expect("temp dir");
+    let output = run(
+        &["--config", dir.to_str().expect("utf-8"), "--print-config"],
+        &[],
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} is a directory, not a YAML file",
+            dir.display()
+        )),
+        "{stderr}"
+    );
+    let missing = run(
+        &["--config", "/nonexistent/pgfleet.yaml", "--print-config"],
+        &[],
+    );
+    assert!(
+        text(&missing.stderr).contains("not found"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
+
+#[test]
+fn schemas_from_the_environment_are_a_list_never_bracketed_names() {
+    for value in ["[a, b]", "[\"a\",\"b\"]", "a,b"] {
+        let output = run(&["--print-config"], &[("PGFLEET__WORKERS__SCHEMAS", value)]);
+        let yaml = text(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{value}: {}",
+            text(&output.stderr)
+        );
+        assert!(yaml.contains("schemas:\n  - a\n  - b\n"), "{value}: {yaml}");
+    }
+    let output = run(
+        &["--print-config"],
+        &[("PGFLEET__WORKERS__SCHEMAS", "a, b]")],
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("PGFLEET__WORKERS__SCHEMAS"), "{stderr}");
+}
+
+/// A reload cannot see a changed environment; --help must not promise it.
+#[test]
+fn help_says_what_a_reload_rereads() {
+    let help = text(&run(&["--help"], &[]).stdout);
+    let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for words in [
+        "every --config file",
+        "database.password_file",
+        "PGFLEET__ and libpq's PG* variables stay those it started with",
+    ] {
+        assert!(flat.contains(words), "--help lacks {words:?}:\n{help}");
+    }
+    assert!(!flat.contains("reloads them all"), "{help}");
+}

@@ -79,6 +79,63 @@ fn a_panic_in_a_worker_is_contained() {
         .all(|e| e["schema"] != "schema1" || e["event"] != "worker_failed"));
 }
 
+/// A panic in the worker's own code, outside its database work (here in a
+/// tick), is a failure under the restart policy too, not a silent death
+/// that would leave a "running" slot forever.
+#[test]
+fn a_panic_outside_the_database_work_is_a_worker_failure() {
+    let db = cluster().create_database();
+    let pgfleet = Pgfleet::start_with(
+        &db,
+        "workers:\n  total: 2\nrestart:\n  max_restarts: 2\n",
+        &[("TEST_HOOK_PANIC_IN_TICK_OF", "schema2")],
+    );
+    ready(&pgfleet, &db, &schema_names(2));
+    let failed = pgfleet.wait_schema_event("worker_failed", "schema2");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("panicked") && e.contains("a panic in a tick")),
+        "{failed}"
+    );
+    let panic = pgfleet.wait_event("panic");
+    assert_eq!(panic["level"], "error", "{panic}");
+    pgfleet.wait_schema_event("worker_restarted", "schema2");
+    pgfleet.wait_schema_event("worker_given_up", "schema2");
+    execute(&db, "INSERT INTO schema1.counted VALUES ('delta', 6)");
+    pgfleet.wait_for("schema1 folding on", |e| {
+        e["event"] == "worker_tick" && e["schema"] == "schema1" && e["total"] == 6
+    });
+}
+
+/// A panic in the Supervisor or the ConfigActor leaves a service that can
+/// no longer restart workers or apply a reload: the process ends with exit
+/// 1 and a last line that says why, for the process manager to act on.
+#[test]
+fn a_panic_in_the_supervisor_or_config_actor_ends_the_process() {
+    for (hook, name) in [
+        ("TEST_HOOK_PANIC_IN_SUPERVISOR", "Supervisor"),
+        ("TEST_HOOK_PANIC_IN_RELOAD", "ConfigActor"),
+    ] {
+        let db = cluster().create_database();
+        let mut pgfleet = Pgfleet::start_with(&db, "workers:\n  total: 1\n", &[(hook, "1")]);
+        pgfleet.wait_schema_event("worker_started", "schema1");
+        pgfleet.signal(libc::SIGHUP);
+        let status = pgfleet.wait_exit(PATIENCE);
+        assert_eq!(status.code(), Some(1), "{name}: {status}");
+        let failed = pgfleet.events("service_failed");
+        assert!(
+            failed.iter().any(|e| e["error"]
+                .as_str()
+                .is_some_and(|m| m.contains(&format!("{name} panicked")))),
+            "{name}: {failed:?}"
+        );
+        let last = pgfleet.all_events().last().cloned().expect("a last line");
+        assert_eq!(last["event"], "service_stopped", "{name}: {last}");
+        assert_eq!(last["exit_code"], 1, "{name}: {last}");
+    }
+}
+
 /// Hundreds of SIGHUPs in a second while the config flips between schema
 /// sets: no crash, no duplicated or leaked worker, the last config wins.
 #[test]

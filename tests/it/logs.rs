@@ -1,8 +1,11 @@
 //! What an operator greps for (SPEC §5): JSON with the documented fields,
 //! text with the same fields, and never a password.
 
-use crate::support::cluster::cluster;
-use crate::support::pgfleet::{eventually, execute, Pgfleet, PATIENCE};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::cluster::{cluster, TestDb};
+use crate::support::pgfleet::{binary, eventually, execute, ConfigFile, Pgfleet, PATIENCE};
 
 #[test]
 fn json_lines_carry_the_documented_fields() {
@@ -39,7 +42,7 @@ fn text_lines_carry_the_same_fields() {
         pgfleet
             .lines()
             .iter()
-            .any(|l| l.contains("event: worker_started"))
+            .any(|l| l.contains("event=worker_started"))
     });
     execute(
         &db,
@@ -49,32 +52,136 @@ fn text_lines_carry_the_same_fields() {
         pgfleet
             .lines()
             .iter()
-            .any(|l| l.contains("event: worker_tick"))
+            .any(|l| l.contains("event=worker_tick"))
     });
     pgfleet.signal(libc::SIGTERM);
     pgfleet.wait_exit(PATIENCE);
     let lines = pgfleet.lines();
     let tick = lines
         .iter()
-        .find(|l| l.contains("event: worker_tick"))
+        .find(|l| l.contains("event=worker_tick"))
         .expect("tick line");
-    for part in [
-        "INFO",
-        "worker 1: count in schema1.counted is now 2",
-        "worker: worker 1",
-        "schema: schema1",
-        "total: 2",
-        "folded: 1",
-    ] {
+    // 2026-11-26T19:39:44.766Z INFO  worker 1: count in … | event=worker_tick total=2 folded=1
+    let (ts, rest) = tick.split_once(' ').expect("a timestamp first");
+    assert!(
+        ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+        "not an ISO 8601 time in UTC: {tick}"
+    );
+    assert!(
+        rest.starts_with("INFO  worker 1: count in schema1.counted is now 2 | event=worker_tick"),
+        "{tick}"
+    );
+    for part in ["total=2", "folded=1"] {
         assert!(tick.contains(part), "{part:?} missing in {tick}");
     }
+    assert!(
+        !tick.contains("worker=") && !tick.contains("schema="),
+        "fields the message already says are repeated: {tick}"
+    );
+    let failed_lines: Vec<&String> = lines.iter().filter(|l| l.contains(" ERRO ")).collect();
+    assert!(
+        failed_lines.is_empty(),
+        "abbreviated level names: {failed_lines:?}"
+    );
     assert!(
         lines
             .last()
             .expect("last line")
-            .contains("event: service_stopped"),
+            .contains("event=service_stopped"),
         "{lines:?}"
     );
+}
+
+/// pgfleet with its stderr given to the test as is: closed or never read.
+fn spawn_raw(db: &TestDb, yaml: &str) -> (Child, ConfigFile) {
+    let config = ConfigFile::new(yaml);
+    let child = Command::new(binary())
+        .arg("--config")
+        .arg(&config.path)
+        .env("PGFLEET__DATABASE__URL", db.url())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pgfleet");
+    (child, config)
+}
+
+/// Folding goes on: a delta inserted now is folded.
+fn folds_go_on(db: &TestDb, expected_total: i64) {
+    execute(db, "INSERT INTO schema1.counted VALUES ('delta', 1)");
+    eventually(&format!("the total reaches {expected_total}"), || {
+        db.client()
+            .query_one(
+                "SELECT coalesce(sum(value), 0)::int8 FROM schema1.counted WHERE type = 'total'",
+                &[],
+            )
+            .is_ok_and(|row| row.get::<_, i64>(0) == expected_total)
+    });
+}
+
+/// SIGTERM ends the process within `shutdown.grace` + 2 s, with exit 0.
+fn stops_in_time(child: &mut Child, grace: Duration) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let asked = Instant::now();
+    let deadline = grace + Duration::from_secs(2);
+    loop {
+        if let Some(status) = child.try_wait().expect("poll") {
+            assert!(status.success(), "exit {status}");
+            eprintln!(
+                "MEASURED log output gone or stalled: exit 0 {} ms after SIGTERM",
+                asked.elapsed().as_millis()
+            );
+            return;
+        }
+        assert!(
+            asked.elapsed() < deadline,
+            "no exit within {deadline:?} of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn schema_ready(db: &TestDb) {
+    eventually("schema1.counted exists", || {
+        db.client()
+            .query_one("SELECT to_regclass('schema1.counted') IS NOT NULL", &[])
+            .is_ok_and(|row| row.get::<_, bool>(0))
+    });
+    execute(db, "INSERT INTO schema1.counted VALUES ('total', 0)");
+}
+
+/// Lots of lines (trace, with tokio-postgres's own), fast ticks, no HTTP.
+const NOISY: &str = "naptime: 50ms\nworkers:\n  total: 10\nlog:\n  level: trace\nshutdown:\n  grace: 1s\nhttp:\n  listen: \"\"\n";
+
+/// A log reader that went away (a dead log shipper, a closed `| tee`):
+/// every write fails, and pgfleet folds on and stops cleanly.
+#[test]
+fn a_closed_log_reader_stops_nothing() {
+    let db = cluster().create_database();
+    let (mut child, _config) = spawn_raw(&db, NOISY);
+    drop(child.stderr.take());
+    schema_ready(&db);
+    folds_go_on(&db, 1);
+    std::thread::sleep(Duration::from_millis(500));
+    folds_go_on(&db, 2);
+    stops_in_time(&mut child, Duration::from_secs(1));
+}
+
+/// A log reader that never reads: the pipe fills, writes block, and the
+/// actors do not notice.
+#[test]
+fn a_stalled_log_reader_stops_nothing() {
+    let db = cluster().create_database();
+    let (mut child, _config) = spawn_raw(&db, NOISY);
+    let _never_read = child.stderr.take();
+    schema_ready(&db);
+    folds_go_on(&db, 1);
+    // By now far more than a pipe's 64 KiB has been logged at trace.
+    std::thread::sleep(Duration::from_millis(500));
+    folds_go_on(&db, 2);
+    stops_in_time(&mut child, Duration::from_secs(1));
 }
 
 /// Everything a debug-level run prints (start, folds, failures, a reload

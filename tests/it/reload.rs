@@ -5,7 +5,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::cluster::cluster;
-use crate::support::pgfleet::{eventually, execute, scalar_i64, Pgfleet};
+use crate::support::pgfleet::{eventually, execute, ready, scalar_i64, schema_names, Pgfleet};
 
 #[test]
 fn a_reload_folds_at_once_and_applies_the_new_naptime() {
@@ -157,4 +157,72 @@ fn a_bad_reload_is_rejected_and_the_old_config_stays() {
         e["event"] == "worker_tick" && e["total"] == 9
     });
     assert!(pgfleet.events("config_reloaded").is_empty());
+}
+
+/// A SIGHUP that arrives after the configuration was read but before the
+/// signal handler is installed (systemd's `ExecReload` right after start)
+/// is applied once the handler is there, not lost. A test hook widens the
+/// window to 1.5 s.
+#[test]
+fn a_reload_during_start_up_is_not_lost() {
+    let db = cluster().create_database();
+    let pgfleet = Pgfleet::start_with(
+        &db,
+        "workers:\n  total: 1\n",
+        &[("TEST_HOOK_PAUSE_BEFORE_SIGNALS_MS", "1500")],
+    );
+    pgfleet.wait_event("service_started");
+    pgfleet.reload("workers:\n  total: 2\n");
+    pgfleet.wait_schema_event("worker_started", "schema2");
+    let reloaded = pgfleet.wait_event("config_reloaded");
+    assert!(
+        reloaded["changes"]
+            .as_str()
+            .is_some_and(|c| c.contains("workers.total: 1 -> 2")),
+        "{reloaded}"
+    );
+}
+
+/// Reading the configuration from a hung mount (here: a
+/// `database.password_file` that became a FIFO nobody writes, whose open
+/// blocks) freezes nothing: folds go on, the reload is rejected after
+/// `READ_WITHIN` (5 s), and SIGTERM stops the service at once.
+#[test]
+fn a_hung_configuration_read_freezes_nothing() {
+    let db = cluster().create_database();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = dir.path().join("password");
+    std::fs::write(&secret, "unused-by-trust-auth\n").expect("write secret");
+    let mut pgfleet = Pgfleet::start(
+        &db,
+        &format!(
+            "workers:\n  total: 1\ndatabase:\n  password_file: {}\n",
+            secret.display()
+        ),
+    );
+    ready(&pgfleet, &db, &schema_names(1));
+    std::fs::remove_file(&secret).expect("remove the secret");
+    let fifo = std::ffi::CString::new(secret.to_str().expect("utf-8 path")).expect("no NUL");
+    // SAFETY: a valid C string; mkfifo touches no memory of ours.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    let mark = pgfleet.mark();
+    pgfleet.signal(libc::SIGHUP);
+    execute(&db, "INSERT INTO schema1.counted VALUES ('delta', 7)");
+    pgfleet.wait_for_from(mark, "a fold while the read hangs", |e| {
+        e["event"] == "worker_tick" && e["total"] == 7
+    });
+    let rejected = pgfleet.wait_for_from(mark, "the hung read rejected", |e| {
+        e["event"] == "config_rejected"
+    });
+    assert!(
+        rejected.1["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("did not finish within")),
+        "{}",
+        rejected.1
+    );
+    let asked = std::time::Instant::now();
+    let status = pgfleet.stop();
+    assert!(status.success(), "{status}");
+    assert!(asked.elapsed() < std::time::Duration::from_secs(3));
 }

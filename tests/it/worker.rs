@@ -371,3 +371,35 @@ fn strange_schema_names_are_just_names() {
         "public.x was touched"
     );
 }
+
+/// worker_spi quotes names, so a configured `Orders` is a new schema beside
+/// an existing `orders`: legal, so created as before, but almost always a
+/// mistake, so a warning says so, once, naming both.
+#[test]
+fn a_schema_differing_only_in_case_is_warned_about() {
+    let db = cluster().create_database();
+    execute(&db, "CREATE SCHEMA orders");
+    let pgfleet = Pgfleet::start(&db, "workers:\n  schemas: [Orders, sales]\n");
+    let warning = pgfleet.wait_for("the case warning", |e| e["event"] == "schema_case_mismatch");
+    assert_eq!(warning["level"], "warn", "{warning}");
+    assert_eq!(warning["schema"], "Orders", "{warning}");
+    assert_eq!(warning["existing"], "orders", "{warning}");
+    let msg = warning["msg"].as_str().expect("msg");
+    assert!(msg.contains("case"), "{msg}");
+    pgfleet.wait_schema_event("worker_started", "Orders");
+    pgfleet.wait_schema_event("worker_started", "sales");
+    assert_eq!(
+        pgfleet.events("schema_case_mismatch").len(),
+        1,
+        "sales has no twin: {:?}",
+        pgfleet.events("schema_case_mismatch")
+    );
+    assert_eq!(
+        scalar_i64(
+            &db,
+            "SELECT count(*) FROM pg_namespace WHERE nspname IN ('orders', 'Orders')"
+        ),
+        2,
+        "Orders is created beside orders"
+    );
+}

@@ -12,9 +12,8 @@ pub mod privileges;
 mod statements;
 pub mod tls;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bb8::{ErrorSink, Pool, PooledConnection, RunError};
 use slog::{error, info, warn, Logger};
@@ -22,11 +21,12 @@ use slog::{error, info, warn, Logger};
 pub use connect::{Connector, Session};
 pub use error::{describe, DbError, Refusal};
 pub use manager::{Manager, PgClient};
-pub use outage::OutageGate;
-pub use statements::{fold, initialise, vacuum, FoldOutcome};
+pub use outage::{OutageGate, OutageSoFar};
+pub use statements::{fold, initialise, vacuum, FoldOutcome, InitOutcome};
 
 use crate::conninfo::ProcessEnvironment;
 use crate::settings::DatabaseSettings;
+use crate::status::DbHealth;
 
 pub type PgPool = Pool<Manager>;
 pub type PgConnection = PooledConnection<'static, Manager>;
@@ -38,6 +38,7 @@ pub type PgConnection = PooledConnection<'static, Manager>;
 pub struct Database {
     pool: PgPool,
     gate: Arc<OutageGate>,
+    health: Health,
     log: Logger,
     answer_deadline: Duration,
 }
@@ -54,6 +55,7 @@ impl Database {
         let connector = Connector::new(settings, &ProcessEnvironment, log)
             .map_err(|e| format!("database.url: {e}"))?;
         let gate = Arc::new(OutageGate::new(probe_interval));
+        let health = Health::default();
         let manager = Manager::new(Arc::new(connector));
         let pool = Pool::builder()
             .max_size(settings.pool_size)
@@ -63,14 +65,30 @@ impl Database {
             .test_on_check_out(false)
             // One attempt per request: the outage gate does the spacing.
             .retry_connection(false)
-            .error_sink(Box::new(LogSink::new(log, Arc::clone(&gate))))
+            .error_sink(Box::new(LogSink::new(
+                log,
+                Arc::clone(&gate),
+                Health::clone(&health),
+            )))
             .build_unchecked(manager);
         Ok(Database {
             pool,
             gate,
+            health,
             log: log.clone(),
             answer_deadline: settings.statement_timeout + settings.connect_timeout,
         })
+    }
+
+    /// The pool as bb8 sees it, for the pool gauges.
+    pub fn pool_state(&self) -> bb8::State {
+        self.pool.state()
+    }
+
+    /// What the last connection attempt or statement found: for
+    /// `/readyz`, `pgfleet_database_up` and the status page.
+    pub fn health(&self) -> DbHealth {
+        self.health.get()
     }
 
     /// How long to wait for any answer before the server counts as stalled.
@@ -122,12 +140,13 @@ impl Database {
     /// Notes a failed connection attempt (unreachable or refused): spaces
     /// the next attempts, and logs when this begins an outage.
     fn connect_failed(&self, error: DbError) -> DbError {
-        note_connect_failure(&self.log, &self.gate, &error, None);
+        note_connect_failure(&self.log, &self.gate, &self.health, &error);
         error
     }
 
     /// Notes that the database answered; logs when an outage ends.
     pub fn reachable(&self) {
+        self.health.set(DbHealth::Up);
         if let Some(outage) = self.gate.reachable(Instant::now()) {
             let down_ms = outage.as_millis() as u64;
             info!(self.log, "the database is reachable again after {down_ms} ms";
@@ -142,21 +161,39 @@ impl Database {
 }
 
 /// bb8 only tells a waiting caller "timed out"; the reason a connection
-/// could not be made comes here. Each failed attempt closes the gate, and
-/// is logged at most once a second.
+/// could not be made comes here. Each failed attempt closes the gate.
 #[derive(Clone)]
 struct LogSink {
     log: Logger,
     gate: Arc<OutageGate>,
-    last_logged_second: Arc<AtomicU64>,
+    health: Health,
 }
 
 impl LogSink {
-    fn new(log: &Logger, gate: Arc<OutageGate>) -> Self {
+    fn new(log: &Logger, gate: Arc<OutageGate>, health: Health) -> Self {
         LogSink {
             log: log.clone(),
             gate,
-            last_logged_second: Arc::new(AtomicU64::new(0)),
+            health,
+        }
+    }
+}
+
+/// The database's health as the last attempt found it, shared by the
+/// pool's error sink and the workers' statements.
+#[derive(Clone, Default)]
+struct Health(Arc<std::sync::Mutex<Option<DbHealth>>>);
+
+impl Health {
+    fn get(&self) -> DbHealth {
+        self.0.lock().map_or(DbHealth::Unknown, |health| {
+            health.clone().unwrap_or(DbHealth::Unknown)
+        })
+    }
+
+    fn set(&self, health: DbHealth) {
+        if let Ok(mut current) = self.0.lock() {
+            *current = Some(health);
         }
     }
 }
@@ -169,12 +206,7 @@ impl std::fmt::Debug for LogSink {
 
 impl ErrorSink<DbError> for LogSink {
     fn sink(&self, error: DbError) {
-        note_connect_failure(
-            &self.log,
-            &self.gate,
-            &error,
-            Some(&self.last_logged_second),
-        );
+        note_connect_failure(&self.log, &self.gate, &self.health, &error);
     }
 
     fn boxed_clone(&self) -> Box<dyn ErrorSink<DbError>> {
@@ -185,36 +217,53 @@ impl ErrorSink<DbError> for LogSink {
 /// A failed connection attempt: the gate spaces the next ones, whatever
 /// the cause. Unreachable is a WARN (`database_lost` when it begins); a
 /// refusal needs an operator and is an ERROR (`database_refused`), named by
-/// its kind. With `throttle`, a repeated failure is logged at most once a
-/// second.
-fn note_connect_failure(
-    log: &Logger,
-    gate: &OutageGate,
-    error: &DbError,
-    throttle: Option<&AtomicU64>,
-) {
-    let began = gate.unreachable(Instant::now());
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let repeat_logged = || throttle.is_some_and(|last| last.swap(now, Ordering::Relaxed) != now);
+/// its kind. While it lasts, it is repeated at a slowing rate (see
+/// `outage`), with the attempts so far.
+fn note_connect_failure(log: &Logger, gate: &OutageGate, health: &Health, error: &DbError) {
+    health.set(match error {
+        DbError::Refused { kind, .. } => DbHealth::Refused {
+            kind: kind.as_str(),
+            reason: error.to_string(),
+        },
+        DbError::Unreachable(reason) => DbHealth::Unreachable(reason.clone()),
+        other => DbHealth::Unreachable(other.to_string()),
+    });
+    let now = Instant::now();
+    let began = gate.unreachable(now);
+    let repeat = if began {
+        None
+    } else {
+        gate.repeat_report_due(now)
+    };
     let reason = match error {
         DbError::Unreachable(reason) => reason.clone(),
         other => other.to_string(),
     };
-    match error {
-        DbError::Refused { kind, .. } if began || repeat_logged() => {
+    let so_far = |outage: OutageSoFar| {
+        format!(
+            "{} failed attempts in {} s",
+            outage.attempts,
+            outage.down_for.as_secs()
+        )
+    };
+    match (error, repeat) {
+        (DbError::Refused { kind, .. }, _) if began => {
             error!(log, "cannot connect to the database: {reason}; retrying with backoff";
                 "event" => "database_refused", "kind" => kind.as_str(), "error" => reason.clone());
         }
-        DbError::Refused { .. } => {}
+        (DbError::Refused { kind, .. }, Some(outage)) => {
+            error!(log, "cannot connect to the database: {reason}; still retrying ({})", so_far(outage);
+                "event" => "database_refused", "kind" => kind.as_str(), "error" => reason.clone(),
+                "attempts" => outage.attempts);
+        }
         _ if began => {
             warn!(log, "the database is unreachable: {reason}; retrying with backoff";
                 "event" => "database_lost", "kind" => error.kind(), "error" => reason.clone());
         }
-        _ if repeat_logged() => {
-            warn!(log, "cannot connect to the database: {reason}";
-                "event" => "database_unreachable", "kind" => error.kind(), "error" => reason.clone());
+        (_, Some(outage)) => {
+            warn!(log, "the database is still unreachable: {reason} ({})", so_far(outage);
+                "event" => "database_unreachable", "kind" => error.kind(), "error" => reason.clone(),
+                "attempts" => outage.attempts);
         }
         _ => {}
     }

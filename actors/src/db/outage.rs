@@ -24,6 +24,13 @@ use tokio::sync::Notify;
 /// The first probe interval after an outage begins.
 const FIRST_PROBE: Duration = Duration::from_millis(250);
 
+/// A long outage is reported when it begins, when it ends, and in between
+/// at a slowing rate: 1 s after it began, then 2 s later, 4 s, … up to one
+/// line every `MAX_REPORT_INTERVAL` (an hour at the defaults is about a
+/// dozen lines, not one per probe).
+const FIRST_REPORT: Duration = Duration::from_secs(1);
+const MAX_REPORT_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
 #[derive(Debug)]
 pub struct OutageGate {
     state: Mutex<State>,
@@ -38,6 +45,17 @@ struct State {
     down_since: Option<Instant>,
     next_probe: Option<Instant>,
     interval: Duration,
+    /// Failed attempts since the outage began.
+    attempts: u64,
+    next_report: Option<Instant>,
+    report_interval: Duration,
+}
+
+/// What a repeated report says about the outage so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutageSoFar {
+    pub attempts: u64,
+    pub down_for: Duration,
 }
 
 impl OutageGate {
@@ -85,7 +103,31 @@ impl OutageGate {
         };
         state.down_since.get_or_insert(now);
         state.next_probe = Some(now + state.interval);
+        if begins {
+            state.attempts = 0;
+            state.report_interval = FIRST_REPORT;
+            state.next_report = Some(now + FIRST_REPORT);
+        }
+        state.attempts += 1;
         begins
+    }
+
+    /// Whether a failure during an outage is due to be reported again, at
+    /// the slowing rate; and what to say.
+    pub fn repeat_report_due(&self, now: Instant) -> Option<OutageSoFar> {
+        let mut state = self.state();
+        let down_since = state.down_since?;
+        match state.next_report {
+            Some(due) if now >= due => {
+                state.report_interval = (state.report_interval * 2).min(MAX_REPORT_INTERVAL);
+                state.next_report = Some(now + state.report_interval);
+                Some(OutageSoFar {
+                    attempts: state.attempts,
+                    down_for: now.saturating_duration_since(down_since),
+                })
+            }
+            _ => None,
+        }
     }
 
     /// The database answered. Returns how long it had been unreachable,
@@ -98,6 +140,7 @@ impl OutageGate {
             .map(|since| now.saturating_duration_since(since));
         state.next_probe = None;
         state.interval = Duration::ZERO;
+        state.next_report = None;
         outage
     }
 
@@ -150,6 +193,33 @@ mod tests {
             now += waited;
         }
         assert_eq!(intervals, [500, 1000, 1000, 1000]);
+    }
+
+    #[test]
+    fn a_long_outage_is_reported_at_a_slowing_rate() {
+        let gate = OutageGate::new(Duration::from_secs(5));
+        let start = Instant::now();
+        assert!(gate.unreachable(start));
+        let mut reported_at = Vec::new();
+        // A probe every 5 s for an hour.
+        for second in (0..3600).step_by(5) {
+            let now = start + Duration::from_secs(second);
+            gate.unreachable(now);
+            if let Some(so_far) = gate.repeat_report_due(now) {
+                assert_eq!(so_far.down_for, Duration::from_secs(second));
+                reported_at.push(second);
+            }
+        }
+        assert_eq!(
+            reported_at,
+            [5, 10, 15, 25, 45, 80, 145, 275, 535, 1050, 1950, 2850],
+            "{reported_at:?}"
+        );
+        gate.reachable(start + Duration::from_secs(3600));
+        assert_eq!(
+            gate.repeat_report_due(start + Duration::from_secs(3601)),
+            None
+        );
     }
 
     #[test]

@@ -7,6 +7,18 @@ use tokio_postgres::SimpleQueryMessage;
 use super::{DbError, PgConnection};
 use crate::sql::{TableSql, INIT_LOCK, INIT_PROBE};
 
+/// What `initialise` found, for the worker to log: this module has no
+/// logger, and the warning belongs with the worker's other lines.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InitOutcome {
+    /// The schema was missing, but one whose name differs only in case
+    /// exists (`orders` for a configured `Orders`). worker_spi quotes
+    /// names, so PostgreSQL takes them case-sensitively, and the new schema
+    /// sits beside the old one: almost always a configuration mistake, so
+    /// worth a warning, yet a legal name, so not an error.
+    pub case_twin: Option<String>,
+}
+
 /// Makes sure the schema and table exist, as worker_spi does at start,
 /// safely when several workers or pgfleet instances race: creation is
 /// serialised by an advisory lock, and a creator that does not take it
@@ -15,7 +27,7 @@ pub async fn initialise(
     conn: &mut PgConnection,
     sql: &TableSql,
     create: bool,
-) -> Result<(), DbError> {
+) -> Result<InitOutcome, DbError> {
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -25,6 +37,11 @@ pub async fn initialise(
         }
     }
 }
+
+/// A schema whose name equals $1 but for case. Sent only when the schema
+/// is missing, so a worker that finds its schema still needs one round trip.
+const CASE_TWIN: &str = "SELECT nspname::text FROM pg_catalog.pg_namespace \
+     WHERE lower(nspname) = lower($1) AND nspname <> $1 ORDER BY nspname LIMIT 1";
 
 /// duplicate_schema, duplicate_table, unique_violation (on pg_namespace).
 fn is_creation_race(error: &DbError) -> bool {
@@ -42,7 +59,7 @@ async fn initialise_once(
     conn: &mut PgConnection,
     sql: &TableSql,
     create: bool,
-) -> Result<(), DbError> {
+) -> Result<InitOutcome, DbError> {
     let pg = |e: tokio_postgres::Error| DbError::from_statement(&e);
     let set_local = conn.set_local().map(str::to_owned);
     let tx = conn.transaction().await.map_err(pg)?;
@@ -55,9 +72,19 @@ async fn initialise_once(
         .await
         .map_err(pg)?;
     let (schema_exists, table_exists): (bool, bool) = (row.get(0), row.get(1));
+    let mut outcome = InitOutcome::default();
+    if !schema_exists && create {
+        outcome.case_twin = tx
+            .query_opt(CASE_TWIN, &[&sql.schema])
+            .await
+            .map_err(pg)?
+            .map(|row| row.get(0));
+    }
     match (schema_exists, table_exists, create) {
         (true, true, _) => {}
-        (false, _, true) => tx.batch_execute(&sql.create_schema).await.map_err(pg)?,
+        (false, _, true) => {
+            tx.batch_execute(&sql.create_schema).await.map_err(pg)?;
+        }
         (true, false, true) => {
             tx.batch_execute(&sql.create_table_in_existing_schema)
                 .await
@@ -77,7 +104,8 @@ async fn initialise_once(
             })
         }
     }
-    tx.commit().await.map_err(pg)
+    tx.commit().await.map_err(pg)?;
+    Ok(outcome)
 }
 
 /// What one fold found and did.

@@ -13,6 +13,11 @@ use serde::Serializer;
 /// Parses "250ms", "10s", "1m 30s", or a bare integer of seconds.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    // humantime would say "expected number at 0", which reads as if the
+    // sign were a typo rather than the point.
+    if text.starts_with('-') {
+        return Err(NEGATIVE.into());
+    }
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         return text
             .parse::<u64>()
@@ -23,6 +28,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         format!("{e}; expected a duration such as \"250ms\", \"10s\", \"1m\" or a bare number of seconds")
     })
 }
+
+/// What a negative duration is told, whichever way it was written.
+const NEGATIVE: &str = "a duration cannot be negative";
 
 /// Formats the way `parse` reads it back: "10s", "1m", "250ms".
 pub fn format(duration: &Duration) -> String {
@@ -53,10 +61,13 @@ impl Visitor<'_> for DurationVisitor {
     fn visit_i64<E: de::Error>(self, seconds: i64) -> Result<Duration, E> {
         u64::try_from(seconds)
             .map(Duration::from_secs)
-            .map_err(|_| E::custom(format!("{seconds} is negative; a duration cannot be")))
+            .map_err(|_| E::custom(NEGATIVE))
     }
 
     fn visit_f64<E: de::Error>(self, seconds: f64) -> Result<Duration, E> {
+        if seconds < 0.0 {
+            return Err(E::custom(NEGATIVE));
+        }
         Duration::try_from_secs_f64(seconds).map_err(|e| E::custom(format!("{seconds}: {e}")))
     }
 
@@ -84,6 +95,24 @@ mod tests {
         for bad in ["", "ten", "10 parsecs", "-5", "5x"] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn a_negative_duration_says_so() {
+        for bad in ["-5s", "-5", " -1m", "-250ms"] {
+            assert_eq!(parse(bad), Err(NEGATIVE.to_owned()), "{bad:?}");
+        }
+        let from_yaml = |yaml: &str| {
+            deserialize(serde_norway::Deserializer::from_str(yaml))
+                .map_err(|e| e.to_string())
+                .expect_err("negative")
+        };
+        assert!(from_yaml("-5").contains(NEGATIVE), "{}", from_yaml("-5"));
+        assert!(
+            from_yaml("-0.5").contains(NEGATIVE),
+            "{}",
+            from_yaml("-0.5")
+        );
     }
 
     #[test]

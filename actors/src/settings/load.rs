@@ -13,6 +13,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use config::{Config, Environment, File, FileFormat, Map, Source, Value, ValueKind};
+use serde::Deserialize;
 
 use super::Settings;
 
@@ -45,6 +46,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
     pub key: String,
+    /// The value as shown to the operator: a scalar quoted (`"soon"`), a
+    /// list or map in YAML flow style (`[a, b]`), a secret masked.
     pub value: Option<String>,
     pub origin: String,
     pub reason: String,
@@ -54,17 +57,34 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "key `{}`", self.key)?;
         if let Some(value) = &self.value {
-            write!(f, " = {value:?}")?;
+            write!(f, " = {value}")?;
         }
         write!(f, " ({}): {}", self.origin, self.reason)
     }
 }
 
+/// One problem on one line; several under a header, one indented line
+/// each, so that a file with three mistakes reads as a list to work down.
 fn display_problems(problems: &[Problem]) -> String {
     let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
-    match lines.len() {
-        1 => format!("invalid configuration: {}", lines[0]),
-        n => format!("invalid configuration, {n} problems: {}", lines.join("; ")),
+    match lines.as_slice() {
+        [one] => format!("invalid configuration: {one}"),
+        _ => format!(
+            "invalid configuration, {} problems:\n  {}",
+            lines.len(),
+            lines.join("\n  ")
+        ),
+    }
+}
+
+impl ConfigError {
+    /// The message on one line, problems joined with "; ": for a log line,
+    /// which must stay one line per event (`Display` puts each problem on a
+    /// line of its own, for a terminal).
+    pub fn one_line(&self) -> String {
+        self.to_string()
+            .replace(":\n  ", ": ")
+            .replace("\n  ", "; ")
     }
 }
 
@@ -86,7 +106,8 @@ impl ConfigSources {
 
     /// Every layer, with `environment` standing in for the process's.
     pub fn load_with_env(&self, environment: &[(String, String)]) -> Result<Settings, ConfigError> {
-        let known = known_keys()?;
+        let defaults = defaults()?;
+        let known = known_keys_of(&defaults);
         let (mut problems, warnings) = single_underscore_variables(environment, &known);
         let env_map: Map<String, String> = environment
             .iter()
@@ -97,6 +118,14 @@ impl ConfigSources {
         let mut builder =
             Config::builder().add_source(File::from_str(DEFAULTS_YAML, FileFormat::Yaml));
         for path in &self.files {
+            // The `config` crate says "not found" for a directory, which
+            // sends the operator looking for a file that is there.
+            if path.is_dir() {
+                return Err(ConfigError::Unreadable(format!(
+                    "cannot read configuration: {} is a directory, not a YAML file",
+                    display_path(&path.display().to_string())
+                )));
+            }
             builder = builder.add_source(
                 File::from(path.as_path())
                     .format(FileFormat::Yaml)
@@ -115,32 +144,198 @@ impl ConfigSources {
             .map_err(|e| ConfigError::Unreadable(unreadable_message(e)))?;
 
         problems.extend(unknown_keys(&merged, &known)?);
-        if !problems.is_empty() {
-            return Err(ConfigError::Invalid(problems));
-        }
-        let mut settings: Settings = merged
-            .clone()
-            .try_deserialize()
-            .map_err(|e| ConfigError::Invalid(vec![problem_from_config_error(&merged, e)]))?;
-        let unreadable_password = read_password_file(&mut settings, &merged);
-        let problems: Vec<Problem> = settings
-            .problems()
-            .into_iter()
-            .map(|(key, value, reason)| Problem {
-                origin: origin_of(&merged, key),
-                key: key.to_owned(),
-                value: Some(mask_if_secret(key, value)),
-                reason,
-            })
-            .chain(unreadable_password)
-            .collect();
+        let table = merged
+            .collect()
+            .map_err(|e| ConfigError::Unreadable(unreadable_message(e)))?;
+        let (readable, wrong_types) = check_each_key(&table, &defaults, &known);
+        let wrong_keys: Vec<String> = wrong_types.iter().map(|(key, _)| key.clone()).collect();
+        problems.extend(wrong_types.into_iter().map(|(key, error)| Problem {
+            origin: origin_of(&merged, &key),
+            value: get_at(&table, &key).map(|value| shown(&key, value)),
+            reason: reason_of(error),
+            key,
+        }));
+        // Every key that reached `readable` passed on its own, so this
+        // succeeds; the fallback is for a type that depends on two keys.
+        let mut settings = match Settings::deserialize(Value::new(None, readable)) {
+            Ok(settings) => settings,
+            Err(e) => {
+                problems.push(problem_from_config_error(&merged, e));
+                return Err(ConfigError::Invalid(sorted(problems)));
+            }
+        };
+        // A key of the wrong type stands at its default here; a check
+        // involving it would judge a value the operator did not write.
+        let involves_wrong_key = |key: &str, reason: &str| {
+            wrong_keys
+                .iter()
+                .any(|wrong| wrong == key || reason.contains(wrong.as_str()))
+        };
+        let password_problem = if involves_wrong_key("database.password_file", "") {
+            None
+        } else {
+            read_password_file(&mut settings, &merged)
+        };
+        problems.extend(
+            settings
+                .problems()
+                .into_iter()
+                .filter(|(key, _, reason)| !involves_wrong_key(key, reason))
+                .map(|(key, value, reason)| Problem {
+                    origin: origin_of(&merged, key),
+                    key: key.to_owned(),
+                    value: Some(quoted(&mask_if_secret(key, value))),
+                    reason,
+                }),
+        );
+        problems.extend(password_problem);
         if problems.is_empty() {
             settings.load_warnings = warnings;
             Ok(settings)
         } else {
-            Err(ConfigError::Invalid(problems))
+            Err(ConfigError::Invalid(sorted(problems)))
         }
     }
+}
+
+/// Problems in key order, so that one section's read together; the sort
+/// is stable, so two problems of one key keep the order they were found in.
+fn sorted(mut problems: Vec<Problem>) -> Vec<Problem> {
+    problems.sort_by(|a, b| a.key.cmp(&b.key));
+    problems
+}
+
+/// Checks each known key's merged value on its own, by deserialising the
+/// defaults with only that value in place: serde stops at the first error,
+/// and an operator who wrote three wrong values should not need three runs
+/// to find them. The messages are the very ones a whole deserialisation
+/// gives, and no table of types can fall out of step with `Settings`.
+/// Returns the defaults with every value that passed, and each key that did
+/// not, with its error.
+fn check_each_key(
+    merged: &Map<String, Value>,
+    defaults: &Map<String, Value>,
+    known: &BTreeSet<String>,
+) -> (ValueKind, Vec<(String, config::ConfigError)>) {
+    let mut readable = defaults.clone();
+    let mut wrong = Vec::new();
+    for key in known {
+        // Absent when its section was given a value instead of keys; that
+        // is reported as an unknown key, and the default stands.
+        let Some(value) = get_at(merged, key) else {
+            continue;
+        };
+        let mut alone = defaults.clone();
+        set_at(&mut alone, key, value.clone());
+        match Settings::deserialize(Value::new(None, alone)) {
+            Ok(_) => set_at(&mut readable, key, value.clone()),
+            Err(error) => wrong.push((key.clone(), error)),
+        }
+    }
+    (ValueKind::Table(readable), wrong)
+}
+
+/// Why a single value did not deserialise, without the key and origin the
+/// `config` crate adds (the problem line has them already).
+fn reason_of(error: config::ConfigError) -> String {
+    match error {
+        config::ConfigError::Type { expected, .. } => format!("expected {expected}"),
+        config::ConfigError::At { error, .. } => reason_of(*error),
+        config::ConfigError::Message(message) => message,
+        other => other.to_string(),
+    }
+}
+
+fn get_at<'a>(table: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    let (section, rest) = match key.split_once('.') {
+        Some((section, rest)) => (section, Some(rest)),
+        None => (key, None),
+    };
+    let value = table.get(section)?;
+    match (rest, &value.kind) {
+        (None, _) => Some(value),
+        (Some(rest), ValueKind::Table(inner)) => get_at(inner, rest),
+        (Some(_), _) => None,
+    }
+}
+
+/// Puts `value` at a dotted key of a tree whose sections are tables (the
+/// defaults, and copies of them).
+fn set_at(table: &mut Map<String, Value>, key: &str, value: Value) {
+    match key.split_once('.') {
+        None => {
+            table.insert(key.to_owned(), value);
+        }
+        Some((section, rest)) => {
+            let entry = table
+                .entry(section.to_owned())
+                .or_insert_with(|| Value::new(None, ValueKind::Table(Map::new())));
+            if !matches!(entry.kind, ValueKind::Table(_)) {
+                *entry = Value::new(None, ValueKind::Table(Map::new()));
+            }
+            if let ValueKind::Table(inner) = &mut entry.kind {
+                set_at(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// A value in a problem line: a scalar quoted, as it was always shown; a
+/// list or a map in YAML flow style, as the operator wrote it (`[a, b]`;
+/// the `config` crate's own rendering is `"a, b, "`); a secret masked.
+fn shown(key: &str, value: &Value) -> String {
+    match &value.kind {
+        ValueKind::Array(_) | ValueKind::Table(_) | ValueKind::Nil => {
+            let text = flow(value);
+            if key == "database.url" || mask_if_secret(key, text.clone()) != text {
+                quoted(super::secret::MASK)
+            } else {
+                text
+            }
+        }
+        _ => quoted(&mask_if_secret(key, value.to_string())),
+    }
+}
+
+fn quoted(text: &str) -> String {
+    format!("{text:?}")
+}
+
+/// YAML flow style, near enough to read back: plain words bare, other
+/// text quoted, map keys sorted (the merged tree does not keep file order).
+fn flow(value: &Value) -> String {
+    match &value.kind {
+        ValueKind::Nil => "null".into(),
+        ValueKind::String(text) => {
+            let plain = !text.is_empty()
+                && !text.starts_with('-')
+                && text
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || "_-./@+".contains(c));
+            if plain {
+                text.clone()
+            } else {
+                quoted(text)
+            }
+        }
+        ValueKind::Array(items) => {
+            let items: Vec<String> = items.iter().map(flow).collect();
+            format!("[{}]", items.join(", "))
+        }
+        ValueKind::Table(table) => {
+            let sorted: std::collections::BTreeMap<&String, &Value> = table.iter().collect();
+            let pairs: Vec<String> = sorted
+                .into_iter()
+                .map(|(key, value)| format!("{}: {}", flow_key(key), flow(value)))
+                .collect();
+            format!("{{{}}}", pairs.join(", "))
+        }
+        _ => value.to_string(),
+    }
+}
+
+fn flow_key(key: &str) -> String {
+    flow(&Value::new(None, ValueKind::String(key.to_owned())))
 }
 
 fn unreadable_message(error: config::ConfigError) -> String {
@@ -223,15 +418,23 @@ fn leaves(prefix: &str, table: &Map<String, Value>, out: &mut Vec<(String, Value
     }
 }
 
-fn known_keys() -> Result<BTreeSet<String>, ConfigError> {
-    let defaults = Config::builder()
+/// The built-in defaults as a tree: every key, each with a valid value.
+fn defaults() -> Result<Map<String, Value>, ConfigError> {
+    Config::builder()
         .add_source(File::from_str(DEFAULTS_YAML, FileFormat::Yaml))
         .build()
         .and_then(|c| c.collect())
-        .map_err(|e| ConfigError::Unreadable(unreadable_message(e)))?;
+        .map_err(|e| ConfigError::Unreadable(unreadable_message(e)))
+}
+
+fn known_keys_of(defaults: &Map<String, Value>) -> BTreeSet<String> {
     let mut keys = Vec::new();
-    leaves("", &defaults, &mut keys);
-    Ok(keys.into_iter().map(|(key, _)| key).collect())
+    leaves("", defaults, &mut keys);
+    keys.into_iter().map(|(key, _)| key).collect()
+}
+
+fn known_keys() -> Result<BTreeSet<String>, ConfigError> {
+    defaults().map(|defaults| known_keys_of(&defaults))
 }
 
 fn unknown_keys(merged: &Config, known: &BTreeSet<String>) -> Result<Vec<Problem>, ConfigError> {
@@ -260,10 +463,9 @@ fn unknown_keys(merged: &Config, known: &BTreeSet<String>) -> Result<Vec<Problem
                     None => "unknown key".into(),
                 },
             };
-            let value = mask_if_secret(&key, value.to_string());
             Problem {
                 origin: describe_origin(value_origin, &key),
-                value: Some(value),
+                value: Some(shown(&key, &value)),
                 reason,
                 key,
             }
@@ -360,14 +562,16 @@ fn problem_from_config_error(merged: &Config, error: config::ConfigError) -> Pro
             key,
         } => {
             let key = key.unwrap_or_else(|| UNKNOWN_KEY.into());
-            let value =
-                value_at(merged, &key).map_or_else(|| unexpected.to_string(), |v| v.to_string());
+            let value = value_at(merged, &key).map_or_else(
+                || quoted(&mask_if_secret(&key, unexpected.to_string())),
+                |v| shown(&key, &v),
+            );
             Problem {
                 origin: match origin {
                     Some(origin) => describe_origin(Some(&origin), &key),
                     None => origin_of(merged, &key),
                 },
-                value: Some(mask_if_secret(&key, value)),
+                value: Some(value),
                 reason: format!("expected {expected}"),
                 key,
             }
@@ -378,7 +582,7 @@ fn problem_from_config_error(merged: &Config, error: config::ConfigError) -> Pro
                 Some(origin) => describe_origin(Some(&origin), &key),
                 None => origin_of(merged, &key),
             };
-            let value = value_at(merged, &key).map(|v| mask_if_secret(&key, v.to_string()));
+            let value = value_at(merged, &key).map(|v| shown(&key, &v));
             Problem {
                 origin,
                 value,
@@ -437,7 +641,7 @@ fn read_password_file(settings: &mut Settings, merged: &Config) -> Option<Proble
     }
     let problem = |reason: String| Problem {
         key: "database.password_file".into(),
-        value: Some(path.clone()),
+        value: Some(quoted(path)),
         origin: origin_of(merged, "database.password_file"),
         reason,
     };
@@ -717,6 +921,148 @@ mod tests {
             text.contains("/nonexistent/secret") && text.contains("cannot read"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn every_wrong_value_is_named_in_one_run() {
+        let file = yaml_file(
+            "naptime: soon\nworkers:\n  total: many\n  totl: 3\nrestart:\n  jitter: lots\n  multiplier: 0.5\n",
+        );
+        let found = problems(ConfigSources::new(vec![file.0.clone()]).load_without_env());
+        let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "naptime",
+                "restart.jitter",
+                "restart.multiplier",
+                "workers.total",
+                "workers.totl"
+            ],
+            "{found:?}"
+        );
+        let path = file.0.display().to_string();
+        assert!(found.iter().all(|p| p.origin.contains(&path)), "{found:?}");
+
+        let text = ConfigError::Invalid(found).to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "invalid configuration, 5 problems:", "{text}");
+        assert_eq!(lines.len(), 6, "{text}");
+        assert!(
+            lines[1..]
+                .iter()
+                .all(|line| line.starts_with("  key `") && line.contains(&path)),
+            "{text}"
+        );
+        assert!(lines[4].contains("\"many\""), "{text}");
+        let one_line = ConfigError::Invalid(problems(
+            ConfigSources::new(vec![file.0.clone()]).load_without_env(),
+        ))
+        .one_line();
+        assert!(
+            one_line.starts_with("invalid configuration, 5 problems: key `naptime`")
+                && one_line.contains("; key `restart.jitter`")
+                && !one_line.contains('\n'),
+            "{one_line}"
+        );
+    }
+
+    #[test]
+    fn every_known_key_is_checked_on_its_own() {
+        // A map fits no key, so each must be reported, alone and by name,
+        // however many others are wrong with it.
+        let known = known_keys().expect("defaults");
+        let mut text = String::new();
+        let mut section = "";
+        for key in &known {
+            let (head, leaf) = key.split_once('.').unwrap_or(("", key));
+            if head != section && !head.is_empty() {
+                text.push_str(&format!("{head}:\n"));
+            }
+            section = head;
+            let indent = if head.is_empty() { "" } else { "  " };
+            text.push_str(&format!("{indent}{leaf}: {{x: 1}}\n"));
+        }
+        let file = yaml_file(&text);
+        let found = problems(ConfigSources::new(vec![file.0.clone()]).load_without_env());
+        let named: BTreeSet<String> = found.iter().map(|p| p.key.clone()).collect();
+        assert_eq!(named, known, "{text}\n{found:#?}");
+        assert_eq!(found.len(), known.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn a_check_of_two_keys_skips_a_key_it_could_not_read() {
+        // restart.delay stands at its default (5s) once rejected; "max_delay
+        // is shorter than restart.delay (5s)" would be about a value nobody
+        // wrote.
+        let file = yaml_file("restart:\n  delay: soon\n  max_delay: 1s\n");
+        let found = problems(ConfigSources::new(vec![file.0.clone()]).load_without_env());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].key, "restart.delay");
+    }
+
+    #[test]
+    fn lists_and_maps_are_shown_as_written() {
+        let file = yaml_file("workers:\n  table: [a, b]\nlog:\n  level: {b: [1, x y], a: ~}\n");
+        let text = ConfigSources::new(vec![file.0.clone()])
+            .load_without_env()
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("key `workers.table` = [a, b] ("), "{text}");
+        assert!(
+            text.contains("key `log.level` = {a: null, b: [1, \"x y\"]} ("),
+            "{text}"
+        );
+        assert!(!text.contains("\\\""), "{text}");
+        // Under a secret key, a list is masked whole.
+        let file = yaml_file("database:\n  url: [\"postgres://u:hunter2@h/d\"]\n");
+        let text = ConfigSources::new(vec![file.0.clone()])
+            .load_without_env()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("database.url") && !text.contains("hunter2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_directory_is_not_a_config_file() {
+        let dir = std::env::temp_dir();
+        let result = ConfigSources::new(vec![dir.clone()]).load_without_env();
+        let canonical = dir.canonicalize().expect("temp dir").display().to_string();
+        assert!(
+            matches!(&result, Err(ConfigError::Unreadable(m))
+                if m.contains(&canonical) && m.contains("is a directory, not a YAML file")),
+            "{result:?}"
+        );
+        let missing =
+            ConfigSources::new(vec!["/nonexistent/pgfleet.yaml".into()]).load_without_env();
+        assert!(
+            matches!(&missing, Err(ConfigError::Unreadable(m)) if m.contains("not found")),
+            "{missing:?}"
+        );
+    }
+
+    #[test]
+    fn schemas_from_the_environment_are_a_list_or_an_error() {
+        for value in ["[a, b]", "[\"a\",\"b\"]", "a,b", " a , b "] {
+            let settings = ConfigSources::default()
+                .load_with_env(&env(&[("PGFLEET__WORKERS__SCHEMAS", value)]))
+                .expect(value);
+            assert_eq!(settings.workers.schemas, ["a", "b"], "{value}");
+        }
+        for value in ["a, b]", "[a, b", "[a"] {
+            let found = problems(
+                ConfigSources::default()
+                    .load_with_env(&env(&[("PGFLEET__WORKERS__SCHEMAS", value)])),
+            );
+            assert_eq!(found.len(), 1, "{value}: {found:?}");
+            assert_eq!(
+                found[0].origin, "environment variable PGFLEET__WORKERS__SCHEMAS",
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -323,12 +323,29 @@ impl Settings {
         };
         let mut changes = Vec::new();
         diff_values("", &old_value, &new_value, &mut changes);
-        // Masked, two URLs that differ only in their password look equal.
-        if self.database.url != old.database.url
-            && !changes.iter().any(|c| c.starts_with("database.url"))
-        {
-            changes.push("database.url: password changed".into());
-        }
+        // Masked, two secrets look equal: two URLs that differ only in their
+        // password, two passwords, or a password file rotated in place (the
+        // path is the same, the password read from it is not; a reload is
+        // how a rotation is applied, so it must not say "none"). The value
+        // itself never appears.
+        let (db, old_db) = (&self.database, &old.database);
+        let mut unseen = |key: &str, differs: bool, change: &str| {
+            let prefix = format!("{key}:");
+            if differs && !changes.iter().any(|c| c.starts_with(&prefix)) {
+                changes.push(format!("{key}: {change}"));
+            }
+        };
+        unseen("database.url", db.url != old_db.url, "password changed");
+        unseen(
+            "database.password",
+            db.password != old_db.password,
+            "changed",
+        );
+        unseen(
+            "database.password_file",
+            db.password_from_file != old_db.password_from_file,
+            "password changed",
+        );
         changes
     }
 }
@@ -378,7 +395,10 @@ pub fn check_identifier(name: &str) -> Result<(), String> {
 }
 
 /// `workers.schemas` from YAML is a list; from an environment variable it is
-/// one comma-separated string ("a,b,c", spaces around names trimmed).
+/// one string: either a YAML flow list (`[a, b]`, `["a","b"]`), which is
+/// what people write after seeing the YAML form, or comma-separated names
+/// (`a,b,c`, spaces around names trimmed). A comma-form name with a bracket
+/// is refused: `[a, b]` must never become schemas named `[a` and `b]`.
 fn schema_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     struct SchemaList;
     impl<'de> serde::de::Visitor<'de> for SchemaList {
@@ -387,12 +407,28 @@ fn schema_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<
             f.write_str("a list of schema names, or one comma-separated string of them")
         }
         fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<String>, E> {
-            Ok(text
+            if text.trim_start().starts_with('[') {
+                return serde_norway::from_str::<Vec<String>>(text).map_err(|e| {
+                    E::custom(format!(
+                        "starts with \"[\" but is not a YAML list of names ({e}); \
+                         write [a, b] or a,b"
+                    ))
+                });
+            }
+            let names: Vec<String> = text
                 .split(',')
                 .map(str::trim)
                 .filter(|name| !name.is_empty())
                 .map(str::to_owned)
-                .collect())
+                .collect();
+            match names.iter().find(|name| name.contains(['[', ']'])) {
+                Some(name) => Err(E::custom(format!(
+                    "the name {name:?} holds a bracket: write the list as [a, b] (a YAML list) \
+                     or a,b (comma-separated); a name that really holds one must come from a \
+                     YAML file"
+                ))),
+                None => Ok(names),
+            }
         }
         fn visit_seq<A: serde::de::SeqAccess<'de>>(
             self,
@@ -482,5 +518,62 @@ mod tests {
         let mut newer = new.clone();
         newer.database.url = DatabaseUrl::new("postgres://u:other@h/d");
         assert_eq!(newer.changes_from(&new), ["database.url: password changed"]);
+    }
+
+    #[test]
+    fn a_rotated_password_is_a_change_that_hides_the_password() {
+        let mut old = defaults();
+        old.database.password_file = "/run/secrets/pw".into();
+        old.database.password_from_file = Secret::new("hunter2");
+        let mut new = old.clone();
+        new.database.password_from_file = Secret::new("swordfish");
+        assert_eq!(
+            new.changes_from(&old),
+            ["database.password_file: password changed"]
+        );
+        assert!(old.changes_from(&old).is_empty());
+
+        // A new path says so itself, once.
+        let mut moved = new.clone();
+        moved.database.password_file = "/run/secrets/pw2".into();
+        moved.database.password_from_file = Secret::new("other");
+        let changes = moved.changes_from(&new);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert!(changes[0].contains("/run/secrets/pw2"), "{changes:?}");
+
+        let mut old = defaults();
+        old.database.password = Secret::new("hunter2");
+        let mut new = old.clone();
+        new.database.password = Secret::new("swordfish");
+        assert_eq!(new.changes_from(&old), ["database.password: changed"]);
+        for change in new.changes_from(&old).iter().chain(&changes) {
+            assert!(
+                !change.contains("hunter2") && !change.contains("swordfish"),
+                "{change}"
+            );
+        }
+    }
+
+    #[test]
+    fn schemas_from_one_string() {
+        let read = |text: &str| -> Result<Vec<String>, String> {
+            schema_list(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(text))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            read("a, b ,c"),
+            Ok(vec!["a".into(), "b".into(), "c".into()])
+        );
+        assert_eq!(read("[a, b]"), Ok(vec!["a".into(), "b".into()]));
+        assert_eq!(read(" [\"a\",\"b\"]"), Ok(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            read("['x, y', Sales]"),
+            Ok(vec!["x, y".into(), "Sales".into()])
+        );
+        assert_eq!(read("[]"), Ok(vec![]));
+        for bad in ["a, b]", "x[1]", "[a, b", "[a, [b]]"] {
+            let error = read(bad).expect_err(bad);
+            assert!(error.contains("[a, b]"), "{bad}: {error}");
+        }
     }
 }

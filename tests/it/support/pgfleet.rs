@@ -103,9 +103,11 @@ pub struct Pgfleet {
     _base: ConfigFile,
 }
 
-/// The first config layer of every test run: fast ticks and restarts.
-pub const BASE_YAML: &str =
-    "naptime: 200ms\nrestart:\n  delay: 100ms\n  jitter: 0.0\nshutdown:\n  grace: 5s\n";
+/// The first config layer of every test run: fast ticks and restarts, and
+/// no HTTP (an empty `PGFLEET__HTTP__LISTEN` would be ignored, as every
+/// empty variable is, and parallel runs would race for port 8187). A test
+/// that wants HTTP sets `PGFLEET__HTTP__LISTEN=127.0.0.1:0`.
+pub const BASE_YAML: &str = "naptime: 200ms\nrestart:\n  delay: 100ms\n  jitter: 0.0\nshutdown:\n  grace: 5s\nhttp:\n  listen: \"\"\n";
 
 impl Pgfleet {
     /// Starts pgfleet on `db` with `yaml` as --config file over
@@ -128,7 +130,6 @@ impl Pgfleet {
         command
             .env("PGFLEET__DATABASE__URL", &url)
             .env("PGFLEET__LOG__FORMAT", "json")
-            .env("PGFLEET__HTTP__LISTEN", "")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,0 +1,250 @@
+//! The HTTP endpoints on `http.listen` (SPEC §6): metrics, probes, the
+//! workers as JSON, and a status page for a person.
+//!
+//! actix-web runs its one worker on a thread (and actix system) of its own,
+//! and every handler only reads the shared [`Status`]: a scrape, a probe or
+//! a client that connects and never sends anything cannot hold up a fold,
+//! and nothing served changes any state. Requests must arrive within
+//! [`REQUEST_TIMEOUT`], and connections are capped, so hostile clients cost
+//! a bounded amount of memory.
+//!
+//! Every endpoint answers GET and HEAD; any other method is 405 with an
+//! `Allow` header, and any other path is 404. Responses carry no password
+//! and no connection string: the status holds none.
+
+mod page;
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, SystemTime};
+
+use actix_web::http::header::{self, ContentType};
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{guard, web, App, FromRequest, Handler, HttpResponse, HttpServer, Responder};
+use serde::Serialize;
+use slog::{info, Logger};
+
+use crate::status::{Status, WorkerStatus};
+
+/// A request (its head) must arrive this soon after the connection opens.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Open connections at most; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 256;
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Binds `listen` (`http.listen`) and serves on the current actix system.
+/// Returns the bound address (useful with port 0), or None when `listen`
+/// is empty (HTTP turned off). A bind failure is an error that names the
+/// key and the address.
+pub fn start(listen: &str, status: Status, log: &Logger) -> Result<Option<SocketAddr>, String> {
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let address: SocketAddr = listen
+        .parse()
+        .map_err(|e| format!("http.listen {listen}: {e}"))?;
+    let listener = TcpListener::bind(address).map_err(|e| bind_error(listen, &e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("http.listen {listen}: {e}"))?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(status.clone()))
+            .wrap(
+                DefaultHeaders::new()
+                    .add((header::CACHE_CONTROL, "no-store"))
+                    .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")),
+            )
+            .service(endpoint("/", status_page))
+            .service(endpoint("/metrics", metrics))
+            .service(endpoint("/healthz", healthz))
+            .service(endpoint("/readyz", readyz))
+            .service(endpoint("/workers", workers))
+            .service(endpoint("/workers/{schema}", worker))
+            .default_service(web::to(not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .client_request_timeout(REQUEST_TIMEOUT)
+    .client_disconnect_timeout(Duration::from_secs(1))
+    .keep_alive(Duration::from_secs(5))
+    .max_connections(MAX_CONNECTIONS)
+    .shutdown_timeout(1)
+    .listen(listener)
+    .map_err(|e| bind_error(listen, &e))?
+    .run();
+    actix_rt::spawn(server);
+    info!(log, "serving /metrics, /healthz, /readyz, /workers and the status page on http://{bound}/";
+        "event" => "http_listening", "address" => bound.to_string());
+    Ok(Some(bound))
+}
+
+fn bind_error(listen: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!("http.listen {listen}: address already in use"),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("http.listen {listen}: permission denied")
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("http.listen {listen}: no interface of this machine has that address")
+        }
+        _ => format!("http.listen {listen}: {e}"),
+    }
+}
+
+/// A read-only resource: GET and HEAD, 405 for anything else.
+fn endpoint<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    web::resource(path)
+        .route(
+            web::route()
+                .guard(guard::Any(guard::Get()).or(guard::Head()))
+                .to(handler),
+        )
+        .default_service(web::to(method_not_allowed))
+}
+
+async fn metrics(status: web::Data<Status>) -> HttpResponse {
+    match status.encode_metrics() {
+        Ok(text) => HttpResponse::Ok().content_type(OPENMETRICS).body(text),
+        Err(_) => HttpResponse::InternalServerError()
+            .content_type(ContentType::plaintext())
+            .body("cannot encode the metrics\n"),
+    }
+}
+
+async fn healthz(status: web::Data<Status>) -> HttpResponse {
+    match status.liveness() {
+        Ok(()) => text(HttpResponse::Ok(), "ok\n".into()),
+        Err(reason) => text(
+            HttpResponse::ServiceUnavailable(),
+            format!("unhealthy: {reason}\n"),
+        ),
+    }
+}
+
+async fn readyz(status: web::Data<Status>) -> HttpResponse {
+    match status.readiness() {
+        Ok(()) => text(HttpResponse::Ok(), "ready\n".into()),
+        Err(reasons) => {
+            let mut body = String::from("not ready:\n");
+            for reason in reasons {
+                body.push_str("- ");
+                body.push_str(&reason);
+                body.push('\n');
+            }
+            text(HttpResponse::ServiceUnavailable(), body)
+        }
+    }
+}
+
+async fn workers(status: web::Data<Status>) -> HttpResponse {
+    let workers = status.workers();
+    let views: Vec<WorkerView<'_>> = workers.iter().map(WorkerView::from).collect();
+    json(HttpResponse::Ok(), &views)
+}
+
+async fn worker(status: web::Data<Status>, schema: web::Path<String>) -> HttpResponse {
+    match status.worker(&schema) {
+        Some(worker) => json(HttpResponse::Ok(), &WorkerView::from(&worker)),
+        None => json(
+            HttpResponse::NotFound(),
+            &serde_json::json!({ "error": format!("no worker for schema {:?}", schema.as_str()) }),
+        ),
+    }
+}
+
+async fn status_page(status: web::Data<Status>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::html())
+        // The page is self-contained: nothing from elsewhere, no scripts.
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'",
+        ))
+        .body(page::render(&status))
+}
+
+async fn not_found() -> HttpResponse {
+    text(
+        HttpResponse::NotFound(),
+        "not found; pgfleet serves /, /metrics, /healthz, /readyz, /workers and /workers/{schema}\n"
+            .into(),
+    )
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, "GET, HEAD"))
+        .content_type(ContentType::plaintext())
+        .body("method not allowed: pgfleet's HTTP endpoints are read-only (GET, HEAD)\n")
+}
+
+fn text(mut response: actix_web::HttpResponseBuilder, body: String) -> HttpResponse {
+    response.content_type(ContentType::plaintext()).body(body)
+}
+
+fn json(mut response: actix_web::HttpResponseBuilder, value: &impl Serialize) -> HttpResponse {
+    match serde_json::to_string(value) {
+        Ok(body) => response.content_type(ContentType::json()).body(body),
+        Err(e) => text(
+            HttpResponse::InternalServerError(),
+            format!("cannot encode JSON: {e}\n"),
+        ),
+    }
+}
+
+/// One worker in `/workers`: times in RFC 3339 (UTC), durations in
+/// milliseconds.
+#[derive(Serialize)]
+struct WorkerView<'a> {
+    schema: &'a str,
+    worker: &'a str,
+    generation: u64,
+    state: &'static str,
+    state_since: String,
+    last_fold_at: Option<String>,
+    last_fold_ms: Option<f64>,
+    last_total: Option<i32>,
+    folds: u64,
+    rows_folded: u64,
+    failures: u64,
+    restarts: u64,
+    ticks_skipped: u64,
+    last_error: Option<&'a str>,
+    last_error_at: Option<String>,
+    restart_at: Option<String>,
+    given_up_reason: Option<&'a str>,
+}
+
+impl<'a> From<&'a WorkerStatus> for WorkerView<'a> {
+    fn from(w: &'a WorkerStatus) -> Self {
+        WorkerView {
+            schema: &w.schema,
+            worker: &w.worker,
+            generation: w.generation,
+            state: w.state.as_str(),
+            state_since: rfc3339(w.state_since),
+            last_fold_at: w.last_fold_at.map(rfc3339),
+            last_fold_ms: w.last_fold_duration.map(|d| d.as_secs_f64() * 1000.0),
+            last_total: w.last_total,
+            folds: w.folds,
+            rows_folded: w.rows_folded,
+            failures: w.failures,
+            restarts: w.restarts,
+            ticks_skipped: w.ticks_skipped,
+            last_error: w.last_error.as_deref(),
+            last_error_at: w.last_error_at.map(rfc3339),
+            restart_at: w.restart_at.map(rfc3339),
+            given_up_reason: w.given_up_reason.as_deref(),
+        }
+    }
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}

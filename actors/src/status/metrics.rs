@@ -1,0 +1,305 @@
+//! `/metrics`: the status as Prometheus series (SPEC §6), encoded by
+//! prometheus-client in the OpenMetrics text format.
+//!
+//! Histograms and labelled counters that only grow are registered as
+//! prometheus-client metrics and updated in place. Everything that is a
+//! view of the fleet (worker states, per-schema counters, the pool, the
+//! database) is read at scrape time by one collector, so it can never
+//! drift from what `/workers` shows. Per-schema series (label `schema`)
+//! exist only while the fleet has at most `http.per_schema_metrics_max`
+//! schemas; above that the same names carry one fleet-wide series, so
+//! `sum(rate(pgfleet_folds_total[5m]))` reads the same either way and
+//! 10,000 schemas never make 30,000 series.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::{lock, DbHealth, Inner, WorkerState, WorkerStatus};
+
+/// A fold is one statement, usually under a millisecond; a slow one is
+/// bounded by `database.statement_timeout` (30 s by default).
+pub(super) const FOLD_DURATION_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Measured at 10,000 schemas: p50 1 ms, p99 2 to 4 ms. Seconds of
+/// lateness mean the actor thread is starved.
+pub(super) const TICK_LATENESS_BUCKETS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+pub(super) fn registry(inner: &Arc<Inner>) -> Registry {
+    // The registry ends each help text with a full stop; the collector's
+    // texts below carry their own.
+    let mut registry = Registry::default();
+    registry.register(
+        "pgfleet_ticks_skipped",
+        "Ticks that did not fold, by reason (see the worker_tick_skipped log event)",
+        inner.ticks_skipped.clone(),
+    );
+    // Both results exist from the start, so a rate() has a series to read.
+    for result in ["applied", "rejected"] {
+        let _ = inner.config_reloads.get_or_create(&[("result", result)]);
+    }
+    registry.register(
+        "pgfleet_config_reloads",
+        "Configuration reloads (SIGHUP), by result: applied or rejected",
+        inner.config_reloads.clone(),
+    );
+    registry.register_with_unit(
+        "pgfleet_fold_duration",
+        "Time one fold statement took on the database",
+        Unit::Seconds,
+        inner.fold_duration.clone(),
+    );
+    registry.register_with_unit(
+        "pgfleet_tick_lateness",
+        "How late a tick ran against its scheduled slot",
+        Unit::Seconds,
+        inner.tick_lateness.clone(),
+    );
+    registry.register_collector(Box::new(FleetCollector {
+        inner: Arc::downgrade(inner),
+    }));
+    registry
+}
+
+/// Reads the fleet at scrape time. Holds a weak reference: the registry
+/// belongs to the status, not the other way round.
+#[derive(Debug)]
+struct FleetCollector {
+    inner: Weak<Inner>,
+}
+
+impl Collector for FleetCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(inner) = self.inner.upgrade() else {
+            return Ok(());
+        };
+        // Copy what is needed, then encode without holding the lock.
+        let (by_state, per_schema) = {
+            let fleet = lock(&inner.fleet);
+            let mut by_state = [0i64; WorkerState::ALL.len()];
+            for worker in fleet.workers.values() {
+                by_state[worker.state as usize] += 1;
+            }
+            let max = inner.per_schema_max.load(Ordering::Relaxed) as usize;
+            let small = !fleet.workers.is_empty() && fleet.workers.len() <= max;
+            let per_schema: Option<Vec<SchemaCounters>> =
+                small.then(|| fleet.workers.values().map(SchemaCounters::from).collect());
+            (by_state, per_schema)
+        };
+
+        let mut workers = encoder.encode_descriptor(
+            "pgfleet_workers",
+            "Workers by state: starting, running, restarting, given_up.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for state in WorkerState::ALL {
+            let labels = [("state", state.as_str())];
+            ConstGauge::new(by_state[state as usize]).encode(workers.encode_family(&labels)?)?;
+        }
+
+        let fleet_wide = [
+            (
+                "pgfleet_folds",
+                "Folds that ran (per schema while the fleet is at most http.per_schema_metrics_max).",
+                inner.folds.load(Ordering::Relaxed),
+                (|c: &SchemaCounters| c.folds) as fn(&SchemaCounters) -> u64,
+            ),
+            (
+                "pgfleet_rows_folded",
+                "Delta rows folded into totals (per schema while the fleet is small).",
+                inner.rows_folded.load(Ordering::Relaxed),
+                |c: &SchemaCounters| c.rows_folded,
+            ),
+            (
+                "pgfleet_worker_failures",
+                "Workers that ended with an error (per schema while the fleet is small).",
+                inner.failures.load(Ordering::Relaxed),
+                |c: &SchemaCounters| c.failures,
+            ),
+        ];
+        for (name, help, total, of_schema) in fleet_wide {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            match &per_schema {
+                Some(schemas) => {
+                    for counters in schemas {
+                        let labels = [("schema", counters.schema.as_str())];
+                        ConstCounter::new(of_schema(counters))
+                            .encode(metric.encode_family(&labels)?)?;
+                    }
+                }
+                None => ConstCounter::new(total).encode(metric)?,
+            }
+        }
+
+        counter(
+            &mut encoder,
+            "pgfleet_worker_restarts",
+            "Workers started again by the restart policy.",
+            inner.restarts.load(Ordering::Relaxed),
+        )?;
+        let dropped = lock(&inner.log_lines_dropped)
+            .as_ref()
+            .map_or(0, |counter| counter.load(Ordering::Relaxed));
+        counter(
+            &mut encoder,
+            "pgfleet_log_lines_dropped",
+            "Log lines dropped because the log output stalled or failed.",
+            dropped,
+        )?;
+
+        let up = i64::from(super::database(&inner) == DbHealth::Up);
+        gauge(
+            &mut encoder,
+            "pgfleet_database_up",
+            "1 when the last connection attempt reached the database and was not refused.",
+            up,
+        )?;
+        let probe = lock(&inner.pool).clone();
+        if let Some(probe) = probe {
+            let pool = probe();
+            gauge(
+                &mut encoder,
+                "pgfleet_pool_size",
+                "The most connections the pool opens (database.pool_size).",
+                i64::from(pool.size),
+            )?;
+            if let Some(connections) = pool.connections {
+                gauge(
+                    &mut encoder,
+                    "pgfleet_pool_connections",
+                    "Connections the pool holds open, in use or idle.",
+                    i64::from(connections),
+                )?;
+            }
+            if let Some(idle) = pool.idle_connections {
+                gauge(
+                    &mut encoder,
+                    "pgfleet_pool_idle_connections",
+                    "Open connections no fold is using.",
+                    i64::from(idle),
+                )?;
+            }
+        }
+
+        let mut build = encoder.encode_descriptor(
+            "pgfleet_build_info",
+            "Always 1; the version is a label.",
+            None,
+            MetricType::Gauge,
+        )?;
+        let labels = [("version", inner.version)];
+        ConstGauge::new(1i64).encode(build.encode_family(&labels)?)?;
+        Ok(())
+    }
+}
+
+struct SchemaCounters {
+    schema: String,
+    folds: u64,
+    rows_folded: u64,
+    failures: u64,
+}
+
+impl From<&WorkerStatus> for SchemaCounters {
+    fn from(worker: &WorkerStatus) -> Self {
+        SchemaCounters {
+            schema: worker.schema.clone(),
+            folds: worker.folds,
+            rows_folded: worker.rows_folded,
+            failures: worker.failures,
+        }
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    ConstCounter::new(value).encode(metric)
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(metric)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::Status;
+    use crate::settings::SchemaTarget;
+
+    fn spawn(status: &Status, schema: &str) {
+        let target = SchemaTarget {
+            schema: schema.into(),
+            worker: schema.into(),
+        };
+        status.worker_spawned(&target, 1, false);
+        status.worker_initialised(schema, 1);
+    }
+
+    #[test]
+    fn small_fleets_get_per_schema_series_with_escaped_labels() {
+        let status = Status::new();
+        status
+            .inner
+            .per_schema_max
+            .store(10, std::sync::atomic::Ordering::Relaxed);
+        spawn(&status, "plain");
+        spawn(&status, "we\"ird\\");
+        status.fold_done("plain", 1, Duration::from_millis(2), 3, Some(3));
+        let text = status.encode_metrics().expect("encode");
+        assert!(
+            text.contains("pgfleet_folds_total{schema=\"plain\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pgfleet_rows_folded_total{schema=\"plain\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("schema=\"we\\\"ird\\\\\""), "{text}");
+        assert!(
+            text.contains("pgfleet_workers{state=\"running\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("pgfleet_build_info{version=\""), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn large_fleets_get_one_series_per_name() {
+        let status = Status::new();
+        status
+            .inner
+            .per_schema_max
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        spawn(&status, "a");
+        spawn(&status, "b");
+        status.fold_done("a", 1, Duration::from_millis(2), 3, Some(3));
+        status.fold_done("b", 1, Duration::from_millis(2), 4, Some(4));
+        let text = status.encode_metrics().expect("encode");
+        assert!(!text.contains("schema="), "{text}");
+        assert!(text.contains("pgfleet_folds_total 2"), "{text}");
+        assert!(text.contains("pgfleet_rows_folded_total 7"), "{text}");
+    }
+}

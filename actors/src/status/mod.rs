@@ -1,0 +1,666 @@
+//! The fleet's status, shared by the actors that make it and the HTTP
+//! handlers that show it.
+//!
+//! Workers and the Supervisor write here as things happen (a fold, a
+//! failure, a restart, a heartbeat); the HTTP server, on threads of its
+//! own, only reads. Nothing served asks an actor anything, so a slow or
+//! hostile HTTP client can never hold up a fold, and a scrape costs the
+//! actors nothing. Updates are a short critical section on one map keyed
+//! by schema, plus atomics: at 10,000 schemas folding every 10 s that is
+//! about 1,000 lock acquisitions a second, each a few hundred nanoseconds.
+//!
+//! What is read from here: `/metrics` (see [`metrics`]), `/healthz`
+//! ([`Status::liveness`], from the Supervisor's heartbeat), `/readyz`
+//! ([`Status::readiness`]), `/workers` and the status page
+//! ([`Status::workers`]).
+
+mod metrics;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::db::DbError;
+use crate::settings::{SchemaTarget, Settings};
+
+/// The Supervisor beats this often ...
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// ... and `/healthz` fails once the last beat is older than this.
+pub const HEARTBEAT_STALE: Duration = Duration::from_secs(5);
+/// Tick lateness samples kept for the status page's percentiles.
+const RECENT_LATENESS: usize = 4096;
+
+/// Where a worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkerState {
+    /// Started; its schema is not initialised yet (the database may be
+    /// down: it keeps trying at each tick).
+    Starting,
+    /// Initialised and folding at each tick.
+    Running,
+    /// Failed; the restart policy will start it again after a delay.
+    Restarting,
+    /// Failed and given up by the restart policy; a reload tries again.
+    GivenUp,
+}
+
+impl WorkerState {
+    pub const ALL: [WorkerState; 4] = [
+        WorkerState::Starting,
+        WorkerState::Running,
+        WorkerState::Restarting,
+        WorkerState::GivenUp,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Running => "running",
+            WorkerState::Restarting => "restarting",
+            WorkerState::GivenUp => "given_up",
+        }
+    }
+
+    /// Order on the status page: what needs a person first.
+    pub fn urgency(self) -> u8 {
+        match self {
+            WorkerState::GivenUp => 0,
+            WorkerState::Restarting => 1,
+            WorkerState::Starting => 2,
+            WorkerState::Running => 3,
+        }
+    }
+}
+
+/// One schema's worker, as last reported.
+#[derive(Debug, Clone)]
+pub struct WorkerStatus {
+    pub schema: String,
+    pub worker: String,
+    /// Numbers the workers this schema has had: 1 for the first.
+    pub generation: u64,
+    pub state: WorkerState,
+    pub state_since: SystemTime,
+    pub last_fold_at: Option<SystemTime>,
+    pub last_fold_duration: Option<Duration>,
+    /// The total after the last fold; None before the first fold, or when
+    /// the table has no total row.
+    pub last_total: Option<i32>,
+    pub folds: u64,
+    pub rows_folded: u64,
+    pub failures: u64,
+    pub restarts: u64,
+    pub ticks_skipped: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<SystemTime>,
+    /// While restarting: when the policy starts it again.
+    pub restart_at: Option<SystemTime>,
+    /// When given up: why.
+    pub given_up_reason: Option<String>,
+}
+
+impl WorkerStatus {
+    fn new(target: &SchemaTarget, generation: u64) -> Self {
+        WorkerStatus {
+            schema: target.schema.clone(),
+            worker: target.worker.clone(),
+            generation,
+            state: WorkerState::Starting,
+            state_since: SystemTime::now(),
+            last_fold_at: None,
+            last_fold_duration: None,
+            last_total: None,
+            folds: 0,
+            rows_folded: 0,
+            failures: 0,
+            restarts: 0,
+            ticks_skipped: 0,
+            last_error: None,
+            last_error_at: None,
+            restart_at: None,
+            given_up_reason: None,
+        }
+    }
+
+    fn set_state(&mut self, state: WorkerState) {
+        if self.state != state {
+            self.state = state;
+            self.state_since = SystemTime::now();
+        }
+        if state != WorkerState::Restarting {
+            self.restart_at = None;
+        }
+        if state != WorkerState::GivenUp {
+            self.given_up_reason = None;
+        }
+    }
+}
+
+/// What the workers last learnt about the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbHealth {
+    /// No worker has tried yet.
+    Unknown,
+    /// The last attempt got an answer.
+    Up,
+    /// The last attempt could not reach the server.
+    Unreachable(String),
+    /// The server refused us (`kind` as in `database_refused`).
+    Refused { kind: &'static str, reason: String },
+}
+
+/// The pool, as bb8 reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolGauges {
+    /// `database.pool_size`.
+    pub size: u32,
+    /// Open connections, in use or idle, when the pool tells.
+    pub connections: Option<u32>,
+    pub idle_connections: Option<u32>,
+}
+
+type PoolProbe = Arc<dyn Fn() -> PoolGauges + Send + Sync>;
+type HealthProbe = Arc<dyn Fn() -> DbHealth + Send + Sync>;
+
+/// The fleet at a glance, for the status page.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub workers: usize,
+    pub by_state: BTreeMap<WorkerState, usize>,
+    pub folds: u64,
+    pub rows_folded: u64,
+    pub failures: u64,
+    pub restarts: u64,
+    pub naptime: Duration,
+    pub started_at: Option<SystemTime>,
+    pub database: Option<DbHealth>,
+    /// Tick lateness over the recent ticks: (p50, p99, samples).
+    pub lateness: Option<(Duration, Duration, usize)>,
+}
+
+/// Cheap to clone; every clone is the same status.
+#[derive(Clone)]
+pub struct Status {
+    inner: Arc<Inner>,
+    registry: Arc<Registry>,
+}
+
+struct Inner {
+    version: &'static str,
+    started_at: SystemTime,
+    clock: Instant,
+    /// Milliseconds after `clock` of the Supervisor's last heartbeat.
+    heartbeat_ms: AtomicU64,
+    supervisor_stopped: AtomicBool,
+    config_loaded: AtomicBool,
+    shutting_down: AtomicBool,
+    per_schema_max: AtomicU32,
+    naptime_ms: AtomicU64,
+    folds: AtomicU64,
+    rows_folded: AtomicU64,
+    failures: AtomicU64,
+    restarts: AtomicU64,
+    fleet: Mutex<Fleet>,
+    database: Mutex<DbHealth>,
+    database_probe: Mutex<Option<HealthProbe>>,
+    pool: Mutex<Option<PoolProbe>>,
+    log_lines_dropped: Mutex<Option<Arc<AtomicU64>>>,
+    ticks_skipped: Family<[(&'static str, &'static str); 1], Counter>,
+    config_reloads: Family<[(&'static str, &'static str); 1], Counter>,
+    fold_duration: Histogram,
+    tick_lateness: Histogram,
+}
+
+#[derive(Default)]
+struct Fleet {
+    workers: BTreeMap<String, WorkerStatus>,
+    recent_lateness: VecDeque<f64>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Status {
+    pub fn new() -> Self {
+        let inner = Arc::new(Inner {
+            version: env!("CARGO_PKG_VERSION"),
+            started_at: SystemTime::now(),
+            clock: Instant::now(),
+            heartbeat_ms: AtomicU64::new(0),
+            supervisor_stopped: AtomicBool::new(false),
+            config_loaded: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            per_schema_max: AtomicU32::new(0),
+            naptime_ms: AtomicU64::new(0),
+            folds: AtomicU64::new(0),
+            rows_folded: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            fleet: Mutex::new(Fleet::default()),
+            database: Mutex::new(DbHealth::Unknown),
+            database_probe: Mutex::new(None),
+            pool: Mutex::new(None),
+            log_lines_dropped: Mutex::new(None),
+            ticks_skipped: Family::default(),
+            config_reloads: Family::default(),
+            fold_duration: Histogram::new(metrics::FOLD_DURATION_BUCKETS),
+            tick_lateness: Histogram::new(metrics::TICK_LATENESS_BUCKETS),
+        });
+        let registry = Arc::new(metrics::registry(&inner));
+        Status { inner, registry }
+    }
+
+    pub fn version(&self) -> &'static str {
+        self.inner.version
+    }
+
+    // ---- written by the Supervisor -------------------------------------
+
+    /// A configuration is in force (at start, and after each reload).
+    pub fn configure(&self, settings: &Settings) {
+        let inner = &self.inner;
+        inner
+            .per_schema_max
+            .store(settings.http.per_schema_metrics_max, Ordering::Relaxed);
+        let naptime_ms = u64::try_from(settings.naptime.as_millis()).unwrap_or(u64::MAX);
+        inner.naptime_ms.store(naptime_ms, Ordering::Relaxed);
+        inner.config_loaded.store(true, Ordering::Relaxed);
+    }
+
+    /// The Supervisor is handling messages (see [`HEARTBEAT_INTERVAL`]).
+    pub fn heartbeat(&self) {
+        let now = self.inner.clock.elapsed().as_millis();
+        self.inner
+            .heartbeat_ms
+            .store(u64::try_from(now).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn supervisor_stopped(&self) {
+        self.inner.supervisor_stopped.store(true, Ordering::Relaxed);
+    }
+
+    pub fn shutting_down(&self) {
+        self.inner.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Where the pool gauges come from; called at each scrape. Replaced
+    /// when a reload builds a new pool.
+    pub fn set_pool_probe(&self, probe: impl Fn() -> PoolGauges + Send + Sync + 'static) {
+        *lock(&self.inner.pool) = Some(Arc::new(probe));
+    }
+
+    /// Where the database's health comes from when the pool can tell it
+    /// (it sees every connection attempt, and the kind of a refusal);
+    /// without one, it is what the workers last saw. Replaced when a
+    /// reload builds a new pool.
+    pub fn set_database_probe(&self, probe: impl Fn() -> DbHealth + Send + Sync + 'static) {
+        *lock(&self.inner.database_probe) = Some(Arc::new(probe));
+    }
+
+    /// A worker was started for `target`: its first, or a restart.
+    pub fn worker_spawned(&self, target: &SchemaTarget, generation: u64, restart: bool) {
+        if restart {
+            self.inner.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut fleet = self.fleet();
+        let entry = fleet
+            .workers
+            .entry(target.schema.clone())
+            .or_insert_with(|| WorkerStatus::new(target, generation));
+        entry.generation = generation;
+        entry.worker.clone_from(&target.worker);
+        if restart {
+            entry.restarts += 1;
+        }
+        entry.set_state(WorkerState::Starting);
+    }
+
+    /// A worker ended with an error.
+    pub fn worker_failed(&self, schema: &str, generation: u64, error: &str) {
+        self.inner.failures.fetch_add(1, Ordering::Relaxed);
+        self.update(schema, generation, |worker| {
+            worker.failures += 1;
+            worker.last_error = Some(error.to_owned());
+            worker.last_error_at = Some(SystemTime::now());
+        });
+    }
+
+    /// The policy will start the schema's worker again after `delay`.
+    pub fn worker_restarting(&self, schema: &str, generation: u64, delay: Duration) {
+        self.update(schema, generation, |worker| {
+            worker.set_state(WorkerState::Restarting);
+            worker.restart_at = Some(SystemTime::now() + delay);
+        });
+    }
+
+    pub fn worker_given_up(&self, schema: &str, generation: u64, reason: &str) {
+        self.update(schema, generation, |worker| {
+            worker.set_state(WorkerState::GivenUp);
+            worker.given_up_reason = Some(reason.to_owned());
+        });
+    }
+
+    /// The schema has no worker any more (a reload removed it, or the
+    /// service is stopping).
+    pub fn worker_removed(&self, schema: &str) {
+        self.fleet().workers.remove(schema);
+    }
+
+    // ---- written by the workers ----------------------------------------
+
+    /// The worker initialised its schema and folds from now on.
+    pub fn worker_initialised(&self, schema: &str, generation: u64) {
+        self.update(schema, generation, |worker| {
+            worker.set_state(WorkerState::Running)
+        });
+    }
+
+    /// A fold ran: `folded` delta rows, leaving `total` (None: no total
+    /// row), in `took`.
+    pub fn fold_done(
+        &self,
+        schema: &str,
+        generation: u64,
+        took: Duration,
+        folded: u64,
+        total: Option<i32>,
+    ) {
+        let inner = &self.inner;
+        inner.folds.fetch_add(1, Ordering::Relaxed);
+        inner.rows_folded.fetch_add(folded, Ordering::Relaxed);
+        inner.fold_duration.observe(took.as_secs_f64());
+        self.update(schema, generation, |worker| {
+            worker.folds += 1;
+            worker.rows_folded += folded;
+            worker.last_fold_at = Some(SystemTime::now());
+            worker.last_fold_duration = Some(took);
+            worker.last_total = total;
+        });
+    }
+
+    /// A tick was not folded; `reason` as in `worker_tick_skipped`.
+    pub fn tick_skipped(&self, schema: &str, generation: u64, reason: &'static str) {
+        self.inner
+            .ticks_skipped
+            .get_or_create(&[("reason", reason)])
+            .inc();
+        self.update(schema, generation, |worker| worker.ticks_skipped += 1);
+    }
+
+    /// A tick ran `lateness` after its scheduled slot.
+    pub fn tick_late(&self, lateness: Duration) {
+        let seconds = lateness.as_secs_f64();
+        self.inner.tick_lateness.observe(seconds);
+        let mut fleet = self.fleet();
+        if fleet.recent_lateness.len() == RECENT_LATENESS {
+            fleet.recent_lateness.pop_front();
+        }
+        fleet.recent_lateness.push_back(seconds);
+    }
+
+    /// A worker got an answer from the database.
+    pub fn database_answered(&self) {
+        let mut health = lock(&self.inner.database);
+        if *health != DbHealth::Up {
+            *health = DbHealth::Up;
+        }
+    }
+
+    /// A worker could not reach the database, or was refused. While the
+    /// database refuses us, the workers in between two attempts are told
+    /// "unreachable" without trying: that does not hide the refusal.
+    pub fn database_failed(&self, error: &DbError) {
+        let mut health = lock(&self.inner.database);
+        match error {
+            DbError::Refused { kind, .. } => {
+                *health = DbHealth::Refused {
+                    kind: kind.as_str(),
+                    reason: error.to_string(),
+                }
+            }
+            DbError::Unreachable(reason) if !matches!(*health, DbHealth::Refused { .. }) => {
+                *health = DbHealth::Unreachable(reason.clone());
+            }
+            _ => {}
+        }
+    }
+
+    // ---- written by others ---------------------------------------------
+
+    /// A SIGHUP's configuration was applied (`true`) or rejected.
+    pub fn config_reloaded(&self, applied: bool) {
+        let result = if applied { "applied" } else { "rejected" };
+        self.inner
+            .config_reloads
+            .get_or_create(&[("result", result)])
+            .inc();
+    }
+
+    /// Exports `counter` (log lines dropped because the output stalled or
+    /// failed) as `pgfleet_log_lines_dropped_total`.
+    pub fn export_log_lines_dropped(&self, counter: Arc<AtomicU64>) {
+        *lock(&self.inner.log_lines_dropped) = Some(counter);
+    }
+
+    // ---- read by the HTTP handlers -------------------------------------
+
+    /// `Ok` while the Supervisor handles messages; else why not.
+    pub fn liveness(&self) -> Result<(), String> {
+        let inner = &self.inner;
+        if inner.supervisor_stopped.load(Ordering::Relaxed) {
+            return Err("the supervisor has stopped".into());
+        }
+        let beat = Duration::from_millis(inner.heartbeat_ms.load(Ordering::Relaxed));
+        let age = inner.clock.elapsed().saturating_sub(beat);
+        if age > HEARTBEAT_STALE {
+            return Err(format!(
+                "the supervisor has not handled a message for {} s",
+                age.as_secs()
+            ));
+        }
+        Ok(())
+    }
+
+    /// `Ok` when the configuration is loaded, the database answers and at
+    /// least one worker runs; else every reason why not.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let inner = &self.inner;
+        let mut reasons = Vec::new();
+        if let Err(e) = self.liveness() {
+            reasons.push(e);
+        }
+        if inner.shutting_down.load(Ordering::Relaxed) {
+            reasons.push("shutting down".into());
+        }
+        if !inner.config_loaded.load(Ordering::Relaxed) {
+            reasons.push("the configuration is not loaded yet".into());
+        }
+        match self.database() {
+            DbHealth::Up => {}
+            DbHealth::Unknown => reasons.push("no answer from the database yet".into()),
+            DbHealth::Unreachable(reason) => {
+                reasons.push(format!("the database is unreachable: {reason}"))
+            }
+            DbHealth::Refused { reason, .. } => {
+                reasons.push(format!("the database refuses pgfleet: {reason}"))
+            }
+        }
+        let running = self
+            .fleet()
+            .workers
+            .values()
+            .filter(|w| w.state == WorkerState::Running)
+            .count();
+        if running == 0 {
+            reasons.push("no worker runs".into());
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons)
+        }
+    }
+
+    pub fn database(&self) -> DbHealth {
+        database(&self.inner)
+    }
+
+    /// Every worker, by schema.
+    pub fn workers(&self) -> Vec<WorkerStatus> {
+        self.fleet().workers.values().cloned().collect()
+    }
+
+    pub fn worker(&self, schema: &str) -> Option<WorkerStatus> {
+        self.fleet().workers.get(schema).cloned()
+    }
+
+    pub fn summary(&self) -> Summary {
+        let inner = &self.inner;
+        let (workers, by_state, mut recent) = {
+            let fleet = self.fleet();
+            let mut by_state = BTreeMap::new();
+            for worker in fleet.workers.values() {
+                *by_state.entry(worker.state).or_insert(0) += 1;
+            }
+            let recent: Vec<f64> = fleet.recent_lateness.iter().copied().collect();
+            (fleet.workers.len(), by_state, recent)
+        };
+        recent.sort_by(f64::total_cmp);
+        let quantile = |q: f64| -> Duration {
+            let index = ((recent.len() as f64 - 1.0) * q).round() as usize;
+            Duration::from_secs_f64(recent.get(index).copied().unwrap_or(0.0).max(0.0))
+        };
+        let lateness = (!recent.is_empty()).then(|| (quantile(0.5), quantile(0.99), recent.len()));
+        Summary {
+            workers,
+            by_state,
+            folds: inner.folds.load(Ordering::Relaxed),
+            rows_folded: inner.rows_folded.load(Ordering::Relaxed),
+            failures: inner.failures.load(Ordering::Relaxed),
+            restarts: inner.restarts.load(Ordering::Relaxed),
+            naptime: Duration::from_millis(inner.naptime_ms.load(Ordering::Relaxed)),
+            started_at: Some(inner.started_at),
+            database: Some(self.database()),
+            lateness,
+        }
+    }
+
+    /// `/metrics`, in the OpenMetrics text format.
+    pub fn encode_metrics(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::with_capacity(8 * 1024);
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+
+    // ---- helpers -------------------------------------------------------
+
+    fn fleet(&self) -> MutexGuard<'_, Fleet> {
+        lock(&self.inner.fleet)
+    }
+
+    /// Applies `change` to the schema's entry, if it is still that
+    /// generation's: a retired worker's last report does not overwrite its
+    /// successor's.
+    fn update(&self, schema: &str, generation: u64, change: impl FnOnce(&mut WorkerStatus)) {
+        if let Some(worker) = self.fleet().workers.get_mut(schema) {
+            if worker.generation == generation {
+                change(worker);
+            }
+        }
+    }
+}
+
+/// The pool's view when it has one, else the workers'.
+fn database(inner: &Inner) -> DbHealth {
+    let probe = lock(&inner.database_probe).clone();
+    match probe {
+        Some(probe) => probe(),
+        None => lock(&inner.database).clone(),
+    }
+}
+
+/// A panic while holding one of these locks leaves plain data behind;
+/// carry on with it rather than fail every later reader.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(schema: &str) -> SchemaTarget {
+        SchemaTarget {
+            schema: schema.into(),
+            worker: schema.into(),
+        }
+    }
+
+    #[test]
+    fn a_retired_generation_does_not_overwrite_its_successor() {
+        let status = Status::new();
+        status.worker_spawned(&target("s"), 1, false);
+        status.worker_spawned(&target("s"), 2, true);
+        status.worker_initialised("s", 1);
+        status.fold_done("s", 1, Duration::from_millis(1), 5, Some(5));
+        let worker = status.worker("s").expect("entry");
+        assert_eq!(worker.generation, 2);
+        assert_eq!(worker.state, WorkerState::Starting);
+        assert_eq!(worker.folds, 0);
+        assert_eq!(worker.restarts, 1);
+        // Fleet-wide counters count every fold, whoever made it.
+        assert_eq!(status.summary().folds, 1);
+    }
+
+    #[test]
+    fn readiness_needs_config_database_and_a_running_worker() {
+        let status = Status::new();
+        status.heartbeat();
+        let reasons = status.readiness().expect_err("not ready at first");
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        status.configure(&test_settings());
+        status.worker_spawned(&target("s"), 1, false);
+        status.worker_initialised("s", 1);
+        status.database_answered();
+        assert_eq!(status.readiness(), Ok(()));
+        status.database_failed(&DbError::Refused {
+            kind: crate::db::Refusal::Authentication,
+            code: None,
+            reason: "password authentication failed".into(),
+        });
+        status.database_failed(&DbError::Unreachable("waiting".into()));
+        assert!(matches!(status.database(), DbHealth::Refused { .. }));
+        assert!(status.readiness().is_err());
+        status.database_answered();
+        assert_eq!(status.readiness(), Ok(()));
+    }
+
+    #[test]
+    fn lateness_percentiles_come_from_recent_ticks() {
+        let status = Status::new();
+        for ms in 1..=100 {
+            status.tick_late(Duration::from_millis(ms));
+        }
+        let (p50, p99, samples) = status.summary().lateness.expect("samples");
+        assert_eq!(samples, 100);
+        assert!((50..=51).contains(&p50.as_millis()), "{p50:?}");
+        assert_eq!(p99.as_millis(), 99);
+    }
+
+    fn test_settings() -> Settings {
+        crate::settings::ConfigSources::new(Vec::new())
+            .load()
+            .expect("the built-in defaults load")
+    }
+}
