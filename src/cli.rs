@@ -31,4 +31,10 @@ pub struct Cli {
     /// Print the merged configuration as YAML, passwords masked, and exit.
     #[arg(long)]
     pub print_config: bool,
+
+    /// Reload by itself, as SIGHUP does, when a --config file or
+    /// database.password_file changes (polled every 0.5 s, following
+    /// symlinks, as Kubernetes swaps mounted ConfigMaps and Secrets).
+    #[arg(long)]
+    pub watch_config: bool,
 }

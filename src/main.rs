@@ -12,6 +12,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use clap::Parser;
 use pgfleet_actors::config_actor::ConfigActor;
+use pgfleet_actors::config_watch::{self, WatchedFiles};
 use pgfleet_actors::settings::{ConfigSources, Settings};
 use pgfleet_actors::supervisor::Supervisor;
 use slog::{error, info, warn};
@@ -58,11 +59,16 @@ fn run(cli: cli::Cli, early_reloads: signals::EarlyReloads) -> i32 {
     if cli.check {
         return check::run(&settings);
     }
-    serve(sources, settings, early_reloads)
+    serve(sources, settings, early_reloads, cli.watch_config)
 }
 
 /// Runs the service until the Supervisor stops the system.
-fn serve(sources: ConfigSources, settings: Settings, early_reloads: signals::EarlyReloads) -> i32 {
+fn serve(
+    sources: ConfigSources,
+    settings: Settings,
+    early_reloads: signals::EarlyReloads,
+    watch_config: bool,
+) -> i32 {
     let logging = logging::start(&settings.log);
     let log = logging.log.clone();
     pgfleet_actors::panics::install_hook(log.clone());
@@ -89,8 +95,16 @@ fn serve(sources: ConfigSources, settings: Settings, early_reloads: signals::Ear
             vec![level.recipient(), supervisor.clone().recipient()],
             status.clone(),
             log.clone(),
-        )
-        .start();
+        );
+        let config = if watch_config {
+            let watched = WatchedFiles::default();
+            let config = config.watching(watched.clone()).start();
+            config_watch::spawn(watched, config.clone())
+                .map_err(|e| format!("cannot watch the configuration files: {e}"))?;
+            config
+        } else {
+            config.start()
+        };
         pgfleet_actors::test_hooks::pause("before_signals");
         signals::forward(early_reloads, config, supervisor, log.clone())
             .map_err(|e| format!("cannot handle signals: {e}"))

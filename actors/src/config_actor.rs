@@ -18,6 +18,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use slog::{error, info, warn, Logger};
 
+use crate::config_watch::WatchedFiles;
 use crate::settings::{ConfigError, ConfigSources, Settings};
 use crate::status::Status;
 
@@ -41,6 +42,7 @@ pub struct ConfigActor {
     current: Arc<Settings>,
     subscribers: Vec<Recipient<SettingsChanged>>,
     status: Status,
+    watched: Option<WatchedFiles>,
     log: Logger,
     reading: bool,
     read_again: bool,
@@ -61,13 +63,24 @@ impl ConfigActor {
             current,
             subscribers,
             status,
+            watched: None,
             log,
             reading: false,
             read_again: false,
         }
     }
 
+    /// With `--watch-config`: the files to watch, kept up to date.
+    pub fn watching(mut self, watched: WatchedFiles) -> Self {
+        watched.set(watched_files(&self.sources, &self.current));
+        self.watched = Some(watched);
+        self
+    }
+
     fn apply(&mut self, settings: Settings) {
+        if let Some(watched) = &self.watched {
+            watched.set(watched_files(&self.sources, &settings));
+        }
         let settings = Arc::new(settings);
         for warning in &settings.load_warnings {
             warn!(self.log, "{warning}"; "event" => "config_warning");
@@ -94,6 +107,15 @@ impl ConfigActor {
         error!(self.log, "configuration rejected, the running one stays: {why}";
             "event" => "config_rejected", "error" => why.to_owned());
     }
+}
+
+/// The `--config` files, and `database.password_file` when set.
+fn watched_files(sources: &ConfigSources, settings: &Settings) -> Vec<std::path::PathBuf> {
+    let mut files = sources.files.clone();
+    if !settings.database.password_file.is_empty() {
+        files.push(settings.database.password_file.clone().into());
+    }
+    files
 }
 
 /// Reads every layer on a thread of its own; the answer comes back on a
@@ -140,14 +162,25 @@ impl Handler<Reload> for ConfigActor {
             return;
         }
         self.reading = true;
+        crate::notify::tell(crate::notify::Note::Reloading);
         ctx.spawn(read_off_thread(self.sources.clone()).into_actor(self).map(
             |read, actor, ctx| {
                 actor.reading = false;
-                match read {
-                    Ok(Ok(settings)) => actor.apply(settings),
-                    Ok(Err(e)) => actor.reject(&e.one_line()),
-                    Err(why) => actor.reject(&why),
-                }
+                let told = match read {
+                    Ok(Ok(settings)) => {
+                        actor.apply(settings);
+                        "configuration reloaded"
+                    }
+                    Ok(Err(e)) => {
+                        actor.reject(&e.one_line());
+                        "configuration rejected; the running one stays"
+                    }
+                    Err(why) => {
+                        actor.reject(&why);
+                        "configuration rejected; the running one stays"
+                    }
+                };
+                crate::notify::tell(crate::notify::Note::Ready(told.into()));
                 if std::mem::take(&mut actor.read_again) {
                     ctx.notify(Reload);
                 }

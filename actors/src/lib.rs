@@ -33,10 +33,12 @@
 //!   status page, served on threads of their own.
 
 pub mod config_actor;
+pub mod config_watch;
 pub mod conninfo;
 pub mod db;
 pub mod http;
 pub mod log_level;
+pub mod notify;
 pub mod panics;
 pub mod policy;
 pub mod settings;

@@ -32,7 +32,7 @@ use crate::config_actor::SettingsChanged;
 use crate::db::Database;
 use crate::policy::{Decision, RestartHistory};
 use crate::settings::{SchemaTarget, Settings};
-use crate::status::{PoolGauges, Status, HEARTBEAT_INTERVAL};
+use crate::status::{DbHealth, PoolGauges, Status, WorkerState, HEARTBEAT_INTERVAL};
 use crate::worker::{Reconfigure, Stop, WorkerActor, WorkerError, WorkerSpec};
 
 /// A worker's last word: `failure` is None when it stopped because it was
@@ -74,6 +74,10 @@ const PROGRESS_MIN_WORKERS: usize = 1000;
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Supervisor {
+    /// systemd was told READY=1 (after the first start batch settled).
+    told_ready: bool,
+    last_watchdog: Option<Instant>,
+    last_status_line: String,
     settings: Arc<Settings>,
     db: Database,
     epoch: Instant,
@@ -132,6 +136,9 @@ impl Supervisor {
     pub fn new(settings: Arc<Settings>, log: Logger, status: Status) -> Result<Self, String> {
         let db = Database::new(&settings.database, settings.restart.delay, &log)?;
         Ok(Supervisor {
+            told_ready: false,
+            last_watchdog: None,
+            last_status_line: String::new(),
             settings,
             db,
             epoch: Instant::now(),
@@ -248,6 +255,9 @@ impl Supervisor {
         let (workers, given_up) = (batch.started, batch.dropped);
         let elapsed_ms = batch.began.elapsed().as_millis() as u64;
         self.batch = None;
+        if !std::mem::replace(&mut self.told_ready, true) {
+            crate::notify::tell(crate::notify::Note::Ready(self.status_line()));
+        }
         if workers + given_up == 0 {
             return;
         }
@@ -261,12 +271,53 @@ impl Supervisor {
         }
     }
 
+    /// systemd's watchdog, fed from the heartbeat (so it stops when the
+    /// actor thread hangs), and `STATUS=` when the summary changed.
+    fn tell_systemd(&mut self) {
+        if !crate::notify::active() {
+            return;
+        }
+        if let Some(every) = crate::notify::watchdog_interval() {
+            let now = Instant::now();
+            if self
+                .last_watchdog
+                .is_none_or(|last| now.duration_since(last) >= every)
+            {
+                self.last_watchdog = Some(now);
+                crate::notify::tell(crate::notify::Note::Watchdog);
+            }
+        }
+        let line = self.status_line();
+        if self.last_status_line != line {
+            self.last_status_line.clone_from(&line);
+            crate::notify::tell(crate::notify::Note::Status(line));
+        }
+    }
+
+    /// One line for systemd's `STATUS=`: `folding 3000 schemas, 0 failing`.
+    fn status_line(&self) -> String {
+        let summary = self.status.summary();
+        let count = |state| summary.by_state.get(&state).copied().unwrap_or(0);
+        let failing = count(WorkerState::Restarting) + count(WorkerState::GivenUp);
+        let database = match summary.database {
+            Some(DbHealth::Up) | None => String::new(),
+            Some(DbHealth::Unknown) => "; database: no answer yet".into(),
+            Some(DbHealth::Unreachable(_)) => "; database unreachable".into(),
+            Some(DbHealth::Refused { kind, .. }) => format!("; database refuses pgfleet ({kind})"),
+        };
+        format!(
+            "folding {} schemas, {failing} failing{database}",
+            summary.workers
+        )
+    }
+
     /// Every [`HEARTBEAT_INTERVAL`], from the mailbox: `/healthz`, and the
     /// progress of a large start.
     fn on_heartbeat(&mut self) {
         // The tests freeze the actor thread here to see /healthz fail.
         crate::test_hooks::pause("heartbeat");
         self.status.heartbeat();
+        self.tell_systemd();
         let Some(batch) = self.batch.as_mut() else {
             return;
         };
@@ -461,6 +512,7 @@ impl Supervisor {
         if self.shutting_down {
             return;
         }
+        crate::notify::tell(crate::notify::Note::Stopping);
         self.shutting_down = true;
         self.exit_code = exit_code;
         self.status.shutting_down();

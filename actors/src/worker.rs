@@ -31,7 +31,7 @@ use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
 use futures_util::FutureExt;
 use slog::{debug, info, warn, Logger};
-use tokio_postgres::{CancelToken, NoTls};
+use tokio_postgres::CancelToken;
 
 use crate::db::{self, Database, DbError, FoldOutcome, PgConnection};
 use crate::settings::SchemaTarget;
@@ -100,8 +100,28 @@ pub struct WorkerActor {
     ticks_skipped: u64,
 }
 
-/// The cancel token of the statement in flight, for `Stop`.
-type InFlight = Rc<RefCell<Option<CancelToken>>>;
+/// The statement in flight, for `Stop`: its cancel token while it runs,
+/// and whether a cancel was sent for it. A connection that got a cancel is
+/// never handed to another worker: the server may act on the request late,
+/// and would then cancel that worker's statement instead.
+#[derive(Default)]
+struct InFlightState {
+    token: Option<CancelToken>,
+    cancel_sent: bool,
+}
+
+type InFlight = Rc<RefCell<InFlightState>>;
+
+/// What a statement that gets no answer within the deadline means.
+#[derive(Clone, Copy)]
+enum NoAnswer {
+    /// The server is stalled: the database is unreachable (a fold, whose
+    /// statement_timeout the server enforces).
+    Outage,
+    /// It may just be slow (VACUUM of a big table, which a pooler runs
+    /// without pgfleet's statement_timeout): cancel it and try later.
+    SlowStatement,
+}
 
 type Guarded<T> = Result<Result<T, DbError>, Box<dyn Any + Send>>;
 
@@ -121,7 +141,7 @@ impl WorkerActor {
             fold_requested: false,
             stop_requested: false,
             failure: None,
-            in_flight: Rc::new(RefCell::new(None)),
+            in_flight: Rc::new(RefCell::new(InFlightState::default())),
             rows_since_vacuum: 0,
             told_no_total: false,
             last_total: None,
@@ -179,7 +199,7 @@ impl WorkerActor {
             // for a pooled connection, or an initialisation queued behind
             // thousands of others at start, is routine; a fold that has run
             // on the server for a whole naptime is news.
-            let on_server = self.in_flight.borrow().is_some();
+            let on_server = self.in_flight.borrow().token.is_some();
             let reason = match (self.initialised, on_server) {
                 (false, _) => "initialising",
                 (true, false) => "waiting_for_connection",
@@ -214,6 +234,7 @@ impl WorkerActor {
     fn run_on_database<T: 'static>(
         &mut self,
         ctx: &mut Context<Self>,
+        no_answer: NoAnswer,
         work: impl for<'c> Fn(&'c mut PgConnection) -> LocalBoxFuture<'c, Result<T, DbError>> + 'static,
         done: impl FnOnce(&mut Self, Guarded<T>, &mut Context<Self>) + 'static,
     ) {
@@ -225,17 +246,35 @@ impl WorkerActor {
             loop {
                 attempt += 1;
                 let mut conn = db.connection().await?;
-                *in_flight.borrow_mut() = Some(conn.cancel_token());
+                in_flight.borrow_mut().token = Some(conn.cancel_token());
                 let deadline = db.answer_deadline();
                 let answer = tokio::time::timeout(deadline, work(&mut conn)).await;
-                in_flight.borrow_mut().take();
+                let cancel_sent = {
+                    let mut state = in_flight.borrow_mut();
+                    state.token = None;
+                    std::mem::take(&mut state.cancel_sent)
+                };
+                if cancel_sent {
+                    conn.discard();
+                }
                 return match answer {
                     Err(_) => {
-                        // The server may be stalled: never reuse this connection.
+                        // Never reuse this connection: it may still be
+                        // waiting for the answer.
                         conn.discard();
-                        Err(db.unreachable(format!(
+                        let waited = format!(
                             "no answer within {deadline:?} (database.statement_timeout + database.connect_timeout)"
-                        )))
+                        );
+                        match no_answer {
+                            NoAnswer::Outage => Err(db.unreachable(waited)),
+                            NoAnswer::SlowStatement => {
+                                let _ = db.cancel(conn.cancel_token()).await;
+                                Err(DbError::TimedOut {
+                                    code: tokio_postgres::error::SqlState::QUERY_CANCELED,
+                                    reason: format!("{waited}; cancelled, tried again later"),
+                                })
+                            }
+                        }
                     }
                     Ok(Err(DbError::ConnectionLost(reason))) => {
                         // Another pooled connection may have died with
@@ -281,6 +320,7 @@ impl WorkerActor {
         let create = self.spec.create_schema;
         self.run_on_database(
             ctx,
+            NoAnswer::Outage,
             move |conn| {
                 let sql = Arc::clone(&sql);
                 async move { db::initialise(conn, &sql, create).await }.boxed_local()
@@ -310,13 +350,12 @@ impl WorkerActor {
     fn fold(&mut self, ctx: &mut Context<Self>) {
         self.fold_requested = false;
         let sql = Arc::clone(&self.sql);
-        let vacuum_after = self.spec.vacuum_after;
-        let rows_since_vacuum = self.rows_since_vacuum;
         #[cfg(feature = "test-hooks")]
         let panic_here = std::env::var("TEST_HOOK_PANIC_IN_FOLD_OF")
             .is_ok_and(|schema| schema == self.sql.schema);
         self.run_on_database(
             ctx,
+            NoAnswer::Outage,
             move |conn| {
                 let sql = Arc::clone(&sql);
                 async move {
@@ -326,18 +365,12 @@ impl WorkerActor {
                     }
                     let started = Instant::now();
                     let outcome = db::fold(conn, &sql).await?;
-                    let took = started.elapsed();
-                    let due = vacuum_after > 0
-                        && rows_since_vacuum + outcome.folded as u64 >= vacuum_after;
-                    if due {
-                        db::vacuum(conn, &sql).await?;
-                    }
-                    Ok((outcome, took, due))
+                    Ok((outcome, started.elapsed()))
                 }
                 .boxed_local()
             },
             |worker, result, ctx| match result {
-                Ok(Ok((outcome, took, vacuumed))) => {
+                Ok(Ok((outcome, took))) => {
                     worker.spec.status.fold_done(
                         &worker.spec.target.schema,
                         worker.spec.generation,
@@ -345,7 +378,37 @@ impl WorkerActor {
                         outcome.folded as u64,
                         outcome.total,
                     );
-                    worker.log_fold(outcome, vacuumed)
+                    worker.log_fold(outcome);
+                    let vacuum_after = worker.spec.vacuum_after;
+                    if vacuum_after > 0 && worker.rows_since_vacuum >= vacuum_after {
+                        worker.vacuum(ctx);
+                    }
+                }
+                Ok(Err(error)) => worker.handle_error(error, ctx),
+                Err(panic) => worker.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
+            },
+        );
+    }
+
+    /// VACUUM, after `vacuum_after` folded rows: a step of its own, with
+    /// its own deadline, after the fold it follows has been reported, so a
+    /// slow or failed VACUUM never takes a committed fold's result with it,
+    /// and a slow one is never mistaken for a stalled server.
+    fn vacuum(&mut self, ctx: &mut Context<Self>) {
+        let sql = Arc::clone(&self.sql);
+        self.run_on_database(
+            ctx,
+            NoAnswer::SlowStatement,
+            move |conn| {
+                let sql = Arc::clone(&sql);
+                async move { db::vacuum(conn, &sql).await }.boxed_local()
+            },
+            |worker, result, ctx| match result {
+                Ok(Ok(())) => {
+                    info!(worker.spec.log, "vacuumed {} after folding {} rows since its last vacuum",
+                        worker.sql.display_name, worker.rows_since_vacuum;
+                        "event" => "worker_vacuumed", "rows" => worker.rows_since_vacuum);
+                    worker.rows_since_vacuum = 0;
                 }
                 Ok(Err(error)) => worker.handle_error(error, ctx),
                 Err(panic) => worker.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
@@ -387,7 +450,7 @@ impl WorkerActor {
         }
     }
 
-    fn log_fold(&mut self, outcome: FoldOutcome, vacuumed: bool) {
+    fn log_fold(&mut self, outcome: FoldOutcome) {
         let log = &self.spec.log;
         self.rows_since_vacuum += outcome.folded as u64;
         match outcome.total {
@@ -412,12 +475,6 @@ impl WorkerActor {
             None => {}
         }
         self.last_total = outcome.total;
-        if vacuumed {
-            info!(log, "vacuumed {} after folding {} rows since its last vacuum",
-                self.sql.display_name, self.rows_since_vacuum;
-                "event" => "worker_vacuumed", "rows" => self.rows_since_vacuum);
-            self.rows_since_vacuum = 0;
-        }
     }
 
     fn note_skipped(&self, reason: &'static str) {
@@ -497,23 +554,28 @@ impl Handler<Stop> for WorkerActor {
 
     fn handle(&mut self, msg: Stop, ctx: &mut Self::Context) {
         self.stop_requested = true;
-        let token = self.in_flight.borrow_mut().take();
+        let token = self.in_flight.borrow().token.clone();
         match token {
             // Idle, or still waiting for a pooled connection: nothing has
             // reached the server, so there is nothing to finish.
             None => ctx.stop(),
             // Dropping the future alone would leave the statement running on
             // the server: send the cancel request, then stop. The statement
-            // is rolled back there, and nothing is lost.
+            // is rolled back there, and nothing is lost. The token stays,
+            // marked: the connection it belongs to is discarded when the
+            // statement answers, so the cancel can only ever reach this
+            // worker's statement.
             Some(token) if msg.cancel_in_flight => {
+                self.in_flight.borrow_mut().cancel_sent = true;
+                let db = self.spec.db.clone();
                 ctx.spawn(
-                    async move { token.cancel_query(NoTls).await }
+                    async move { db.cancel(token).await }
                         .into_actor(self)
                         .map(|_, _, ctx| ctx.stop()),
                 );
             }
             // Let the statement finish; the worker stops when it answers.
-            Some(token) => *self.in_flight.borrow_mut() = Some(token),
+            Some(_) => {}
         }
     }
 }

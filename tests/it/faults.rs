@@ -303,3 +303,44 @@ fn passwords_from_keys_and_files_never_show() {
         "{err}"
     );
 }
+
+/// A VACUUM that cannot get its lock (another session holds SHARE UPDATE
+/// EXCLUSIVE, which does not block the fold) times out on its own: the fold
+/// before it is still reported (`worker_tick`), the VACUUM is skipped and
+/// tried again after later folds, and no outage is declared.
+#[test]
+fn a_vacuum_that_times_out_keeps_the_fold_before_it() {
+    let db = cluster().create_database();
+    let pgfleet = Pgfleet::start(
+        &db,
+        "workers:\n  total: 1\n  vacuum_after: 1\ndatabase:\n  lock_timeout: 300ms\n",
+    );
+    ready(&pgfleet, &db, &schema_names(1));
+    let mut holder = db.client();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE schema1.counted IN SHARE UPDATE EXCLUSIVE MODE")
+        .expect("lock");
+    let mark = pgfleet.mark();
+    execute(&db, "INSERT INTO schema1.counted VALUES ('delta', 5)");
+    pgfleet.wait_for_from(mark, "the fold reported", |e| {
+        e["event"] == "worker_tick" && e["total"] == 5
+    });
+    let skipped = pgfleet
+        .wait_for_from(mark, "the VACUUM timed out", |e| {
+            e["event"] == "worker_tick_skipped" && e["reason"] == "timed_out"
+        })
+        .1;
+    assert!(
+        skipped["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("55P03")),
+        "{skipped}"
+    );
+    holder.batch_execute("ROLLBACK").expect("release");
+    execute(&db, "INSERT INTO schema1.counted VALUES ('delta', 1)");
+    pgfleet.wait_for_from(mark, "the VACUUM once the lock is gone", |e| {
+        e["event"] == "worker_vacuumed"
+    });
+    assert!(pgfleet.events("database_lost").is_empty());
+    assert!(pgfleet.events("worker_failed").is_empty());
+}

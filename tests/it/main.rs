@@ -3,11 +3,13 @@
 
 mod cli;
 mod connecting;
+mod deploy;
 mod faults;
 mod harness;
 mod http;
 mod invariant;
 mod logs;
+mod operating;
 mod reload;
 mod shutdown;
 mod startup;

@@ -168,6 +168,16 @@ impl Connector {
         })
     }
 
+    /// Asks the server to cancel the statement running on the connection
+    /// `token` came from, over the same TLS as the connection (a server
+    /// whose `pg_hba.conf` says `hostssl` refuses a plaintext cancel).
+    pub async fn cancel(&self, token: tokio_postgres::CancelToken) -> Result<(), DbError> {
+        tokio::time::timeout(self.connect_timeout, token.cancel_query(self.tls.clone()))
+            .await
+            .map_err(|_| DbError::Unreachable("the cancel request got no answer".into()))?
+            .map_err(|e| DbError::from_connect(&e))
+    }
+
     /// How long one connection attempt to one host may take.
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout

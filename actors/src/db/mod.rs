@@ -39,6 +39,7 @@ pub struct Database {
     pool: PgPool,
     gate: Arc<OutageGate>,
     health: Health,
+    connector: Arc<Connector>,
     log: Logger,
     answer_deadline: Duration,
 }
@@ -56,7 +57,8 @@ impl Database {
             .map_err(|e| format!("database.url: {e}"))?;
         let gate = Arc::new(OutageGate::new(probe_interval));
         let health = Health::default();
-        let manager = Manager::new(Arc::new(connector));
+        let connector = Arc::new(connector);
+        let manager = Manager::new(Arc::clone(&connector));
         let pool = Pool::builder()
             .max_size(settings.pool_size)
             .connection_timeout(settings.connect_timeout)
@@ -75,6 +77,7 @@ impl Database {
             pool,
             gate,
             health,
+            connector,
             log: log.clone(),
             answer_deadline: settings.statement_timeout + settings.connect_timeout,
         })
@@ -89,6 +92,11 @@ impl Database {
     /// `/readyz`, `pgfleet_database_up` and the status page.
     pub fn health(&self) -> DbHealth {
         self.health.get()
+    }
+
+    /// Cancels the statement running on the connection `token` came from.
+    pub async fn cancel(&self, token: tokio_postgres::CancelToken) -> Result<(), DbError> {
+        self.connector.cancel(token).await
     }
 
     /// How long to wait for any answer before the server counts as stalled.

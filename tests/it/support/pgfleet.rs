@@ -117,6 +117,11 @@ impl Pgfleet {
     }
 
     pub fn start_with(db: &TestDb, yaml: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with_args(db, yaml, env, &[])
+    }
+
+    /// [`Pgfleet::start_with`], with `args` after the `--config` files.
+    pub fn start_with_args(db: &TestDb, yaml: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
         let base = ConfigFile::new(BASE_YAML);
         let config = ConfigFile::new(yaml);
         let url = db.url();
@@ -125,7 +130,8 @@ impl Pgfleet {
             .arg("--config")
             .arg(&base.path)
             .arg("--config")
-            .arg(&config.path);
+            .arg(&config.path)
+            .args(args);
         clear_pgfleet_env(&mut command);
         command
             .env("PGFLEET__DATABASE__URL", &url)
