@@ -6,8 +6,8 @@
 //!
 //! An ISO 8601 time in UTC, the full level name (`ERROR`, not slog-term's
 //! `ERRO`, which a grep for ERROR misses), the message once, then only the
-//! fields the message does not already say. A value with a space, a quote,
-//! `=` or `|` is quoted, so a line splits unambiguously.
+//! fields the message does not already say. A value with a space, a comma,
+//! a quote, `=` or `|` is quoted, so a line splits unambiguously.
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
@@ -110,7 +110,7 @@ fn quoted(value: &str) -> String {
     let needs = value.is_empty()
         || value
             .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '=' | '|' | '\\'));
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '=' | '|' | ',' | '\\'));
     if !needs {
         return value.to_owned();
     }
@@ -211,11 +211,13 @@ mod tests {
     fn values_that_need_it_are_quoted() {
         let line = logged(|log| {
             slog::warn!(log, "tick skipped";
-                "event" => "worker_tick_skipped", "error" => "a, b = \"c\"\nd", "empty" => "")
+                "event" => "worker_tick_skipped", "error" => "a, b = \"c\"\nd", "empty" => "",
+                "list" => "a,b")
         });
         assert!(line.contains("WARN  tick skipped"), "{line}");
         assert!(line.contains(r#"error="a, b = \"c\"\nd""#), "{line}");
         assert!(line.contains(r#"empty="""#), "{line}");
+        assert!(line.contains(r#"list="a,b""#), "{line}");
         assert!(line.contains(r#"worker="worker 1""#), "{line}");
     }
 }

@@ -344,3 +344,35 @@ fn a_vacuum_that_times_out_keeps_the_fold_before_it() {
     assert!(pgfleet.events("database_lost").is_empty());
     assert!(pgfleet.events("worker_failed").is_empty());
 }
+
+/// A pool too small for the fleet is its own warning, naming the pool size
+/// and the wait, not "database unreachable" at debug.
+#[test]
+fn an_exhausted_pool_is_named() {
+    let db = cluster().create_database();
+    let pgfleet = Pgfleet::start(
+        &db,
+        "workers:\n  total: 2\ndatabase:\n  pool_size: 1\n  connect_timeout: 300ms\n  lock_timeout: 10s\n",
+    );
+    ready(&pgfleet, &db, &schema_names(2));
+    let mut holder = db.client();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE schema1.counted IN ACCESS EXCLUSIVE MODE")
+        .expect("lock");
+    execute(&db, "INSERT INTO schema2.counted VALUES ('delta', 1)");
+    let exhausted = pgfleet.wait_for("a tick skipped for want of a connection", |e| {
+        e["event"] == "worker_tick_skipped" && e["reason"] == "pool_exhausted"
+    });
+    assert_eq!(exhausted["level"], "warn", "{exhausted}");
+    assert!(
+        exhausted["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("database.pool_size (1)") && m.contains("300ms")),
+        "{exhausted}"
+    );
+    holder.batch_execute("ROLLBACK").expect("release");
+    pgfleet.wait_for("schema2 folds once the pool frees", |e| {
+        e["event"] == "worker_tick" && e["schema"] == "schema2" && e["total"] == 1
+    });
+    assert!(pgfleet.events("database_lost").is_empty());
+}

@@ -127,6 +127,14 @@ impl Database {
                 Ok(conn) => conn,
                 Err(RunError::TimedOut) => {
                     let waited = self.pool.config().connection_timeout;
+                    let size = self.pool.config().max_size;
+                    let state = self.pool.state();
+                    // Every connection open and busy: the pool is too small
+                    // for the fleet (or the folds too slow), not the
+                    // database down.
+                    if state.connections >= size && state.idle_connections == 0 {
+                        return Err(DbError::PoolExhausted { waited, size });
+                    }
                     return Err(DbError::Unreachable(format!(
                         "no connection within {waited:?}"
                     )));
