@@ -60,7 +60,7 @@ trap 'rc=$?; stop_all; exit "$rc"' EXIT
 
 # Cargo's own progress; the JSON on stdout names the binary it built, wherever
 # CARGO_TARGET_DIR or .cargo/config.toml put it.
-echo "== building pgfleet (release; the first build takes about 2 minutes on 2 cores)"
+echo "== building pgfleet (release; the first build takes about 4 minutes on 2 cores)"
 cargo build --release --bin pgfleet --message-format=json-render-diagnostics >"$dir/build.json"
 exe=""
 while IFS= read -r line; do

@@ -96,10 +96,12 @@ fn format_line(record: &Record, values: &OwnedKVList, ts: &str) -> String {
     line
 }
 
-/// A field whose value the message already carries is not repeated; short
-/// values (a `1`, a `0`) are always shown, as they say nothing on their own.
+/// A text field whose value the message already carries (the worker's
+/// name, the schema, an error quoted in full) is not repeated. Numbers are
+/// always shown, so `total=` is on every `worker_tick` line whatever its
+/// value, and short values, which say nothing on their own, too.
 fn already_said(message: &str, value: &str) -> bool {
-    value.len() >= 3 && message.contains(value)
+    value.len() >= 3 && value.parse::<f64>().is_err() && message.contains(value)
 }
 
 fn one_line(text: &str) -> String {
@@ -108,9 +110,9 @@ fn one_line(text: &str) -> String {
 
 fn quoted(value: &str) -> String {
     let needs = value.is_empty()
-        || value
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '=' | '|' | ',' | '\\'));
+        || value.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '"' | '=' | '|' | ',' | '\\')
+        });
     if !needs {
         return value.to_owned();
     }
@@ -179,8 +181,8 @@ mod tests {
     #[test]
     fn full_level_names_an_iso_time_and_the_message_once() {
         let line = logged(|log| {
-            slog::error!(log, "worker 1: count in schema1.counted is now 6";
-                "event" => "worker_tick", "total" => 6, "folded" => 6)
+            slog::error!(log, "worker 1: count in schema1.counted is now 600";
+                "event" => "worker_tick", "total" => 600, "folded" => 6)
         });
         let (ts, rest) = line.split_once(' ').expect("a timestamp");
         assert!(
@@ -189,7 +191,7 @@ mod tests {
         );
         assert!(
             rest.starts_with(
-                "ERROR worker 1: count in schema1.counted is now 6 | event=worker_tick"
+                "ERROR worker 1: count in schema1.counted is now 600 | event=worker_tick"
             ),
             "{line}"
         );
