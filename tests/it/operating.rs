@@ -122,13 +122,7 @@ fn watch_config_reloads_when_a_file_changes() {
     // An edit of the config file, no signal.
     pgfleet.config.write(&yaml(2));
     pgfleet.wait_schema_event("worker_started", "schema2");
-    let reloaded = pgfleet.wait_event("config_reloaded");
-    assert!(
-        reloaded["changes"]
-            .as_str()
-            .is_some_and(|c| c.contains("workers.total: 1 -> 2")),
-        "{reloaded}"
-    );
+    pgfleet.wait_reloaded_with("workers.total: 1 -> 2");
     // A rotated secret, as Kubernetes rotates one: a new file swapped in.
     let mark = pgfleet.mark();
     let rotated = dir.path().join("password.new");

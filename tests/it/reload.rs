@@ -174,13 +174,7 @@ fn a_reload_during_start_up_is_not_lost() {
     pgfleet.wait_event("service_started");
     pgfleet.reload("workers:\n  total: 2\n");
     pgfleet.wait_schema_event("worker_started", "schema2");
-    let reloaded = pgfleet.wait_event("config_reloaded");
-    assert!(
-        reloaded["changes"]
-            .as_str()
-            .is_some_and(|c| c.contains("workers.total: 1 -> 2")),
-        "{reloaded}"
-    );
+    pgfleet.wait_reloaded_with("workers.total: 1 -> 2");
 }
 
 /// Reading the configuration from a hung mount (here: a

@@ -248,6 +248,14 @@ impl Pgfleet {
         })
     }
 
+    /// Waits for a `config_reloaded` whose `changes` name `change`.
+    pub fn wait_reloaded_with(&self, change: &str) -> Value {
+        self.wait_for(&format!("a reload with {change:?}"), |e| {
+            e["event"] == "config_reloaded"
+                && e["changes"].as_str().is_some_and(|c| c.contains(change))
+        })
+    }
+
     /// How many events have been logged so far (a mark for `wait_for_from`).
     pub fn mark(&self) -> usize {
         self.log.0.lock().expect("log lock").events.len()
