@@ -234,3 +234,24 @@ fn the_password_never_reaches_the_log() {
         );
     }
 }
+
+/// The libraries' own `log` records (tokio-postgres here) reach the same
+/// output, at debug, with their `target`; at info they are not there.
+#[test]
+fn library_log_records_appear_at_debug() {
+    let db = cluster().create_database();
+    let pgfleet = Pgfleet::start(&db, "workers:\n  total: 1\nlog:\n  level: debug\n");
+    let record = pgfleet.wait_for("a tokio-postgres record", |e| {
+        e["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("tokio_postgres"))
+    });
+    assert_eq!(record["level"], "debug", "{record}");
+    let quiet = Pgfleet::start(&db, "workers:\n  total: 1\n");
+    quiet.wait_schema_event("worker_started", "schema1");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        quiet.all_events().iter().all(|e| e.get("target").is_none()),
+        "library records at info"
+    );
+}
