@@ -20,7 +20,8 @@
 //! - [`config_actor`]: reload on SIGHUP, broadcast to subscribers.
 //! - [`supervisor`]: one worker per schema, the restart policy applied,
 //!   shutdown carried out.
-//! - [`worker`]: the ticks and the fold of one schema.
+//! - [`worker`]: the ticks of one schema; [`job`]: what runs at a tick
+//!   (worker_spi's fold, its initialisation and VACUUM, and their state).
 //! - [`policy`]: backoff, limits and give-up, as plain logic.
 //! - [`conninfo`]: connection strings, `PG*` variables and `~/.pgpass`,
 //!   read as libpq reads them, and passwords masked.
@@ -37,6 +38,7 @@ pub mod config_watch;
 pub mod conninfo;
 pub mod db;
 pub mod http;
+pub mod job;
 pub mod log_level;
 pub mod notify;
 pub mod panics;

@@ -30,6 +30,7 @@ use slog::{error, info, o, warn, Logger};
 
 use crate::config_actor::SettingsChanged;
 use crate::db::Database;
+use crate::job::FoldJob;
 use crate::policy::{Decision, RestartHistory};
 use crate::settings::{SchemaTarget, Settings};
 use crate::status::{DbHealth, PoolGauges, Status, WorkerState, HEARTBEAT_INTERVAL};
@@ -194,14 +195,10 @@ impl Supervisor {
             *last
         };
         self.status.worker_spawned(target, generation, restart);
-        let workers = &self.settings.workers;
         let spec = WorkerSpec {
             target: target.clone(),
             generation,
-            table: workers.table.clone(),
-            create_schema: workers.create_schema,
             naptime: self.settings.naptime,
-            vacuum_after: workers.vacuum_after,
             db: self.db.clone(),
             epoch: self.epoch,
             supervisor: ctx.address().recipient(),
@@ -210,7 +207,11 @@ impl Supervisor {
             log: self.worker_log(target, generation),
         };
         SlotState::Running {
-            addr: WorkerActor::new(spec).start(),
+            addr: WorkerActor::new(
+                spec,
+                FoldJob::new(&target.schema, &target.worker, &self.settings),
+            )
+            .start(),
             generation,
             since: Instant::now(),
         }
@@ -489,7 +490,7 @@ impl Supervisor {
                 Some(slot) => match &slot.state {
                     SlotState::Running { addr, .. } => addr.do_send(Reconfigure {
                         naptime: new.naptime,
-                        vacuum_after: new.workers.vacuum_after,
+                        settings: Arc::clone(&new),
                         db: self.db.clone(),
                     }),
                     // A reload is the operator's "try again": given-up

@@ -1,4 +1,5 @@
-//! WorkerActor: one schema's counter, folded every `naptime`.
+//! WorkerActor: one schema's schedule; what runs at each tick is its
+//! [`Job`] (worker_spi's fold, [`FoldJob`], by default; see `job`).
 //!
 //! Ticks come from `run_interval`, at a phase within the interval that
 //! depends only on the schema name: ten thousand workers spread their folds
@@ -33,9 +34,9 @@ use futures_util::FutureExt;
 use slog::{debug, info, warn, Logger};
 use tokio_postgres::CancelToken;
 
-use crate::db::{self, Database, DbError, FoldOutcome, PgConnection};
-use crate::settings::SchemaTarget;
-use crate::sql::TableSql;
+use crate::db::{Database, DbError, PgConnection};
+use crate::job::{FoldJob, Job, Step};
+use crate::settings::{SchemaTarget, Settings};
 use crate::status::Status;
 use crate::supervisor::{WorkerExited, WorkerStarted};
 
@@ -53,7 +54,8 @@ pub enum WorkerError {
 #[rtype(result = "()")]
 pub struct Reconfigure {
     pub naptime: Duration,
-    pub vacuum_after: u64,
+    /// For the job's own keys (e.g. `workers.vacuum_after`).
+    pub settings: Arc<Settings>,
     pub db: Database,
 }
 
@@ -69,10 +71,7 @@ pub struct Stop {
 pub struct WorkerSpec {
     pub target: SchemaTarget,
     pub generation: u64,
-    pub table: String,
-    pub create_schema: bool,
     pub naptime: Duration,
-    pub vacuum_after: u64,
     pub db: Database,
     /// Shared by all workers, so phases are relative to one instant.
     pub epoch: Instant,
@@ -83,9 +82,11 @@ pub struct WorkerSpec {
     pub log: Logger,
 }
 
-pub struct WorkerActor {
+/// A worker: the schedule of one schema; what it runs is its [`Job`]
+/// (worker_spi's fold unless said otherwise).
+pub struct WorkerActor<J: Job = FoldJob> {
     spec: WorkerSpec,
-    sql: Arc<TableSql>,
+    job: J,
     initialised: bool,
     busy_since: Option<Instant>,
     ticker: Option<SpawnHandle>,
@@ -94,9 +95,6 @@ pub struct WorkerActor {
     stop_requested: bool,
     failure: Option<WorkerError>,
     in_flight: InFlight,
-    rows_since_vacuum: u64,
-    told_no_total: bool,
-    last_total: Option<i32>,
     ticks_skipped: u64,
 }
 
@@ -128,12 +126,11 @@ type Guarded<T> = Result<Result<T, DbError>, Box<dyn Any + Send>>;
 /// How often one tick's work is tried on a connection that turns out lost.
 const MAX_ATTEMPTS_ON_LOST_CONNECTIONS: u32 = 3;
 
-impl WorkerActor {
-    pub fn new(spec: WorkerSpec) -> Self {
-        let sql = Arc::new(TableSql::new(&spec.target.schema, &spec.table));
+impl<J: Job> WorkerActor<J> {
+    pub fn new(spec: WorkerSpec, job: J) -> Self {
         WorkerActor {
             spec,
-            sql,
+            job,
             initialised: false,
             busy_since: None,
             ticker: None,
@@ -142,9 +139,6 @@ impl WorkerActor {
             stop_requested: false,
             failure: None,
             in_flight: Rc::new(RefCell::new(InFlightState::default())),
-            rows_since_vacuum: 0,
-            told_no_total: false,
-            last_total: None,
             ticks_skipped: 0,
         }
     }
@@ -170,10 +164,13 @@ impl WorkerActor {
 
     fn on_tick(&mut self, ctx: &mut Context<Self>) {
         #[cfg(feature = "test-hooks")]
-        if std::env::var("TEST_HOOK_PANIC_IN_TICK_OF").is_ok_and(|s| s == self.sql.schema)
+        if std::env::var("TEST_HOOK_PANIC_IN_TICK_OF").is_ok_and(|s| s == self.spec.target.schema)
             && self.initialised
         {
-            panic!("test hook: a panic in a tick of {}", self.sql.schema);
+            panic!(
+                "test hook: a panic in a tick of {}",
+                self.spec.target.schema
+            );
         }
         let now = Instant::now();
         // After a stall, run_interval fires every missed tick back to back;
@@ -316,72 +313,45 @@ impl WorkerActor {
     }
 
     fn initialise(&mut self, ctx: &mut Context<Self>) {
-        let sql = Arc::clone(&self.sql);
-        let create = self.spec.create_schema;
-        self.run_on_database(
-            ctx,
-            NoAnswer::Outage,
-            move |conn| {
-                let sql = Arc::clone(&sql);
-                async move { db::initialise(conn, &sql, create).await }.boxed_local()
-            },
-            |worker, result, ctx| match result {
-                Ok(Ok(outcome)) => {
-                    if let Some(existing) = outcome.case_twin {
-                        warn!(worker.spec.log, "schema {:?} did not exist but {existing:?} does: PostgreSQL names are case-sensitive when quoted, as worker_spi quotes them, so {:?} was created as a new schema beside {existing:?}", worker.sql.schema, worker.sql.schema;
-                            "event" => "schema_case_mismatch", "existing" => existing.clone());
-                    }
-                    worker.initialised = true;
-                    info!(worker.spec.log, "{} initialized with {}", worker.spec.target.worker, worker.sql.display_name;
-                        "event" => "worker_started");
-                    let (schema, generation) = (&worker.spec.target.schema, worker.spec.generation);
-                    worker.spec.status.worker_initialised(schema, generation);
-                    worker.spec.started.do_send(WorkerStarted {
-                        schema: schema.clone(),
-                        generation,
-                    });
-                }
-                Ok(Err(error)) => worker.handle_error(error, ctx),
-                Err(panic) => worker.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
-            },
-        );
+        let step = self.job.initialise();
+        self.run_on_database(ctx, NoAnswer::Outage, step, |worker, result, ctx| match result {
+            Ok(Ok(found)) => {
+                worker.job.initialised(found, &worker.spec.log);
+                worker.initialised = true;
+                info!(worker.spec.log, "{} initialized with {}", worker.spec.target.worker, worker.job.display_name();
+                    "event" => "worker_started");
+                let (schema, generation) = (&worker.spec.target.schema, worker.spec.generation);
+                worker.spec.status.worker_initialised(schema, generation);
+                worker.spec.started.do_send(WorkerStarted {
+                    schema: schema.clone(),
+                    generation,
+                });
+            }
+            Ok(Err(error)) => worker.handle_error(error, ctx),
+            Err(panic) => worker.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
+        });
     }
 
+    /// One run of the job; the fold, for worker_spi's job.
     fn fold(&mut self, ctx: &mut Context<Self>) {
         self.fold_requested = false;
-        let sql = Arc::clone(&self.sql);
-        #[cfg(feature = "test-hooks")]
-        let panic_here = std::env::var("TEST_HOOK_PANIC_IN_FOLD_OF")
-            .is_ok_and(|schema| schema == self.sql.schema);
+        let step = self.job.run();
         self.run_on_database(
             ctx,
             NoAnswer::Outage,
-            move |conn| {
-                let sql = Arc::clone(&sql);
-                async move {
-                    #[cfg(feature = "test-hooks")]
-                    if panic_here {
-                        panic!("test hook: a panic in the fold of {}", sql.schema);
-                    }
-                    let started = Instant::now();
-                    let outcome = db::fold(conn, &sql).await?;
-                    Ok((outcome, started.elapsed()))
-                }
-                .boxed_local()
-            },
+            step,
             |worker, result, ctx| match result {
-                Ok(Ok((outcome, took))) => {
+                Ok(Ok(found)) => {
+                    let (report, maintenance) = worker.job.ran(found, &worker.spec.log);
                     worker.spec.status.fold_done(
                         &worker.spec.target.schema,
                         worker.spec.generation,
-                        took,
-                        outcome.folded as u64,
-                        outcome.total,
+                        report.took,
+                        report.rows,
+                        report.total,
                     );
-                    worker.log_fold(outcome);
-                    let vacuum_after = worker.spec.vacuum_after;
-                    if vacuum_after > 0 && worker.rows_since_vacuum >= vacuum_after {
-                        worker.vacuum(ctx);
+                    if let Some(step) = maintenance {
+                        worker.maintain(step, ctx);
                     }
                 }
                 Ok(Err(error)) => worker.handle_error(error, ctx),
@@ -390,26 +360,17 @@ impl WorkerActor {
         );
     }
 
-    /// VACUUM, after `vacuum_after` folded rows: a step of its own, with
-    /// its own deadline, after the fold it follows has been reported, so a
-    /// slow or failed VACUUM never takes a committed fold's result with it,
-    /// and a slow one is never mistaken for a stalled server.
-    fn vacuum(&mut self, ctx: &mut Context<Self>) {
-        let sql = Arc::clone(&self.sql);
+    /// Maintenance the job asked for (VACUUM): a step of its own, with its
+    /// own deadline, after the run it follows has been reported, so a slow
+    /// or failed VACUUM never takes a committed fold's result with it, and
+    /// a slow one is never mistaken for a stalled server.
+    fn maintain(&mut self, step: Step<()>, ctx: &mut Context<Self>) {
         self.run_on_database(
             ctx,
             NoAnswer::SlowStatement,
-            move |conn| {
-                let sql = Arc::clone(&sql);
-                async move { db::vacuum(conn, &sql).await }.boxed_local()
-            },
+            step,
             |worker, result, ctx| match result {
-                Ok(Ok(())) => {
-                    info!(worker.spec.log, "vacuumed {} after folding {} rows since its last vacuum",
-                        worker.sql.display_name, worker.rows_since_vacuum;
-                        "event" => "worker_vacuumed", "rows" => worker.rows_since_vacuum);
-                    worker.rows_since_vacuum = 0;
-                }
+                Ok(Ok(())) => worker.job.maintained(&worker.spec.log),
                 Ok(Err(error)) => worker.handle_error(error, ctx),
                 Err(panic) => worker.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
             },
@@ -450,33 +411,6 @@ impl WorkerActor {
         }
     }
 
-    fn log_fold(&mut self, outcome: FoldOutcome) {
-        let log = &self.spec.log;
-        self.rows_since_vacuum += outcome.folded as u64;
-        match outcome.total {
-            Some(total) => {
-                self.told_no_total = false;
-                let message = format!(
-                    "{}: count in {} is now {total}",
-                    self.spec.target.worker, self.sql.display_name
-                );
-                if outcome.folded > 0 || self.last_total != Some(total) {
-                    info!(log, "{message}"; "event" => "worker_tick", "total" => total, "folded" => outcome.folded);
-                } else {
-                    debug!(log, "{message}"; "event" => "worker_tick", "total" => total, "folded" => 0);
-                }
-            }
-            None if outcome.waiting > 0 && !self.told_no_total => {
-                self.told_no_total = true;
-                warn!(log, "{} has no total row (or its value is NULL): its {} delta rows are kept, \
-                            and folded once a total row exists", self.sql.display_name, outcome.waiting;
-                    "event" => "worker_no_total", "waiting" => outcome.waiting);
-            }
-            None => {}
-        }
-        self.last_total = outcome.total;
-    }
-
     fn note_skipped(&self, reason: &'static str) {
         self.spec
             .status
@@ -503,7 +437,7 @@ impl WorkerActor {
     }
 }
 
-impl Actor for WorkerActor {
+impl<J: Job> Actor for WorkerActor<J> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
@@ -528,13 +462,13 @@ impl Actor for WorkerActor {
     }
 }
 
-impl Handler<Reconfigure> for WorkerActor {
+impl<J: Job> Handler<Reconfigure> for WorkerActor<J> {
     type Result = ();
 
     fn handle(&mut self, msg: Reconfigure, ctx: &mut Self::Context) {
         let naptime_changed = msg.naptime != self.spec.naptime;
         self.spec.naptime = msg.naptime;
-        self.spec.vacuum_after = msg.vacuum_after;
+        self.job.reconfigure(&msg.settings);
         self.spec.db = msg.db;
         if naptime_changed {
             self.last_tick = None;
@@ -549,7 +483,7 @@ impl Handler<Reconfigure> for WorkerActor {
     }
 }
 
-impl Handler<Stop> for WorkerActor {
+impl<J: Job> Handler<Stop> for WorkerActor<J> {
     type Result = ();
 
     fn handle(&mut self, msg: Stop, ctx: &mut Self::Context) {

@@ -1,0 +1,137 @@
+//! worker_spi's job: create the schema and table as worker_spi does, fold
+//! the deltas into the total at each tick, log worker_spi's line, and
+//! VACUUM after `workers.vacuum_after` folded rows.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::FutureExt;
+use slog::{debug, info, warn, Logger};
+
+use super::{Job, RunReport, Step};
+use crate::db::{self, FoldOutcome, InitOutcome};
+use crate::settings::Settings;
+use crate::sql::TableSql;
+
+pub struct FoldJob {
+    sql: Arc<TableSql>,
+    /// The `worker` of worker_spi's log line: `worker 4` or the schema.
+    worker: String,
+    create_schema: bool,
+    vacuum_after: u64,
+    rows_since_vacuum: u64,
+    told_no_total: bool,
+    last_total: Option<i32>,
+}
+
+impl FoldJob {
+    pub fn new(schema: &str, worker: &str, settings: &Settings) -> Self {
+        FoldJob {
+            sql: Arc::new(TableSql::new(schema, &settings.workers.table)),
+            worker: worker.to_owned(),
+            create_schema: settings.workers.create_schema,
+            vacuum_after: settings.workers.vacuum_after,
+            rows_since_vacuum: 0,
+            told_no_total: false,
+            last_total: None,
+        }
+    }
+
+    fn vacuum(&self) -> Step<()> {
+        let sql = Arc::clone(&self.sql);
+        Box::new(move |conn| {
+            let sql = Arc::clone(&sql);
+            async move { db::vacuum(conn, &sql).await }.boxed_local()
+        })
+    }
+}
+
+impl Job for FoldJob {
+    type Initialised = InitOutcome;
+    type Ran = (FoldOutcome, std::time::Duration);
+
+    fn display_name(&self) -> &str {
+        &self.sql.display_name
+    }
+
+    fn initialise(&self) -> Step<InitOutcome> {
+        let sql = Arc::clone(&self.sql);
+        let create = self.create_schema;
+        Box::new(move |conn| {
+            let sql = Arc::clone(&sql);
+            async move { db::initialise(conn, &sql, create).await }.boxed_local()
+        })
+    }
+
+    fn initialised(&mut self, found: InitOutcome, log: &Logger) {
+        if let Some(existing) = found.case_twin {
+            let schema = &self.sql.schema;
+            warn!(log, "schema {schema:?} did not exist but {existing:?} does: PostgreSQL names are case-sensitive when quoted, as worker_spi quotes them, so {schema:?} was created as a new schema beside {existing:?}";
+                "event" => "schema_case_mismatch", "existing" => existing.clone());
+        }
+    }
+
+    fn run(&self) -> Step<Self::Ran> {
+        let sql = Arc::clone(&self.sql);
+        #[cfg(feature = "test-hooks")]
+        let panic_here = std::env::var("TEST_HOOK_PANIC_IN_FOLD_OF")
+            .is_ok_and(|schema| schema == self.sql.schema);
+        Box::new(move |conn| {
+            let sql = Arc::clone(&sql);
+            async move {
+                #[cfg(feature = "test-hooks")]
+                if panic_here {
+                    panic!("test hook: a panic in the fold of {}", sql.schema);
+                }
+                let started = Instant::now();
+                let outcome = db::fold(conn, &sql).await?;
+                Ok((outcome, started.elapsed()))
+            }
+            .boxed_local()
+        })
+    }
+
+    fn ran(&mut self, (outcome, took): Self::Ran, log: &Logger) -> (RunReport, Option<Step<()>>) {
+        self.rows_since_vacuum += outcome.folded as u64;
+        match outcome.total {
+            Some(total) => {
+                self.told_no_total = false;
+                let message = format!(
+                    "{}: count in {} is now {total}",
+                    self.worker, self.sql.display_name
+                );
+                if outcome.folded > 0 || self.last_total != Some(total) {
+                    info!(log, "{message}"; "event" => "worker_tick", "total" => total, "folded" => outcome.folded);
+                } else {
+                    debug!(log, "{message}"; "event" => "worker_tick", "total" => total, "folded" => 0);
+                }
+            }
+            None if outcome.waiting > 0 && !self.told_no_total => {
+                self.told_no_total = true;
+                warn!(log, "{} has no total row (or its value is NULL): its {} delta rows are kept, \
+                            and folded once a total row exists", self.sql.display_name, outcome.waiting;
+                    "event" => "worker_no_total", "waiting" => outcome.waiting);
+            }
+            None => {}
+        }
+        self.last_total = outcome.total;
+        let report = RunReport {
+            took,
+            rows: outcome.folded as u64,
+            total: outcome.total,
+        };
+        let vacuum_due = self.vacuum_after > 0 && self.rows_since_vacuum >= self.vacuum_after;
+        (report, vacuum_due.then(|| self.vacuum()))
+    }
+
+    fn maintained(&mut self, log: &Logger) {
+        info!(log, "vacuumed {} after folding {} rows since its last vacuum",
+            self.sql.display_name, self.rows_since_vacuum;
+            "event" => "worker_vacuumed", "rows" => self.rows_since_vacuum);
+        self.rows_since_vacuum = 0;
+    }
+
+    fn reconfigure(&mut self, settings: &Settings) {
+        self.vacuum_after = settings.workers.vacuum_after;
+    }
+}

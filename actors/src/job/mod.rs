@@ -1,0 +1,68 @@
+//! A worker's job, behind one small interface.
+//!
+//! `worker.rs` owns the schedule: ticks at the schema's phase, the busy
+//! flag that keeps them from overlapping, the connection, its deadline and
+//! retries, `Stop` and the cancel. A [`Job`] owns the work and the state it
+//! keeps: what to run to make the schema ready, what to run at each tick,
+//! what a run means (its log lines, what it reports), and maintenance that
+//! comes due (a VACUUM). So the fold can be rewritten for speed without
+//! touching the schedule, and a custom per-schema job is a second
+//! implementation of the same trait.
+//!
+//! [`FoldJob`] is worker_spi's fold.
+
+mod fold;
+
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+use slog::Logger;
+
+pub use fold::FoldJob;
+
+use crate::db::{DbError, PgConnection};
+use crate::settings::Settings;
+
+/// Work for one pooled connection; it may run again on another connection
+/// when the first is lost, so it is `Fn`, not `FnOnce`.
+pub type Step<T> =
+    Box<dyn for<'c> Fn(&'c mut PgConnection) -> LocalBoxFuture<'c, Result<T, DbError>>>;
+
+/// What one run did, for the status and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunReport {
+    pub took: Duration,
+    pub rows: u64,
+    pub total: Option<i32>,
+}
+
+pub trait Job: Unpin + 'static {
+    /// What initialising found, for [`Job::initialised`].
+    type Initialised: 'static;
+    /// What one run found, for [`Job::ran`].
+    type Ran: 'static;
+
+    /// What the job works on, for "worker 1 initialized with schema1.counted".
+    fn display_name(&self) -> &str;
+
+    /// Makes the schema ready; the worker runs nothing else until it has
+    /// succeeded once.
+    fn initialise(&self) -> Step<Self::Initialised>;
+
+    /// Takes note of the initialisation (and logs what it found).
+    fn initialised(&mut self, found: Self::Initialised, log: &Logger);
+
+    /// The work of one tick.
+    fn run(&self) -> Step<Self::Ran>;
+
+    /// Takes note of a run and logs it; says what to report, and returns
+    /// maintenance that is due now, which the worker runs as a step of its
+    /// own, with its own deadline, after this run has been reported.
+    fn ran(&mut self, found: Self::Ran, log: &Logger) -> (RunReport, Option<Step<()>>);
+
+    /// The maintenance step succeeded.
+    fn maintained(&mut self, log: &Logger);
+
+    /// A reload changed the settings (the job keeps what it uses).
+    fn reconfigure(&mut self, settings: &Settings);
+}
