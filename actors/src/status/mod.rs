@@ -9,7 +9,7 @@
 //! by schema, plus atomics: at 10,000 schemas folding every 10 s that is
 //! about 1,000 lock acquisitions a second, each a few hundred nanoseconds.
 //!
-//! What is read from here: `/metrics` (see [`metrics`]), `/healthz`
+//! What is read from here: `/metrics` (see `metrics.rs`), `/healthz`
 //! ([`Status::liveness`], from the Supervisor's heartbeat), `/readyz`
 //! ([`Status::readiness`]), `/workers` and the status page
 //! ([`Status::workers`]).
