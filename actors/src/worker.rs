@@ -298,7 +298,6 @@ impl<J: Job> WorkerActor<J> {
                 .into_actor(self)
                 .map(move |result, worker, ctx| {
                     worker.busy_since = None;
-                    worker.note_database(&result);
                     done(worker, result, ctx);
                     if worker.stop_requested {
                         ctx.stop();
@@ -415,20 +414,6 @@ impl<J: Job> WorkerActor<J> {
         self.spec
             .status
             .tick_skipped(&self.spec.target.schema, self.spec.generation, reason);
-    }
-
-    /// What the database said, for `/readyz` and `pgfleet_database_up`: an
-    /// answer of any kind (even an error from a statement) means it is up.
-    fn note_database<T>(&self, result: &Guarded<T>) {
-        let status = &self.spec.status;
-        match result {
-            Ok(Err(error @ (DbError::Unreachable(_) | DbError::Refused { .. }))) => {
-                status.database_failed(error)
-            }
-            Ok(Err(DbError::ConnectionLost(_) | DbError::PoolExhausted { .. })) => {}
-            Ok(_) => status.database_answered(),
-            Err(_) => {}
-        }
     }
 
     fn fail(&mut self, error: WorkerError, ctx: &mut Context<Self>) {

@@ -26,7 +26,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::db::DbError;
 use crate::settings::{SchemaTarget, Settings};
 
 /// The Supervisor beats this often ...
@@ -207,7 +206,6 @@ struct Inner {
     failures: AtomicU64,
     restarts: AtomicU64,
     fleet: Mutex<Fleet>,
-    database: Mutex<DbHealth>,
     database_probe: Mutex<Option<HealthProbe>>,
     pool: Mutex<Option<PoolProbe>>,
     log_lines_dropped: Mutex<Option<Arc<AtomicU64>>>,
@@ -246,7 +244,6 @@ impl Status {
             failures: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             fleet: Mutex::new(Fleet::default()),
-            database: Mutex::new(DbHealth::Unknown),
             database_probe: Mutex::new(None),
             pool: Mutex::new(None),
             log_lines_dropped: Mutex::new(None),
@@ -300,8 +297,7 @@ impl Status {
 
     /// Where the database's health comes from when the pool can tell it
     /// (it sees every connection attempt, and the kind of a refusal);
-    /// without one, it is what the workers last saw. Replaced when a
-    /// reload builds a new pool.
+    /// unknown until one is set. Replaced when a reload builds a new pool.
     pub fn set_database_probe(&self, probe: impl Fn() -> DbHealth + Send + Sync + 'static) {
         *lock(&self.inner.database_probe) = Some(Arc::new(probe));
     }
@@ -405,33 +401,6 @@ impl Status {
             fleet.recent_lateness.pop_front();
         }
         fleet.recent_lateness.push_back(seconds);
-    }
-
-    /// A worker got an answer from the database.
-    pub fn database_answered(&self) {
-        let mut health = lock(&self.inner.database);
-        if *health != DbHealth::Up {
-            *health = DbHealth::Up;
-        }
-    }
-
-    /// A worker could not reach the database, or was refused. While the
-    /// database refuses us, the workers in between two attempts are told
-    /// "unreachable" without trying: that does not hide the refusal.
-    pub fn database_failed(&self, error: &DbError) {
-        let mut health = lock(&self.inner.database);
-        match error {
-            DbError::Refused { kind, .. } => {
-                *health = DbHealth::Refused {
-                    kind: kind.as_str(),
-                    reason: error.to_string(),
-                }
-            }
-            DbError::Unreachable(reason) if !matches!(*health, DbHealth::Refused { .. }) => {
-                *health = DbHealth::Unreachable(reason.clone());
-            }
-            _ => {}
-        }
     }
 
     // ---- written by others ---------------------------------------------
@@ -579,13 +548,11 @@ impl Status {
     }
 }
 
-/// The pool's view when it has one, else the workers'.
+/// What the database's last connection attempt or statement found, as
+/// the pool (`db::Database::health`) tells it; unknown until one is set.
 fn database(inner: &Inner) -> DbHealth {
     let probe = lock(&inner.database_probe).clone();
-    match probe {
-        Some(probe) => probe(),
-        None => lock(&inner.database).clone(),
-    }
+    probe.map_or(DbHealth::Unknown, |probe| probe())
 }
 
 /// A panic while holding one of these locks leaves plain data behind;
@@ -632,17 +599,17 @@ mod tests {
         status.configure(&test_settings());
         status.worker_spawned(&target("s"), 1, false);
         status.worker_initialised("s", 1);
-        status.database_answered();
+        let health = Arc::new(Mutex::new(DbHealth::Up));
+        let probe = Arc::clone(&health);
+        status.set_database_probe(move || lock(&probe).clone());
         assert_eq!(status.readiness(), Ok(()));
-        status.database_failed(&DbError::Refused {
-            kind: crate::db::Refusal::Authentication,
-            code: None,
+        *lock(&health) = DbHealth::Refused {
+            kind: "authentication",
             reason: "password authentication failed".into(),
-        });
-        status.database_failed(&DbError::Unreachable("waiting".into()));
+        };
         assert!(matches!(status.database(), DbHealth::Refused { .. }));
         assert!(status.readiness().is_err());
-        status.database_answered();
+        *lock(&health) = DbHealth::Up;
         assert_eq!(status.readiness(), Ok(()));
     }
 

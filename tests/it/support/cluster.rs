@@ -82,9 +82,9 @@ pub struct Cluster {
 
 /// A uid/gid pair to run server-side programs as.
 #[derive(Clone, Copy, Debug)]
-struct RunAs {
-    uid: u32,
-    gid: u32,
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl Cluster {
@@ -418,7 +418,7 @@ fn find_bindir() -> Result<PathBuf, String> {
 
 /// The user to run server-side programs as: PostgreSQL refuses to run as
 /// root, so as root that is the `postgres` system user.
-fn server_user() -> Result<Option<RunAs>, String> {
+pub fn server_user() -> Result<Option<RunAs>, String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Ok(None);

@@ -18,6 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use super::cluster::server_user;
+
 pub struct PgBouncer {
     port: u16,
     child: Child,
@@ -91,10 +93,9 @@ impl PgBouncer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            let (uid, gid) = postgres_user();
-            command.uid(uid).gid(gid);
+        // PgBouncer, like PostgreSQL, refuses to run as root.
+        if let Some(user) = server_user().unwrap_or_else(|why| panic!("{why}")) {
+            command.uid(user.uid).gid(user.gid);
         }
         let child = command.spawn().expect("start pgbouncer");
         let bouncer = PgBouncer { port, child, dir };
@@ -129,13 +130,4 @@ impl Drop for PgBouncer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn postgres_user() -> (u32, u32) {
-    let name = std::ffi::CString::new("postgres").expect("a literal without NUL");
-    // SAFETY: `name` is a valid C string; the record is read at once.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    assert!(!pw.is_null(), "no `postgres` user to run pgbouncer as");
-    // SAFETY: non-null, so it points to a valid passwd record.
-    unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
 }
