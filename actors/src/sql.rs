@@ -42,6 +42,9 @@ pub fn display_ident(name: &str) -> String {
 /// The statements of one schema's counter table, built once per worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableSql {
+    /// Unique in the process: the key of this fold in each connection's
+    /// prepared-statement cache (a restarted worker builds a new one).
+    pub id: u64,
     pub schema: String,
     pub table: String,
     /// `schema.table` as worker_spi's log line shows it.
@@ -71,7 +74,9 @@ impl TableSql {
         let index = quote_ident(&format!("{table}_unique_total"));
         let qualified = format!("{s}.{t}");
         let columns = "(type text CHECK (type IN ('total', 'delta')), value integer)";
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         TableSql {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             schema: schema.to_owned(),
             table: table.to_owned(),
             display_name: format!("{}.{}", display_ident(schema), display_ident(table)),

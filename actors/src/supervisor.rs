@@ -164,6 +164,7 @@ impl Supervisor {
                 size,
                 connections: Some(state.connections),
                 idle_connections: Some(state.idle_connections),
+                prepared_statements: u64::try_from(db.prepared_statements()).ok(),
             }
         });
         let db = self.db.clone();

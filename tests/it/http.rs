@@ -26,7 +26,7 @@ use crate::support::tls::PASSWORD_USER;
 
 /// Starts pgfleet with HTTP on a port of the kernel's choosing; returns
 /// the service and the address it serves on.
-fn start(db: &TestDb, yaml: &str, env: &[(&str, &str)]) -> (Pgfleet, SocketAddr) {
+pub(crate) fn start(db: &TestDb, yaml: &str, env: &[(&str, &str)]) -> (Pgfleet, SocketAddr) {
     let mut all_env = vec![("PGFLEET__HTTP__LISTEN", "127.0.0.1:0")];
     all_env.extend_from_slice(env);
     let pgfleet = Pgfleet::start_with(db, yaml, &all_env);
@@ -103,7 +103,7 @@ fn json(address: SocketAddr, path: &str) -> Value {
 
 /// One sample as the reference parser read it.
 #[derive(Debug)]
-struct Sample {
+pub(crate) struct Sample {
     family: String,
     kind: String,
     name: String,
@@ -112,7 +112,7 @@ struct Sample {
 }
 
 /// `/metrics`, checked by the reference OpenMetrics parser.
-fn scrape(address: SocketAddr) -> Vec<Sample> {
+pub(crate) fn scrape(address: SocketAddr) -> Vec<Sample> {
     let response = get(address, "/metrics");
     assert_eq!(response.status, 200, "{}", response.all());
     let content_type = response.header("content-type").unwrap_or("");
@@ -191,7 +191,7 @@ fn parse_openmetrics(text: &str) -> Vec<Sample> {
 }
 
 /// The value of the sample `name` whose labels include `labels`.
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
         .find(|s| {

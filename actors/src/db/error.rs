@@ -95,6 +95,11 @@ pub enum DbError {
         code: Option<SqlState>,
         text: String,
     },
+    /// A prepared fold went missing on the server with
+    /// `database.prepared: on`: a pooler that does not keep prepared
+    /// statements; the text says what to change.
+    #[error("{0}")]
+    PreparedStatementLost(String),
     #[error("unexpected reply to the fold: {0}")]
     UnexpectedReply(String),
 }
@@ -213,6 +218,7 @@ impl DbError {
             DbError::MissingTable { .. } => "missing_table",
             DbError::Overflow { .. } => "overflow",
             DbError::Statement { .. } => "statement",
+            DbError::PreparedStatementLost(_) => "prepared_statement_lost",
             DbError::UnexpectedReply(_) => "unexpected_reply",
         }
     }

@@ -9,28 +9,37 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bb8::ManageConnection;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 use super::connect::Connector;
+use super::prepared::{Lookup, PreparedPolicy, StatementCache};
 use super::DbError;
+use crate::sql::TableSql;
 
 pub struct Manager {
     connector: Arc<Connector>,
+    prepared: Arc<PreparedPolicy>,
 }
 
 impl Manager {
-    pub fn new(connector: Arc<Connector>) -> Self {
-        Manager { connector }
+    pub fn new(connector: Arc<Connector>, prepared: Arc<PreparedPolicy>) -> Self {
+        Manager {
+            connector,
+            prepared,
+        }
     }
 }
 
-/// A pooled client that can be marked unusable.
+/// A pooled client that can be marked unusable, with its prepared folds.
 pub struct PgClient {
     client: Client,
     discarded: bool,
     set_local: Option<Arc<str>>,
+    statements: Option<StatementCache<Statement>>,
+    prepared: Arc<PreparedPolicy>,
 }
 
 impl PgClient {
@@ -43,6 +52,46 @@ impl PgClient {
     /// timeouts could not be set at start-up (a pooler; see `connect`).
     pub fn set_local(&self) -> Option<&str> {
         self.set_local.as_deref()
+    }
+
+    /// `sql`'s fold prepared on this connection (prepared now when there
+    /// is room in the cache); None when it runs unprepared here.
+    pub async fn prepared_fold(&mut self, sql: &TableSql) -> Result<Option<Statement>, DbError> {
+        if self.prepared.is_lost() {
+            // Another connection of the pool found that statements do not
+            // survive: close ours too.
+            self.statements = None;
+        }
+        let Some(cache) = self.statements.as_mut() else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        match cache.lookup(sql.id, now) {
+            Lookup::Hit(statement) => Ok(Some(statement)),
+            Lookup::Full => Ok(None),
+            Lookup::Room => {
+                let statement = self
+                    .client
+                    .prepare_typed(&sql.fold, &[])
+                    .await
+                    .map_err(|e| DbError::from_statement(&e))?;
+                cache.insert(sql.id, statement.clone(), now);
+                Ok(Some(statement))
+            }
+        }
+    }
+
+    /// A prepared fold failed with `error`: Ok when the fold should run
+    /// again unprepared (see `prepared`), else the error to report.
+    pub fn prepared_fold_failed(&mut self, error: DbError) -> Result<(), DbError> {
+        self.prepared.after_failure(error)?;
+        self.statements = None;
+        Ok(())
+    }
+
+    /// How many folds this connection keeps prepared.
+    pub fn prepared_count(&self) -> usize {
+        self.statements.as_ref().map_or(0, StatementCache::len)
     }
 }
 
@@ -69,7 +118,9 @@ impl ManageConnection for Manager {
         Ok(PgClient {
             client: session.client,
             discarded: false,
+            statements: self.prepared.cache_for(session.set_local.is_some()),
             set_local: session.set_local,
+            prepared: Arc::clone(&self.prepared),
         })
     }
 

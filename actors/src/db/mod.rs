@@ -8,6 +8,7 @@ pub mod connect;
 mod error;
 mod manager;
 mod outage;
+mod prepared;
 pub mod privileges;
 mod statements;
 pub mod tls;
@@ -37,6 +38,7 @@ pub type PgConnection = PooledConnection<'static, Manager>;
 #[derive(Clone)]
 pub struct Database {
     pool: PgPool,
+    prepared: Arc<prepared::PreparedPolicy>,
     gate: Arc<OutageGate>,
     health: Health,
     connector: Arc<Connector>,
@@ -58,7 +60,8 @@ impl Database {
         let gate = Arc::new(OutageGate::new(probe_interval));
         let health = Health::default();
         let connector = Arc::new(connector);
-        let manager = Manager::new(Arc::clone(&connector));
+        let prepared = Arc::new(prepared::PreparedPolicy::new(settings, log));
+        let manager = Manager::new(Arc::clone(&connector), Arc::clone(&prepared));
         let pool = Pool::builder()
             .max_size(settings.pool_size)
             .connection_timeout(settings.connect_timeout)
@@ -75,6 +78,7 @@ impl Database {
             .build_unchecked(manager);
         Ok(Database {
             pool,
+            prepared,
             gate,
             health,
             connector,
@@ -86,6 +90,11 @@ impl Database {
     /// The pool as bb8 sees it, for the pool gauges.
     pub fn pool_state(&self) -> bb8::State {
         self.pool.state()
+    }
+
+    /// Fold statements the pool's connections hold prepared on the server.
+    pub fn prepared_statements(&self) -> usize {
+        self.prepared.held()
     }
 
     /// What the last connection attempt or statement found: for

@@ -2,7 +2,7 @@
 //! exists, fold it, vacuum it. The SQL itself is in `crate::sql`.
 
 use tokio_postgres::error::SqlState;
-use tokio_postgres::SimpleQueryMessage;
+use tokio_postgres::{SimpleQueryMessage, Statement};
 
 use super::{DbError, PgConnection};
 use crate::sql::{TableSql, INIT_LOCK, INIT_PROBE};
@@ -120,26 +120,91 @@ pub struct FoldOutcome {
     pub waiting: i64,
 }
 
-/// Runs the fold on `conn`: one statement, one round trip. `simple_query`
-/// because the statement text differs per schema: preparing it would cost a
-/// round trip, and caching it would cost server memory per schema and
-/// connection. Behind a pooler the timeouts go in the same message, as
-/// `SET LOCAL`s of the implicit transaction the message runs in.
-pub async fn fold(conn: &PgConnection, sql: &TableSql) -> Result<FoldOutcome, DbError> {
+/// Runs the fold on `conn`: one statement in one round trip, prepared
+/// when this connection keeps it prepared (see `prepared`; the first fold
+/// of a schema on a connection also prepares it), else as text.
+pub async fn fold(conn: &mut PgConnection, sql: &TableSql) -> Result<FoldOutcome, DbError> {
+    let prepared = match conn.prepared_fold(sql).await {
+        Ok(statement) => statement,
+        Err(error) => {
+            conn.prepared_fold_failed(error)?;
+            None
+        }
+    };
+    if let Some(statement) = prepared {
+        match fold_prepared(conn, &statement, sql).await {
+            // The statement went missing (a pooler): it never ran.
+            Err(error) => conn.prepared_fold_failed(error)?,
+            done => return done,
+        }
+    }
+    fold_unprepared(conn, sql).await
+}
+
+/// The prepared fold. Behind a pooler (`database.prepared: on` there)
+/// the timeouts need a transaction of their own: `BEGIN; SET LOCAL …`,
+/// the fold and `COMMIT` are sent together without waiting (tokio-postgres
+/// pipelines them), so it is still one round trip.
+async fn fold_prepared(
+    conn: &PgConnection,
+    statement: &Statement,
+    sql: &TableSql,
+) -> Result<FoldOutcome, DbError> {
+    let row = match conn.set_local() {
+        None => conn
+            .query_one(statement, &[])
+            .await
+            .map_err(|e| fold_error(&e, sql))?,
+        Some(set_local) => {
+            let begin = format!("BEGIN; {set_local}");
+            let (begun, row, committed) = tokio::join!(
+                conn.batch_execute(&begin),
+                conn.query_one(statement, &[]),
+                conn.batch_execute("COMMIT"),
+            );
+            // A failed BEGIN aborts the transaction, so the fold did not
+            // run; a failed COMMIT leaves it unknown: either way an error.
+            begun.map_err(|e| DbError::from_statement(&e))?;
+            let row = row.map_err(|e| fold_error(&e, sql))?;
+            committed.map_err(|e| DbError::from_statement(&e))?;
+            row
+        }
+    };
+    let unexpected = |e: tokio_postgres::Error| DbError::UnexpectedReply(e.to_string());
+    Ok(FoldOutcome {
+        folded: row.try_get(0).map_err(unexpected)?,
+        total: row.try_get(1).map_err(unexpected)?,
+        waiting: row
+            .try_get::<_, Option<i64>>(2)
+            .map_err(unexpected)?
+            .unwrap_or(0),
+    })
+}
+
+/// An error of the fold statement itself; 22003 is the total's overflow.
+fn fold_error(error: &tokio_postgres::Error, sql: &TableSql) -> DbError {
+    if error.code() == Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE) {
+        DbError::Overflow {
+            table: sql.display_name.clone(),
+            detail: super::describe(error),
+        }
+    } else {
+        DbError::from_statement(error)
+    }
+}
+
+/// The fold as text, through the simple protocol: the server parses and
+/// plans it each time. Behind a pooler the timeouts go in the same
+/// message, as `SET LOCAL`s of the implicit transaction it runs in.
+async fn fold_unprepared(conn: &PgConnection, sql: &TableSql) -> Result<FoldOutcome, DbError> {
     let text = match conn.set_local() {
         Some(set_local) => std::borrow::Cow::Owned(format!("{set_local}{}", sql.fold)),
         None => std::borrow::Cow::Borrowed(sql.fold.as_str()),
     };
-    let messages = conn.simple_query(&text).await.map_err(|e| {
-        if e.code() == Some(&tokio_postgres::error::SqlState::NUMERIC_VALUE_OUT_OF_RANGE) {
-            DbError::Overflow {
-                table: sql.display_name.clone(),
-                detail: super::describe(&e),
-            }
-        } else {
-            DbError::from_statement(&e)
-        }
-    })?;
+    let messages = conn
+        .simple_query(&text)
+        .await
+        .map_err(|e| fold_error(&e, sql))?;
     let row = messages
         .iter()
         .find_map(|message| match message {

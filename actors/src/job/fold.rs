@@ -96,14 +96,14 @@ impl Job for FoldJob {
         match outcome.total {
             Some(total) => {
                 self.told_no_total = false;
-                let message = format!(
-                    "{}: count in {} is now {total}",
-                    self.worker, self.sql.display_name
-                );
+                // Formatted only if a drain writes it.
+                let (worker, table) = (&self.worker, &self.sql.display_name);
                 if outcome.folded > 0 || self.last_total != Some(total) {
-                    info!(log, "{message}"; "event" => "worker_tick", "total" => total, "folded" => outcome.folded);
+                    info!(log, "{worker}: count in {table} is now {total}";
+                        "event" => "worker_tick", "total" => total, "folded" => outcome.folded);
                 } else {
-                    debug!(log, "{message}"; "event" => "worker_tick", "total" => total, "folded" => 0);
+                    debug!(log, "{worker}: count in {table} is now {total}";
+                        "event" => "worker_tick", "total" => total, "folded" => 0);
                 }
             }
             None if outcome.waiting > 0 && !self.told_no_total => {

@@ -56,6 +56,10 @@ pub struct DatabaseSettings {
     pub password: Secret,
     pub password_file: String,
     pub pooler: PoolerMode,
+    pub prepared: PreparedMode,
+    /// The most fold statements one connection keeps prepared.
+    #[serde(deserialize_with = "whole::deserialize")]
+    pub prepared_cache: u32,
     /// The content of `password_file`, read by the loader at start and on
     /// every reload.
     #[serde(skip)]
@@ -74,6 +78,21 @@ pub enum PoolerMode {
     /// `SET LOCAL` in every transaction: PgBouncer's transaction or
     /// session mode, RDS Proxy and other poolers.
     Transaction,
+}
+
+/// Whether folds run as prepared statements; see `database.prepared` in
+/// `config/default.yaml` and `db::prepared`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum PreparedMode {
+    /// Prepared on a direct connection; unprepared behind a pooler, or
+    /// once the server says a prepared statement went missing.
+    Auto,
+    /// Always prepared (PgBouncer 1.21 or later with
+    /// `max_prepared_statements`, a session-mode pooler).
+    On,
+    /// Never: every fold is parsed and planned by the server.
+    Off,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,6 +190,7 @@ macro_rules! words {
 }
 
 words!(PoolerMode { Auto = "auto", None = "none", Transaction = "transaction" });
+words!(PreparedMode { Auto = "auto", On = "on", Off = "off" });
 words!(RestartPolicyKind { Backoff = "backoff", Never = "never" });
 words!(LogLevel { Error = "error", Warn = "warn", Info = "info", Debug = "debug", Trace = "trace" });
 words!(LogFormat { Text = "text", Json = "json" });
@@ -224,6 +244,13 @@ impl Settings {
         }
         if db.pool_size == 0 {
             bad("database.pool_size", "0".into(), "must be at least 1");
+        }
+        if db.prepared_cache == 0 {
+            bad(
+                "database.prepared_cache",
+                "0".into(),
+                "must be at least 1 (database.prepared: off prepares nothing)",
+            );
         }
         if db.application_name.len() > MAX_IDENTIFIER_BYTES {
             bad(

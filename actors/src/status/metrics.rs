@@ -190,6 +190,14 @@ impl Collector for FleetCollector {
                     i64::from(idle),
                 )?;
             }
+            if let Some(prepared) = pool.prepared_statements {
+                gauge(
+                    &mut encoder,
+                    "pgfleet_prepared_statements",
+                    "Fold statements the pool's connections keep prepared on the server (each about 100 KB of server memory; database.prepared_cache per connection at most).",
+                    i64::try_from(prepared).unwrap_or(i64::MAX),
+                )?;
+            }
         }
 
         let mut build = encoder.encode_descriptor(

@@ -162,6 +162,8 @@ pub struct PoolGauges {
     /// Open connections, in use or idle, when the pool tells.
     pub connections: Option<u32>,
     pub idle_connections: Option<u32>,
+    /// Fold statements the connections hold prepared (`db::prepared`).
+    pub prepared_statements: Option<u64>,
 }
 
 type PoolProbe = Arc<dyn Fn() -> PoolGauges + Send + Sync>;
