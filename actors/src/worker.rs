@@ -49,7 +49,8 @@ pub enum WorkerError {
     Panicked(String),
 }
 
-/// Apply reloaded settings, then fold at once (as worker_spi does on SIGHUP).
+/// Apply reloaded settings, then fold once, as worker_spi does on SIGHUP
+/// (spread over a short window: [`reload_fold_delay`]).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Reconfigure {
@@ -468,7 +469,18 @@ impl<J: Job> Handler<Reconfigure> for WorkerActor<J> {
             // Folds when the work in flight (or the initialisation) is done.
             self.fold_requested = true;
         } else {
-            self.fold(ctx);
+            // worker_spi folds at once on SIGHUP; ten thousand workers
+            // doing so would ask the pool for ten thousand connections in
+            // the same millisecond, so each waits its own share of a
+            // short window first.
+            let delay = reload_fold_delay(&self.spec.target.schema, self.spec.naptime);
+            ctx.run_later(delay, |worker, ctx| {
+                if worker.busy_since.is_some() {
+                    worker.fold_requested = true;
+                } else if !worker.stop_requested {
+                    worker.fold(ctx);
+                }
+            });
         }
     }
 }
@@ -502,6 +514,19 @@ impl<J: Job> Handler<Stop> for WorkerActor<J> {
             Some(_) => {}
         }
     }
+}
+
+/// The fold a reload asks for is spread over this window (or the
+/// naptime, if shorter), each schema at a fixed offset within it.
+pub const RELOAD_FOLD_WINDOW: Duration = Duration::from_secs(1);
+
+/// How long after a reload this schema folds: its own offset within
+/// [`RELOAD_FOLD_WINDOW`] or the naptime, whichever is shorter.
+pub fn reload_fold_delay(schema: &str, naptime: Duration) -> Duration {
+    let window = RELOAD_FOLD_WINDOW.min(naptime).as_nanos().max(1);
+    let mut hasher = DefaultHasher::new();
+    (schema, "reload").hash(&mut hasher);
+    Duration::from_nanos((u128::from(hasher.finish()) % window) as u64)
 }
 
 /// How long after its slot a tick running at `now` runs: the time since
@@ -563,6 +588,23 @@ mod tests {
             lateness(epoch, next, naptime, "schema1"),
             Duration::from_millis(7)
         );
+    }
+
+    #[test]
+    fn the_fold_after_a_reload_is_spread_over_at_most_a_second() {
+        let mut buckets = [0usize; 10];
+        for n in 0..10_000 {
+            let delay = reload_fold_delay(&format!("schema{n}"), Duration::from_secs(10));
+            assert!(delay < RELOAD_FOLD_WINDOW);
+            buckets[(delay.as_millis() / 100) as usize] += 1;
+        }
+        assert!(
+            buckets.iter().all(|&count| (800..1200).contains(&count)),
+            "{buckets:?}"
+        );
+        // Never longer than the naptime.
+        let short = Duration::from_millis(50);
+        assert!((0..1000).all(|n| reload_fold_delay(&format!("schema{n}"), short) < short));
     }
 
     #[test]

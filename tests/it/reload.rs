@@ -47,6 +47,50 @@ fn a_reload_folds_at_once_and_applies_the_new_naptime() {
     });
 }
 
+/// worker_spi folds every worker at once on SIGHUP; pgfleet spreads that
+/// fold over a second (or the naptime, if shorter), so a big fleet does not
+/// ask the pool for every connection in the same millisecond.
+#[test]
+fn the_fold_after_a_reload_is_spread_over_a_second() {
+    let db = cluster().create_database();
+    let schemas = schema_names(40);
+    let pgfleet = Pgfleet::start(&db, "naptime: 1h
+workers:
+  total: 40
+");
+    ready(&pgfleet, &db, &schemas);
+    let mark = pgfleet.mark();
+    pgfleet.signal(libc::SIGHUP);
+    let (mark, _) = pgfleet.wait_for_from(mark, "the reload", |e| e["event"] == "config_reloaded");
+    let mut folded = std::collections::BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while folded.len() < schemas.len() {
+        assert!(std::time::Instant::now() < deadline, "not every schema folded: {folded:?}");
+        for event in pgfleet.all_events().iter().skip(mark) {
+            if event["event"] == "worker_tick" {
+                let at = event["ts"].as_str().unwrap_or_default().to_owned();
+                folded.entry(event["schema"].to_string()).or_insert(at);
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let times: Vec<f64> = folded.values().map(|ts| seconds_of(ts)).collect();
+    let first = times.iter().cloned().fold(f64::MAX, f64::min);
+    let last = times.iter().cloned().fold(f64::MIN, f64::max);
+    // 40 offsets spread over a second: the first and last are far apart,
+    // and all within the window (plus the time the folds take).
+    assert!(last - first > 0.5, "folded within {:.3} s", last - first);
+    assert!(last - first < 1.5, "folded over {:.3} s", last - first);
+}
+
+/// Seconds within the day of a log line's `ts` (`2026-11-26T21:59:04.454Z`).
+fn seconds_of(ts: &str) -> f64 {
+    let time = ts.split('T').nth(1).unwrap_or_default().trim_end_matches('Z');
+    time.split(':')
+        .map(|part| part.parse::<f64>().unwrap_or(0.0))
+        .fold(0.0, |total, part| total * 60.0 + part)
+}
+
 #[test]
 fn a_reload_starts_and_stops_workers() {
     let db = cluster().create_database();
