@@ -29,6 +29,7 @@
 //!   gate, errors sorted by whose problem they are, the privilege check, and
 //!   the statements run; [`sql`]: their text, identifiers quoted.
 //! - [`log_level`]: the log level, live.
+//! - [`fleet_summary`]: the periodic `fleet_summary` log line.
 //! - [`status`]: the fleet's state, written by the actors as things
 //!   happen and read by [`http`]: metrics, probes, `/workers` and the
 //!   status page, served on threads of their own.
@@ -37,6 +38,7 @@ pub mod config_actor;
 pub mod config_watch;
 pub mod conninfo;
 pub mod db;
+pub mod fleet_summary;
 pub mod http;
 pub mod job;
 pub mod log_level;

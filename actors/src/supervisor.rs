@@ -30,6 +30,7 @@ use slog::{error, info, o, warn, Logger};
 
 use crate::config_actor::SettingsChanged;
 use crate::db::Database;
+use crate::fleet_summary::FleetSummary;
 use crate::job::FoldJob;
 use crate::policy::{Decision, RestartHistory};
 use crate::settings::{SchemaTarget, Settings};
@@ -93,6 +94,7 @@ pub struct Supervisor {
     /// Workers started together that have not all initialised yet.
     batch: Option<StartBatch>,
     status: Status,
+    summary: FleetSummary,
     shutting_down: bool,
     exit_code: i32,
 }
@@ -149,6 +151,7 @@ impl Supervisor {
             generations: HashMap::new(),
             batch: None,
             status,
+            summary: FleetSummary::new(Instant::now()),
             shutting_down: false,
             exit_code: 0,
         })
@@ -320,6 +323,9 @@ impl Supervisor {
         crate::test_hooks::pause("heartbeat");
         self.status.heartbeat();
         self.tell_systemd();
+        let every = self.settings.log.summary_every;
+        self.summary
+            .tick(&self.status, every, Instant::now(), &self.log);
         let Some(batch) = self.batch.as_mut() else {
             return;
         };

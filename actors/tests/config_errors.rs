@@ -44,6 +44,8 @@ const FILE_ERRORS: &[(&str, &str, &str)] = &[
     ("database:\n  pooler: pgbouncer\n", "database.pooler", "auto, none, transaction"),
     ("database:\n  pool_size: 0\n", "database.pool_size", "at least 1"),
     ("database:\n  prepared: always\n", "database.prepared", "auto, on, off"),
+    ("log:\n  fold_lines: loud\n", "log.fold_lines", "auto, info, debug"),
+    ("log:\n  summary_every: often\n", "log.summary_every", "often"),
     ("database:\n  prepared_cache: 0\n", "database.prepared_cache", "at least 1"),
     ("database:\n  prepared_cache: many\n", "database.prepared_cache", "many"),
     ("database:\n  pool_size: -3\n", "database.pool_size", "-3"),

@@ -33,10 +33,7 @@ fn a_lock_longer_than_naptime_skips_ticks() {
     assert!(skipped["skipped"].as_u64() >= Some(1));
     // Shown (at warn, the default level shows no debug) only once the
     // fold has waited a second: at 200 ms ticks, earlier ones are routine.
-    assert!(
-        skipped["running_ms"].as_u64() >= Some(1000),
-        "{skipped}"
-    );
+    assert!(skipped["running_ms"].as_u64() >= Some(1000), "{skipped}");
     let timed_out = pgfleet.wait_for("lock_timeout", |e| {
         e["event"] == "worker_tick_skipped" && e["reason"] == "timed_out"
     });

@@ -30,6 +30,42 @@ fn json_lines_carry_the_documented_fields() {
     }
 }
 
+/// A big fleet's log: `fold_lines: debug` moves worker_spi's line per
+/// fold to debug, and `fleet_summary` says what the fleet did instead.
+#[test]
+fn a_fleet_summary_replaces_the_line_per_fold() {
+    let db = cluster().create_database();
+    let pgfleet = Pgfleet::start(
+        &db,
+        "naptime: 100ms\nworkers:\n  total: 2\nlog:\n  fold_lines: debug\n  summary_every: 1s\n",
+    );
+    crate::support::pgfleet::ready(&pgfleet, &db, &crate::support::pgfleet::schema_names(2));
+    execute(
+        &db,
+        "INSERT INTO schema1.counted VALUES ('delta', 3), ('delta', 4); \
+         INSERT INTO schema2.counted VALUES ('delta', 5)",
+    );
+    let summary = pgfleet.wait_for("a summary with the three rows", |e| {
+        e["event"] == "fleet_summary" && e["rows"].as_u64() >= Some(3)
+    });
+    assert_eq!(summary["rows"], 3, "{summary}");
+    assert_eq!(summary["workers"], 2, "{summary}");
+    assert_eq!(summary["running"], 2, "{summary}");
+    assert_eq!(summary["failures"], 0, "{summary}");
+    assert!(summary["folds"].as_u64() >= Some(2), "{summary}");
+    assert!(summary["lateness_p99_ms"].is_u64(), "{summary}");
+    assert!(
+        pgfleet.events("worker_tick").is_empty(),
+        "{:?}",
+        pgfleet.events("worker_tick")
+    );
+    // The next summary counts from this one.
+    let mark = pgfleet.mark();
+    let (_, next) =
+        pgfleet.wait_for_from(mark, "the next summary", |e| e["event"] == "fleet_summary");
+    assert_eq!(next["rows"], 0, "{next}");
+}
+
 #[test]
 fn text_lines_carry_the_same_fields() {
     let db = cluster().create_database();

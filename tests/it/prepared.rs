@@ -47,7 +47,13 @@ fn folds_are_prepared_once_per_connection_within_the_bound() {
     let (counted, committed) = ledger(&db, &schemas);
     assert_eq!(counted, committed, "total + remaining deltas != committed");
     for (n, schema) in schemas.iter().enumerate() {
-        execute(&db, &format!("INSERT INTO {schema}.counted VALUES ('delta', {})", 1000 + n));
+        execute(
+            &db,
+            &format!(
+                "INSERT INTO {schema}.counted VALUES ('delta', {})",
+                1000 + n
+            ),
+        );
     }
     eventually("every delta folded, prepared or not", || {
         let remaining: i64 = schemas

@@ -54,10 +54,13 @@ fn a_reload_folds_at_once_and_applies_the_new_naptime() {
 fn the_fold_after_a_reload_is_spread_over_a_second() {
     let db = cluster().create_database();
     let schemas = schema_names(40);
-    let pgfleet = Pgfleet::start(&db, "naptime: 1h
+    let pgfleet = Pgfleet::start(
+        &db,
+        "naptime: 1h
 workers:
   total: 40
-");
+",
+    );
     ready(&pgfleet, &db, &schemas);
     let mark = pgfleet.mark();
     pgfleet.signal(libc::SIGHUP);
@@ -65,7 +68,10 @@ workers:
     let mut folded = std::collections::BTreeMap::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while folded.len() < schemas.len() {
-        assert!(std::time::Instant::now() < deadline, "not every schema folded: {folded:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every schema folded: {folded:?}"
+        );
         for event in pgfleet.all_events().iter().skip(mark) {
             if event["event"] == "worker_tick" {
                 let at = event["ts"].as_str().unwrap_or_default().to_owned();
@@ -85,7 +91,11 @@ workers:
 
 /// Seconds within the day of a log line's `ts` (`2026-11-26T21:59:04.454Z`).
 fn seconds_of(ts: &str) -> f64 {
-    let time = ts.split('T').nth(1).unwrap_or_default().trim_end_matches('Z');
+    let time = ts
+        .split('T')
+        .nth(1)
+        .unwrap_or_default()
+        .trim_end_matches('Z');
     time.split(':')
         .map(|part| part.parse::<f64>().unwrap_or(0.0))
         .fold(0.0, |total, part| total * 60.0 + part)

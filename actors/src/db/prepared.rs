@@ -121,8 +121,7 @@ impl PreparedPolicy {
 /// 26000 (no such prepared statement) or 42P05 (one of that name exists).
 fn is_missing_statement(error: &DbError) -> bool {
     error.code().is_some_and(|code| {
-        *code == SqlState::INVALID_SQL_STATEMENT_NAME
-            || *code == SqlState::DUPLICATE_PSTATEMENT
+        *code == SqlState::INVALID_SQL_STATEMENT_NAME || *code == SqlState::DUPLICATE_PSTATEMENT
     })
 }
 
@@ -165,10 +164,9 @@ impl<S: Clone> StatementCache<S> {
         if self.entries.len() < self.entries.cap().get() {
             return Lookup::Room;
         }
-        let stale = self
-            .entries
-            .peek_lru()
-            .is_some_and(|(_, entry)| now.saturating_duration_since(entry.last_used) >= STALE_AFTER);
+        let stale = self.entries.peek_lru().is_some_and(|(_, entry)| {
+            now.saturating_duration_since(entry.last_used) >= STALE_AFTER
+        });
         if stale {
             // Dropping the statement closes it on the server.
             self.entries.pop_lru();

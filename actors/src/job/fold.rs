@@ -22,6 +22,8 @@ pub struct FoldJob {
     rows_since_vacuum: u64,
     told_no_total: bool,
     last_total: Option<i32>,
+    /// `log.fold_lines` for this fleet: worker_tick at info, else debug.
+    fold_lines_at_info: bool,
 }
 
 impl FoldJob {
@@ -34,6 +36,7 @@ impl FoldJob {
             rows_since_vacuum: 0,
             told_no_total: false,
             last_total: None,
+            fold_lines_at_info: settings.fold_lines_at_info(),
         }
     }
 
@@ -98,7 +101,8 @@ impl Job for FoldJob {
                 self.told_no_total = false;
                 // Formatted only if a drain writes it.
                 let (worker, table) = (&self.worker, &self.sql.display_name);
-                if outcome.folded > 0 || self.last_total != Some(total) {
+                if self.fold_lines_at_info && (outcome.folded > 0 || self.last_total != Some(total))
+                {
                     info!(log, "{worker}: count in {table} is now {total}";
                         "event" => "worker_tick", "total" => total, "folded" => outcome.folded);
                 } else {
@@ -133,5 +137,6 @@ impl Job for FoldJob {
 
     fn reconfigure(&mut self, settings: &Settings) {
         self.vacuum_after = settings.workers.vacuum_after;
+        self.fold_lines_at_info = settings.fold_lines_at_info();
     }
 }

@@ -146,7 +146,27 @@ pub struct ShutdownSettings {
 pub struct LogSettings {
     pub level: LogLevel,
     pub format: LogFormat,
+    pub fold_lines: FoldLines,
+    /// Time between two `fleet_summary` lines; zero: none.
+    #[serde(with = "duration")]
+    pub summary_every: Duration,
 }
+
+/// At which level worker_spi's per-fold line (`worker_tick`) is logged;
+/// see `log.fold_lines` in `config/default.yaml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum FoldLines {
+    /// `info` for fleets of up to [`FOLD_LINES_AT_INFO_MAX`] schemas,
+    /// `debug` for bigger ones.
+    Auto,
+    Info,
+    Debug,
+}
+
+/// worker_spi's own cap on workers: up to this many, a line per fold is
+/// what worker_spi users read; beyond it the lines are a flood.
+pub const FOLD_LINES_AT_INFO_MAX: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", try_from = "String")]
@@ -194,6 +214,7 @@ words!(PreparedMode { Auto = "auto", On = "on", Off = "off" });
 words!(RestartPolicyKind { Backoff = "backoff", Never = "never" });
 words!(LogLevel { Error = "error", Warn = "warn", Info = "info", Debug = "debug", Trace = "trace" });
 words!(LogFormat { Text = "text", Json = "json" });
+words!(FoldLines { Auto = "auto", Info = "info", Debug = "debug" });
 
 /// One schema to fold, and the name its worker goes by in the logs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -222,6 +243,24 @@ impl Settings {
                     worker: schema.clone(),
                 })
                 .collect()
+        }
+    }
+
+    /// How many schemas the fleet folds, without listing them.
+    pub fn fleet_size(&self) -> usize {
+        if self.workers.schemas.is_empty() {
+            usize::try_from(self.workers.total).unwrap_or(usize::MAX)
+        } else {
+            self.workers.schemas.len()
+        }
+    }
+
+    /// Whether a fold that changed the total is logged at info (else debug).
+    pub fn fold_lines_at_info(&self) -> bool {
+        match self.log.fold_lines {
+            FoldLines::Info => true,
+            FoldLines::Debug => false,
+            FoldLines::Auto => self.fleet_size() <= FOLD_LINES_AT_INFO_MAX,
         }
     }
 
@@ -491,6 +530,22 @@ mod tests {
         ConfigSources::default()
             .load_without_env()
             .expect("defaults are valid")
+    }
+
+    #[test]
+    fn fold_lines_follow_the_fleet_size_in_auto() {
+        let mut settings = defaults();
+        settings.workers.total = FOLD_LINES_AT_INFO_MAX as u32;
+        assert!(settings.fold_lines_at_info());
+        settings.workers.total += 1;
+        assert!(!settings.fold_lines_at_info());
+        settings.log.fold_lines = FoldLines::Info;
+        assert!(settings.fold_lines_at_info());
+        settings.log.fold_lines = FoldLines::Auto;
+        settings.workers.schemas = vec!["a".into(), "b".into()];
+        assert!(settings.fold_lines_at_info(), "two listed schemas");
+        settings.log.fold_lines = FoldLines::Debug;
+        assert!(!settings.fold_lines_at_info());
     }
 
     #[test]

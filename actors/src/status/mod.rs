@@ -178,6 +178,7 @@ pub struct Summary {
     pub rows_folded: u64,
     pub failures: u64,
     pub restarts: u64,
+    pub ticks_skipped: u64,
     pub naptime: Duration,
     pub started_at: Option<SystemTime>,
     pub database: Option<DbHealth>,
@@ -207,6 +208,7 @@ struct Inner {
     rows_folded: AtomicU64,
     failures: AtomicU64,
     restarts: AtomicU64,
+    ticks_skipped_total: AtomicU64,
     fleet: Mutex<Fleet>,
     database_probe: Mutex<Option<HealthProbe>>,
     pool: Mutex<Option<PoolProbe>>,
@@ -245,6 +247,7 @@ impl Status {
             rows_folded: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            ticks_skipped_total: AtomicU64::new(0),
             fleet: Mutex::new(Fleet::default()),
             database_probe: Mutex::new(None),
             pool: Mutex::new(None),
@@ -391,6 +394,9 @@ impl Status {
             .ticks_skipped
             .get_or_create(&[("reason", reason)])
             .inc();
+        self.inner
+            .ticks_skipped_total
+            .fetch_add(1, Ordering::Relaxed);
         self.update(schema, generation, |worker| worker.ticks_skipped += 1);
     }
 
@@ -518,6 +524,7 @@ impl Status {
             rows_folded: inner.rows_folded.load(Ordering::Relaxed),
             failures: inner.failures.load(Ordering::Relaxed),
             restarts: inner.restarts.load(Ordering::Relaxed),
+            ticks_skipped: inner.ticks_skipped_total.load(Ordering::Relaxed),
             naptime: Duration::from_millis(inner.naptime_ms.load(Ordering::Relaxed)),
             started_at: Some(inner.started_at),
             database: Some(self.database()),
