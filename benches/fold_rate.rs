@@ -4,7 +4,11 @@
 //!
 //! `cargo bench --bench fold_rate` (needs what the tests need:
 //! `bash scripts/install-test-deps.sh`). The machine is noisy, so only the
-//! ratios of one run mean something; each side runs for `SECONDS`.
+//! ratios of one run mean something: each round runs every side for
+//! `SECONDS`, one after the other, and the table shows the medians of
+//! `ROUNDS` rounds (`PGFLEET_BENCH_ROUNDS` to change it). pgbench's
+//! pipeline mode (`\startpipeline`, `PIPELINE` folds per round trip) is
+//! the figure to beat once pgfleet pipelines too.
 //!
 //! Under `cargo test --all-targets` (as CI runs it) the binary is started
 //! without `--bench` and only checks that it would run.
@@ -26,6 +30,9 @@ use support::pgfleet::{execute, Pgfleet};
 const SCHEMAS: usize = 64;
 const CONNECTIONS: usize = 4;
 const SECONDS: u64 = 5;
+const ROUNDS: usize = 3;
+/// Folds per pipeline in pgbench's pipeline mode.
+const PIPELINE: usize = 8;
 
 fn main() {
     if !std::env::args().any(|arg| arg == "--bench") {
@@ -44,28 +51,106 @@ fn main() {
     }
     execute(&db, &ddl);
 
-    let prepared = pgbench(&db, "prepared");
-    let simple = pgbench(&db, "simple");
-    let pgfleet = pgfleet_rate(&db);
-    println!("fold rate over {SCHEMAS} idle schemas, {CONNECTIONS} connections, {SECONDS} s each");
-    println!("  pgbench -M prepared (the floor): {prepared:>9.0} folds/s");
-    println!("  pgbench -M simple:               {simple:>9.0} folds/s");
+    let rounds = std::env::var("PGFLEET_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(ROUNDS)
+        .max(1);
+    let mut rows: Vec<Round> = Vec::new();
+    for round in 1..=rounds {
+        let prepared = pgbench(&db, "prepared", 1);
+        let simple = pgbench(&db, "simple", 1);
+        let pipelined = pgbench(&db, "prepared", PIPELINE);
+        let pgfleet = pgfleet_rate(&db, "auto");
+        let unprepared = pgfleet_rate(&db, "off");
+        eprintln!(
+            "round {round}/{rounds}: pgbench prepared {prepared:.0}, simple {simple:.0}, \
+             pipelined {pipelined:.0}; pgfleet {:.0} ({:.1} us of its CPU per fold), \
+             unprepared {:.0} folds/s",
+            pgfleet.folds_per_second, pgfleet.cpu_us_per_fold, unprepared.folds_per_second
+        );
+        rows.push(Round {
+            prepared,
+            simple,
+            pipelined,
+            pgfleet,
+            unprepared,
+        });
+    }
+    let median = |pick: &dyn Fn(&Round) -> f64| {
+        let mut values: Vec<f64> = rows.iter().map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let prepared = median(&|r| r.prepared);
+    let simple = median(&|r| r.simple);
+    let pipelined = median(&|r| r.pipelined);
+    let pgfleet = median(&|r| r.pgfleet.folds_per_second);
+    let unprepared = median(&|r| r.unprepared.folds_per_second);
+    let cpu_us = median(&|r| r.pgfleet.cpu_us_per_fold);
+    let core = median(&|r| r.pgfleet.cpu_share);
+    // Ratios per round, then their median: each pairs runs made minutes apart
+    // at most, on the same machine state.
+    let vs_prepared = median(&|r| r.pgfleet.folds_per_second / r.prepared);
+    let vs_simple = median(&|r| r.pgfleet.folds_per_second / r.simple);
+    let vs_pipelined = median(&|r| r.pgfleet.folds_per_second / r.pipelined);
+    let off_vs_simple = median(&|r| r.unprepared.folds_per_second / r.simple);
     println!(
-        "  pgfleet (naptime 1ms, pool {CONNECTIONS}):  {pgfleet:>9.0} folds/s = {:.2}x prepared, {:.2}x simple",
-        pgfleet / prepared,
-        pgfleet / simple
+        "fold rate over {SCHEMAS} idle schemas, {CONNECTIONS} connections; medians of {rounds} rounds of {SECONDS} s per side"
+    );
+    println!("| side | folds/s | pgfleet / side |");
+    println!("| --- | ---: | ---: |");
+    println!("| pgbench -M prepared (the floor) | {prepared:.0} | {vs_prepared:.2}x |");
+    println!("| pgbench -M simple | {simple:.0} | {vs_simple:.2}x |");
+    println!(
+        "| pgbench -M prepared, pipelines of {PIPELINE} | {pipelined:.0} | {vs_pipelined:.2}x |"
+    );
+    println!("| pgfleet (naptime 1ms, pool {CONNECTIONS}, prepared: auto) | {pgfleet:.0} | |");
+    println!("| pgfleet, prepared: off | {unprepared:.0} | {off_vs_simple:.2}x of simple |");
+    println!(
+        "pgfleet's own CPU: {cpu_us:.1} us per fold, {:.0}% of one core",
+        core * 100.0
     );
 }
 
+struct Round {
+    prepared: f64,
+    simple: f64,
+    pipelined: f64,
+    pgfleet: Rate,
+    unprepared: Rate,
+}
+
+/// pgfleet's folds per second, and its own CPU time for them.
+struct Rate {
+    folds_per_second: f64,
+    cpu_us_per_fold: f64,
+    /// CPU seconds per second: 1.0 is one core.
+    cpu_share: f64,
+}
+
 /// pgbench running the fold statement of a random one of the schemas,
-/// one script per schema, as fast as it can.
-fn pgbench(db: &TestDb, mode: &str) -> f64 {
+/// one script per schema, as fast as it can; with `pipeline` > 1, each
+/// script sends that many folds (of consecutive schemas) in one pipeline,
+/// and the rate counts folds, not scripts.
+fn pgbench(db: &TestDb, mode: &str, pipeline: usize) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut args: Vec<String> = Vec::new();
     for n in 1..=SCHEMAS {
         let path = dir.path().join(format!("fold{n}.sql"));
-        let sql = TableSql::new(&format!("schema{n}"), "counted");
-        std::fs::write(&path, format!("{};\n", sql.fold)).expect("write script");
+        let mut script = String::new();
+        if pipeline > 1 {
+            script.push_str("\\startpipeline\n");
+        }
+        for k in 0..pipeline {
+            let schema = (n - 1 + k) % SCHEMAS + 1;
+            let sql = TableSql::new(&format!("schema{schema}"), "counted");
+            let _ = writeln!(script, "{};", sql.fold);
+        }
+        if pipeline > 1 {
+            script.push_str("\\endpipeline\n");
+        }
+        std::fs::write(&path, script).expect("write script");
         args.push("-f".into());
         args.push(format!("{}@1", path.display()));
     }
@@ -92,12 +177,14 @@ fn pgbench(db: &TestDb, mode: &str) -> f64 {
                 .and_then(|rest| rest.split_whitespace().next())
                 .and_then(|tps| tps.parse::<f64>().ok())
         })
+        .map(|tps| tps * pipeline as f64)
         .unwrap_or_else(|| panic!("no tps in pgbench's output:\n{stdout}"))
 }
 
-/// pgfleet folding the same schemas as fast as it can, measured from its
-/// own `pgfleet_folds_total` over `SECONDS`.
-fn pgfleet_rate(db: &TestDb) -> f64 {
+/// pgfleet folding the same schemas as fast as it can (`database.prepared`
+/// as given), measured from its own `pgfleet_folds_total` over `SECONDS`,
+/// and its CPU time from `/proc`.
+fn pgfleet_rate(db: &TestDb, prepared: &str) -> Rate {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -105,7 +192,7 @@ fn pgfleet_rate(db: &TestDb) -> f64 {
     let listen = format!("127.0.0.1:{port}");
     let yaml = format!(
         "naptime: 1ms\nworkers:\n  total: {SCHEMAS}\n  vacuum_after: 0\n\
-         database:\n  pool_size: {CONNECTIONS}\n  url: \"{}?sslmode=disable\"\n\
+         database:\n  pool_size: {CONNECTIONS}\n  prepared: \"{prepared}\"\n  url: \"{}?sslmode=disable\"\n\
          log:\n  level: warn\nhttp:\n  listen: \"{listen}\"\n  per_schema_metrics_max: 0\n",
         db.url()
     );
@@ -116,11 +203,43 @@ fn pgfleet_rate(db: &TestDb) -> f64 {
         assert!(Instant::now() < warm, "pgfleet did not start folding");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (start, begun) = (folds(&listen).expect("metrics"), Instant::now());
+    let pid = pgfleet.pid();
+    let (start, cpu_start, begun) = (
+        folds(&listen).expect("metrics"),
+        cpu_seconds(pid),
+        Instant::now(),
+    );
     std::thread::sleep(Duration::from_secs(SECONDS));
-    let (end, took) = (folds(&listen).expect("metrics"), begun.elapsed());
+    let (end, cpu_end, took) = (
+        folds(&listen).expect("metrics"),
+        cpu_seconds(pid),
+        begun.elapsed(),
+    );
     pgfleet.stop();
-    (end - start) / took.as_secs_f64()
+    let (folded, cpu) = (end - start, cpu_end - cpu_start);
+    Rate {
+        folds_per_second: folded / took.as_secs_f64(),
+        cpu_us_per_fold: cpu / folded.max(1.0) * 1e6,
+        cpu_share: cpu / took.as_secs_f64(),
+    }
+}
+
+/// User and system CPU time of process `pid`, in seconds.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the whole line.
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|t| t.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / per_second
 }
 
 /// `pgfleet_folds_total` from `/metrics`.

@@ -19,3 +19,25 @@ pub fn pause(point: &str) {
 #[cfg(not(feature = "test-hooks"))]
 #[inline(always)]
 pub fn pause(_point: &str) {}
+
+/// Whether the test asked for a panic at `point` in `schema`'s worker
+/// (`TEST_HOOK_PANIC_IN_<POINT>_OF=<schema>`). Read once per process: it
+/// is asked at every tick and fold, and the benchmarks run this build.
+#[cfg(feature = "test-hooks")]
+pub fn panic_wanted(point: PanicPoint, schema: &str) -> bool {
+    use std::sync::OnceLock;
+    static FOLD: OnceLock<Option<String>> = OnceLock::new();
+    static TICK: OnceLock<Option<String>> = OnceLock::new();
+    let (cell, variable) = match point {
+        PanicPoint::Fold => (&FOLD, "TEST_HOOK_PANIC_IN_FOLD_OF"),
+        PanicPoint::Tick => (&TICK, "TEST_HOOK_PANIC_IN_TICK_OF"),
+    };
+    cell.get_or_init(|| std::env::var(variable).ok()).as_deref() == Some(schema)
+}
+
+#[cfg(feature = "test-hooks")]
+#[derive(Clone, Copy)]
+pub enum PanicPoint {
+    Fold,
+    Tick,
+}

@@ -170,8 +170,10 @@ impl<J: Job> WorkerActor<J> {
 
     fn on_tick(&mut self, ctx: &mut Context<Self>) {
         #[cfg(feature = "test-hooks")]
-        if std::env::var("TEST_HOOK_PANIC_IN_TICK_OF").is_ok_and(|s| s == self.spec.target.schema)
-            && self.initialised
+        if crate::test_hooks::panic_wanted(
+            crate::test_hooks::PanicPoint::Tick,
+            &self.spec.target.schema,
+        ) && self.initialised
         {
             panic!(
                 "test hook: a panic in a tick of {}",

@@ -77,8 +77,8 @@ impl Job for FoldJob {
     fn run(&self) -> Step<Self::Ran> {
         let sql = Arc::clone(&self.sql);
         #[cfg(feature = "test-hooks")]
-        let panic_here = std::env::var("TEST_HOOK_PANIC_IN_FOLD_OF")
-            .is_ok_and(|schema| schema == self.sql.schema);
+        let panic_here =
+            crate::test_hooks::panic_wanted(crate::test_hooks::PanicPoint::Fold, &self.sql.schema);
         Box::new(move |conn| {
             let sql = Arc::clone(&sql);
             async move {
