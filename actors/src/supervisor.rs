@@ -168,6 +168,7 @@ impl Supervisor {
                 connections: Some(state.connections),
                 idle_connections: Some(state.idle_connections),
                 prepared_statements: u64::try_from(db.prepared_statements()).ok(),
+                pipelined_folds: Some(Database::pipelined_folds()),
             }
         });
         let db = self.db.clone();

@@ -29,13 +29,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use futures_util::future::LocalBoxFuture;
 use futures_util::FutureExt;
 use slog::{debug, info, warn, Logger};
 use tokio_postgres::CancelToken;
 
-use crate::db::{Database, DbError, PgConnection};
-use crate::job::{FoldJob, Job, Step};
+use crate::db::{Database, DbError, LaneLease, PgClient, PgConnection};
+use crate::job::{FoldJob, Job, SharedStep, Step};
 use crate::settings::{SchemaTarget, Settings};
 use crate::status::Status;
 use crate::supervisor::{WorkerExited, WorkerStarted};
@@ -123,6 +122,29 @@ enum NoAnswer {
 }
 
 type Guarded<T> = Result<Result<T, DbError>, Box<dyn Any + Send>>;
+
+/// What a step needs of its connection.
+enum Work<T> {
+    /// A connection of its own: initialisation (a transaction), VACUUM.
+    Own(Step<T>),
+    /// A share of one, pipelined with other workers' folds.
+    Shared(SharedStep<T>),
+}
+
+/// The connection a step ran on, until its answer has been looked at.
+enum Held {
+    Own(Box<PgConnection>),
+    Shared(LaneLease),
+}
+
+impl Held {
+    fn client(&self) -> &PgClient {
+        match self {
+            Held::Own(conn) => conn,
+            Held::Shared(lease) => lease.client(),
+        }
+    }
+}
 
 /// A fold in flight when the next tick comes is news once it has run a
 /// whole naptime, and at least this long: with `naptime: 1ms` a fold of
@@ -229,10 +251,11 @@ impl<J: Job> WorkerActor<J> {
         }
     }
 
-    /// Runs `work` on a pooled connection, in the background, with a
-    /// deadline for the server's answer, and hands the result to `done`.
-    /// When the connection itself is lost (one backend terminated, a closed
-    /// socket), the work runs again on another connection, up to
+    /// Runs `work` on a pooled connection (its own, or a share of one,
+    /// see [`Work`]), in the background, with a deadline for the server's
+    /// answer, and hands the result to `done`. When the connection itself
+    /// is lost (one backend terminated, a closed socket), the work runs
+    /// again on another connection, up to
     /// [`MAX_ATTEMPTS_ON_LOST_CONNECTIONS`] times; after that the tick is
     /// skipped. Only a failed connection attempt makes the database
     /// unreachable (the pool reports it, see `db`).
@@ -240,7 +263,7 @@ impl<J: Job> WorkerActor<J> {
         &mut self,
         ctx: &mut Context<Self>,
         no_answer: NoAnswer,
-        work: impl for<'c> Fn(&'c mut PgConnection) -> LocalBoxFuture<'c, Result<T, DbError>> + 'static,
+        work: Work<T>,
         done: impl FnOnce(&mut Self, Guarded<T>, &mut Context<Self>) + 'static,
     ) {
         self.busy_since = Some(Instant::now());
@@ -250,10 +273,22 @@ impl<J: Job> WorkerActor<J> {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let mut conn = db.connection().await?;
-                in_flight.borrow_mut().token = Some(conn.cancel_token());
                 let deadline = db.answer_deadline();
-                let answer = tokio::time::timeout(deadline, work(&mut conn)).await;
+                let (answer, held) = match &work {
+                    Work::Own(step) => {
+                        let mut conn = db.own_connection().await?;
+                        in_flight.borrow_mut().token = Some(conn.cancel_token());
+                        let answer = tokio::time::timeout(deadline, step(&mut conn)).await;
+                        (answer, Held::Own(Box::new(conn)))
+                    }
+                    Work::Shared(step) => {
+                        let lease = db.shared_connection().await?;
+                        in_flight.borrow_mut().token = Some(lease.client().cancel_token());
+                        let answer = tokio::time::timeout(deadline, step(lease.client())).await;
+                        (answer, Held::Shared(lease))
+                    }
+                };
+                let conn = held.client();
                 let cancel_sent = {
                     let mut state = in_flight.borrow_mut();
                     state.token = None;
@@ -320,7 +355,7 @@ impl<J: Job> WorkerActor<J> {
     }
 
     fn initialise(&mut self, ctx: &mut Context<Self>) {
-        let step = self.job.initialise();
+        let step = Work::Own(self.job.initialise());
         self.run_on_database(ctx, NoAnswer::Outage, step, |worker, result, ctx| match result {
             Ok(Ok(found)) => {
                 worker.job.initialised(found, &worker.spec.log);
@@ -342,7 +377,7 @@ impl<J: Job> WorkerActor<J> {
     /// One run of the job; the fold, for worker_spi's job.
     fn fold(&mut self, ctx: &mut Context<Self>) {
         self.fold_requested = false;
-        let step = self.job.run();
+        let step = Work::Shared(self.job.run());
         self.run_on_database(
             ctx,
             NoAnswer::Outage,
@@ -375,7 +410,7 @@ impl<J: Job> WorkerActor<J> {
         self.run_on_database(
             ctx,
             NoAnswer::SlowStatement,
-            step,
+            Work::Own(step),
             |worker, result, ctx| match result {
                 Ok(Ok(())) => worker.job.maintained(&worker.spec.log),
                 Ok(Err(error)) => worker.handle_error(error, ctx),

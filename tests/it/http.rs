@@ -228,7 +228,17 @@ fn metrics_parse_as_openmetrics_and_move_after_a_fold() {
         "INSERT INTO schema1.counted VALUES ('delta', 1), ('delta', 2)",
     );
     wait_for_total(&pgfleet, "schema1", 3);
-    let after = scrape(address);
+    // The log line and the metrics are written one after the other on the
+    // actor thread, the line read on another: the scrape may come between.
+    let mut after = scrape(address);
+    let rows = |samples: &[Sample]| {
+        value(samples, "pgfleet_rows_folded_total", &[("schema", "schema1")]).unwrap_or(0.0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rows(&after) - rows(&before) < 2.0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+        after = scrape(address);
+    }
 
     for (family, kind) in [
         ("pgfleet_workers", "gauge"),

@@ -10,6 +10,7 @@ mod http;
 mod invariant;
 mod logs;
 mod operating;
+mod pipelining;
 mod prepared;
 mod reload;
 mod shutdown;

@@ -7,6 +7,7 @@
 //! is marked, and bb8 drops it on return instead of handing it to the next
 //! worker.
 
+use std::cell::{Cell, RefCell};
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,18 +35,24 @@ impl Manager {
 }
 
 /// A pooled client that can be marked unusable, with its prepared folds.
+/// Both can change through a shared reference: folds pipelined on one
+/// connection share it (see `lanes`), on the one actor thread.
 pub struct PgClient {
     client: Client,
-    discarded: bool,
+    discarded: Cell<bool>,
     set_local: Option<Arc<str>>,
-    statements: Option<StatementCache<Statement>>,
+    statements: RefCell<Option<StatementCache<Statement>>>,
     prepared: Arc<PreparedPolicy>,
 }
 
 impl PgClient {
     /// Do not reuse this connection: it may still wait for an answer.
-    pub fn discard(&mut self) {
-        self.discarded = true;
+    pub fn discard(&self) {
+        self.discarded.set(true);
+    }
+
+    pub fn is_discarded(&self) -> bool {
+        self.discarded.get()
     }
 
     /// `SET LOCAL …; ` to start each transaction with, when the session's
@@ -55,18 +62,20 @@ impl PgClient {
     }
 
     /// `sql`'s fold prepared on this connection (prepared now when there
-    /// is room in the cache); None when it runs unprepared here.
-    pub async fn prepared_fold(&mut self, sql: &TableSql) -> Result<Option<Statement>, DbError> {
+    /// is room in the cache); None when it runs unprepared here. The cache
+    /// is never borrowed across an await: other folds may use it meanwhile.
+    pub async fn prepared_fold(&self, sql: &TableSql) -> Result<Option<Statement>, DbError> {
         if self.prepared.is_lost() {
             // Another connection of the pool found that statements do not
             // survive: close ours too.
-            self.statements = None;
+            self.statements.replace(None);
         }
-        let Some(cache) = self.statements.as_mut() else {
-            return Ok(None);
-        };
         let now = Instant::now();
-        match cache.lookup(sql.id, now) {
+        let lookup = match self.statements.borrow_mut().as_mut() {
+            None => return Ok(None),
+            Some(cache) => cache.lookup(sql.id, now),
+        };
+        match lookup {
             Lookup::Hit(statement) => Ok(Some(statement)),
             Lookup::Full => Ok(None),
             Lookup::Room => {
@@ -75,7 +84,9 @@ impl PgClient {
                     .prepare_typed(&sql.fold, &[])
                     .await
                     .map_err(|e| DbError::from_statement(&e))?;
-                cache.insert(sql.id, statement.clone(), now);
+                if let Some(cache) = self.statements.borrow_mut().as_mut() {
+                    cache.insert(sql.id, statement.clone(), now);
+                }
                 Ok(Some(statement))
             }
         }
@@ -83,15 +94,10 @@ impl PgClient {
 
     /// A prepared fold failed with `error`: Ok when the fold should run
     /// again unprepared (see `prepared`), else the error to report.
-    pub fn prepared_fold_failed(&mut self, error: DbError) -> Result<(), DbError> {
+    pub fn prepared_fold_failed(&self, error: DbError) -> Result<(), DbError> {
         self.prepared.after_failure(error)?;
-        self.statements = None;
+        self.statements.replace(None);
         Ok(())
-    }
-
-    /// How many folds this connection keeps prepared.
-    pub fn prepared_count(&self) -> usize {
-        self.statements.as_ref().map_or(0, StatementCache::len)
     }
 }
 
@@ -117,8 +123,8 @@ impl ManageConnection for Manager {
         let session = self.connector.connect().await?;
         Ok(PgClient {
             client: session.client,
-            discarded: false,
-            statements: self.prepared.cache_for(session.set_local.is_some()),
+            discarded: Cell::new(false),
+            statements: RefCell::new(self.prepared.cache_for(session.set_local.is_some())),
             set_local: session.set_local,
             prepared: Arc::clone(&self.prepared),
         })
@@ -133,6 +139,6 @@ impl ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut PgClient) -> bool {
-        conn.discarded || conn.client.is_closed()
+        conn.discarded.get() || conn.client.is_closed()
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod connect;
 mod error;
+mod lanes;
 mod manager;
 mod outage;
 mod prepared;
@@ -21,6 +22,7 @@ use slog::{error, info, warn, Logger};
 
 pub use connect::{Connector, Session};
 pub use error::{describe, DbError, Refusal};
+pub use lanes::LaneLease;
 pub use manager::{Manager, PgClient};
 pub use outage::{OutageGate, OutageSoFar};
 pub use statements::{fold, initialise, vacuum, FoldOutcome, InitOutcome};
@@ -37,6 +39,8 @@ pub type PgConnection = PooledConnection<'static, Manager>;
 /// closes when the last worker lets go of it.
 #[derive(Clone)]
 pub struct Database {
+    /// Unique in the process: the key of this pool's lanes.
+    id: u64,
     pool: PgPool,
     prepared: Arc<prepared::PreparedPolicy>,
     gate: Arc<OutageGate>,
@@ -76,7 +80,9 @@ impl Database {
                 Health::clone(&health),
             )))
             .build_unchecked(manager);
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Database {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             pool,
             prepared,
             gate,
@@ -90,6 +96,11 @@ impl Database {
     /// The pool as bb8 sees it, for the pool gauges.
     pub fn pool_state(&self) -> bb8::State {
         self.pool.state()
+    }
+
+    /// Folds sent on a connection that had folds in flight (all pools).
+    pub fn pipelined_folds() -> u64 {
+        lanes::PIPELINED_FOLDS.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Fold statements the pool's connections hold prepared on the server.
@@ -155,6 +166,27 @@ impl Database {
             }
         }
         Err(self.unreachable("every pooled connection was closed".into()))
+    }
+
+    /// A connection of its own, for a transaction or a long statement:
+    /// while it waits, folds stop joining lanes (see `lanes`).
+    pub async fn own_connection(&self) -> Result<PgConnection, DbError> {
+        let _waiting = lanes::LaneSet::of(self.id).own_waiting();
+        self.connection().await
+    }
+
+    /// A share of a connection for one fold, pipelined with the folds
+    /// already in flight on it (see `lanes`); a connection of its own when
+    /// the pool has one to spare.
+    pub async fn shared_connection(&self) -> Result<LaneLease, DbError> {
+        let lanes = lanes::LaneSet::of(self.id);
+        let state = self.pool.state();
+        let room = state.idle_connections > 0 || state.connections < self.pool.config().max_size;
+        if let Some(lease) = lanes.join(room, Instant::now()) {
+            return Ok(lease);
+        }
+        let conn = self.connection().await?;
+        Ok(lanes.add(conn, Instant::now()))
     }
 
     /// Notes a failure to reach the database; logs when an outage begins.

@@ -4,7 +4,7 @@
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{SimpleQueryMessage, Statement};
 
-use super::{DbError, PgConnection};
+use super::{DbError, PgClient, PgConnection};
 use crate::sql::{TableSql, INIT_LOCK, INIT_PROBE};
 
 /// What `initialise` found, for the worker to log: this module has no
@@ -123,7 +123,7 @@ pub struct FoldOutcome {
 /// Runs the fold on `conn`: one statement in one round trip, prepared
 /// when this connection keeps it prepared (see `prepared`; the first fold
 /// of a schema on a connection also prepares it), else as text.
-pub async fn fold(conn: &mut PgConnection, sql: &TableSql) -> Result<FoldOutcome, DbError> {
+pub async fn fold(conn: &PgClient, sql: &TableSql) -> Result<FoldOutcome, DbError> {
     let prepared = match conn.prepared_fold(sql).await {
         Ok(statement) => statement,
         Err(error) => {
@@ -146,7 +146,7 @@ pub async fn fold(conn: &mut PgConnection, sql: &TableSql) -> Result<FoldOutcome
 /// the fold and `COMMIT` are sent together without waiting (tokio-postgres
 /// pipelines them), so it is still one round trip.
 async fn fold_prepared(
-    conn: &PgConnection,
+    conn: &PgClient,
     statement: &Statement,
     sql: &TableSql,
 ) -> Result<FoldOutcome, DbError> {
@@ -196,7 +196,7 @@ fn fold_error(error: &tokio_postgres::Error, sql: &TableSql) -> DbError {
 /// The fold as text, through the simple protocol: the server parses and
 /// plans it each time. Behind a pooler the timeouts go in the same
 /// message, as `SET LOCAL`s of the implicit transaction it runs in.
-async fn fold_unprepared(conn: &PgConnection, sql: &TableSql) -> Result<FoldOutcome, DbError> {
+async fn fold_unprepared(conn: &PgClient, sql: &TableSql) -> Result<FoldOutcome, DbError> {
     let text = match conn.set_local() {
         Some(set_local) => std::borrow::Cow::Owned(format!("{set_local}{}", sql.fold)),
         None => std::borrow::Cow::Borrowed(sql.fold.as_str()),

@@ -8,7 +8,7 @@ use std::time::Instant;
 use futures_util::FutureExt;
 use slog::{debug, info, warn, Logger};
 
-use super::{Job, RunReport, Step};
+use super::{Job, RunReport, SharedStep, Step};
 use crate::db::{self, FoldOutcome, InitOutcome};
 use crate::settings::Settings;
 use crate::sql::TableSql;
@@ -74,7 +74,7 @@ impl Job for FoldJob {
         }
     }
 
-    fn run(&self) -> Step<Self::Ran> {
+    fn run(&self) -> SharedStep<Self::Ran> {
         let sql = Arc::clone(&self.sql);
         #[cfg(feature = "test-hooks")]
         let panic_here =

@@ -20,13 +20,19 @@ use slog::Logger;
 
 pub use fold::FoldJob;
 
-use crate::db::{DbError, PgConnection};
+use crate::db::{DbError, PgClient, PgConnection};
 use crate::settings::Settings;
 
-/// Work for one pooled connection; it may run again on another connection
-/// when the first is lost, so it is `Fn`, not `FnOnce`.
+/// Work for a pooled connection of its own (a transaction, a long
+/// statement); it may run again on another connection when the first is
+/// lost, so it is `Fn`, not `FnOnce`.
 pub type Step<T> =
     Box<dyn for<'c> Fn(&'c mut PgConnection) -> LocalBoxFuture<'c, Result<T, DbError>>>;
+
+/// Work of one statement (one message), which may share its connection
+/// with other workers' folds, pipelined (see `db::lanes`).
+pub type SharedStep<T> =
+    Box<dyn for<'c> Fn(&'c PgClient) -> LocalBoxFuture<'c, Result<T, DbError>>>;
 
 /// What one run did, for the status and the metrics.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,8 +58,9 @@ pub trait Job: Unpin + 'static {
     /// Takes note of the initialisation (and logs what it found).
     fn initialised(&mut self, found: Self::Initialised, log: &Logger);
 
-    /// The work of one tick.
-    fn run(&self) -> Step<Self::Ran>;
+    /// The work of one tick: one statement, pipelined with other
+    /// workers' on a shared connection.
+    fn run(&self) -> SharedStep<Self::Ran>;
 
     /// Takes note of a run and logs it; says what to report, and returns
     /// maintenance that is due now, which the worker runs as a step of its

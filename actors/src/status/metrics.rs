@@ -190,6 +190,14 @@ impl Collector for FleetCollector {
                     i64::from(idle),
                 )?;
             }
+            if let Some(pipelined) = pool.pipelined_folds {
+                counter(
+                    &mut encoder,
+                    "pgfleet_folds_pipelined",
+                    "Folds sent on a connection that already had folds in flight, without waiting for their answers.",
+                    pipelined,
+                )?;
+            }
             if let Some(prepared) = pool.prepared_statements {
                 gauge(
                     &mut encoder,

@@ -164,6 +164,8 @@ pub struct PoolGauges {
     pub idle_connections: Option<u32>,
     /// Fold statements the connections hold prepared (`db::prepared`).
     pub prepared_statements: Option<u64>,
+    /// Folds pipelined behind others on one connection (`db::lanes`).
+    pub pipelined_folds: Option<u64>,
 }
 
 type PoolProbe = Arc<dyn Fn() -> PoolGauges + Send + Sync>;
