@@ -506,10 +506,10 @@ fn print_table(title: &str, m: &serde_json::Value, goals: &Goals) {
     let f = |key: &str| m[key].as_f64().unwrap_or(f64::NAN);
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     println!("{title}");
-    println!("  {:<34} {:>12}   {:<12} ", "figure", "measured", "goal");
+    println!("  {:<36} {:>16}   {:<12} ", "figure", "measured", "goal");
     let row = |name: &str, value: String, goal: String, ok: Option<bool>| {
         println!(
-            "  {name:<34} {value:>12}   {goal:<12} {}",
+            "  {name:<36} {value:>16}   {goal:<12} {}",
             ok.map_or("", verdict)
         );
     };
