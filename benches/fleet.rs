@@ -528,7 +528,7 @@ fn print_table(title: &str, m: &serde_json::Value, goals: &Goals) {
         Some(f("start_s") <= goals.start),
     );
     row(
-        "RSS after 20 s steady (VmRSS)",
+        "RSS at the end of the window (VmRSS)",
         format!("{:.1} MB", f("rss_mb")),
         format!("<= {} MB", goals.rss),
         Some(f("rss_mb") <= goals.rss),
