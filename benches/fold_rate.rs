@@ -17,12 +17,15 @@
 #[allow(dead_code)]
 mod support;
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
+use common::{cpu_seconds, free_listen, median, Scrape};
 use pgfleet_actors::sql::TableSql;
 use support::cluster::{cluster, TestDb};
 use support::pgfleet::{execute, Pgfleet};
@@ -51,11 +54,7 @@ fn main() {
     }
     execute(&db, &ddl);
 
-    let rounds = std::env::var("PGFLEET_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(ROUNDS)
-        .max(1);
+    let rounds = common::rounds(ROUNDS);
     let mut rows: Vec<Round> = Vec::new();
     for round in 1..=rounds {
         let prepared = pgbench(&db, "prepared", 1);
@@ -77,11 +76,7 @@ fn main() {
             unprepared,
         });
     }
-    let median = |pick: &dyn Fn(&Round) -> f64| {
-        let mut values: Vec<f64> = rows.iter().map(pick).collect();
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
+    let median = |pick: &dyn Fn(&Round) -> f64| median(&rows.iter().map(pick).collect::<Vec<_>>());
     let prepared = median(&|r| r.prepared);
     let simple = median(&|r| r.simple);
     let pipelined = median(&|r| r.pipelined);
@@ -110,6 +105,19 @@ fn main() {
     println!(
         "pgfleet's own CPU: {cpu_us:.1} us per fold, {:.0}% of one core",
         core * 100.0
+    );
+    let figures = json!({
+        "schemas": SCHEMAS, "connections": CONNECTIONS, "rounds": rounds, "seconds": SECONDS,
+        "pgbench_prepared": prepared, "pgbench_simple": simple,
+        "pgbench_pipelined": pipelined, "pipeline": PIPELINE,
+        "pgfleet": pgfleet, "pgfleet_unprepared": unprepared,
+        "pgfleet_vs_prepared": vs_prepared, "pgfleet_vs_simple": vs_simple,
+        "pgfleet_vs_pipelined": vs_pipelined, "unprepared_vs_simple": off_vs_simple,
+        "pgfleet_cpu_us_per_fold": cpu_us, "pgfleet_cpu_share": core,
+    });
+    println!(
+        "figures: {}",
+        common::write_json("fold_rate", &figures).display()
     );
 }
 
@@ -145,7 +153,7 @@ fn pgbench(db: &TestDb, mode: &str, pipeline: usize) -> f64 {
         for k in 0..pipeline {
             let schema = (n - 1 + k) % SCHEMAS + 1;
             let sql = TableSql::new(&format!("schema{schema}"), "counted");
-            let _ = writeln!(script, "{};", sql.fold);
+            let _ = writeln!(script, "{};", sql.fold());
         }
         if pipeline > 1 {
             script.push_str("\\endpipeline\n");
@@ -154,42 +162,18 @@ fn pgbench(db: &TestDb, mode: &str, pipeline: usize) -> f64 {
         args.push("-f".into());
         args.push(format!("{}@1", path.display()));
     }
-    let port = db.port.to_string();
-    let output = Command::new(db.pgbench_path())
-        .env("PGSSLMODE", "disable")
-        .args(["-n", "-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
-        .args(["-c", &CONNECTIONS.to_string(), "-j", "2"])
-        .args(["-T", &SECONDS.to_string(), "-M", mode])
-        .args(&args)
-        .arg(&db.name)
-        .output()
-        .expect("run pgbench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "pgbench failed: {}{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("tps = ")
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|tps| tps.parse::<f64>().ok())
-        })
-        .map(|tps| tps * pipeline as f64)
-        .unwrap_or_else(|| panic!("no tps in pgbench's output:\n{stdout}"))
+    let seconds = SECONDS.to_string();
+    let connections = CONNECTIONS.to_string();
+    let mut all: Vec<&str> = vec!["-c", &connections, "-j", "2", "-T", &seconds, "-M", mode];
+    all.extend(args.iter().map(String::as_str));
+    common::pgbench(db, &all).tps * pipeline as f64
 }
 
 /// pgfleet folding the same schemas as fast as it can (`database.prepared`
 /// as given), measured from its own `pgfleet_folds_total` over `SECONDS`,
 /// and its CPU time from `/proc`.
 fn pgfleet_rate(db: &TestDb, prepared: &str) -> Rate {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = free_listen();
     let yaml = format!(
         "naptime: 1ms\nworkers:\n  total: {SCHEMAS}\n  vacuum_after: 0\n\
          database:\n  pool_size: {CONNECTIONS}\n  prepared: \"{prepared}\"\n  url: \"{}?sslmode=disable\"\n\
@@ -224,34 +208,7 @@ fn pgfleet_rate(db: &TestDb, prepared: &str) -> Rate {
     }
 }
 
-/// User and system CPU time of process `pid`, in seconds.
-fn cpu_seconds(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    // The fields after the command name, which is in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // utime and stime are fields 14 and 15 of the whole line.
-    let ticks: f64 = fields
-        .get(11..13)
-        .map(|t| t.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-        .unwrap_or(0.0);
-    // SAFETY: sysconf only reads a configuration value.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / per_second
-}
-
-/// `pgfleet_folds_total` from `/metrics`.
+/// `pgfleet_folds_total`, summed over schemas, from `/metrics`.
 fn folds(listen: &str) -> Option<f64> {
-    let mut stream = TcpStream::connect(listen).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
-        .ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).ok()?;
-    body.lines()
-        .filter(|line| line.starts_with("pgfleet_folds_total"))
-        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .reduce(|a, b| a + b)
+    Scrape::get(listen).map(|scrape| scrape.sum("pgfleet_folds_total"))
 }

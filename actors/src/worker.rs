@@ -354,9 +354,30 @@ impl<J: Job> WorkerActor<J> {
         );
     }
 
+    /// Initialises the schema once one of the pool's start permits is
+    /// free (see [`Database::start_permits`]): ten thousand workers
+    /// starting wait as ten thousand small futures, not ten thousand
+    /// statements' worth of state queued for a connection.
     fn initialise(&mut self, ctx: &mut Context<Self>) {
+        self.busy_since = Some(Instant::now());
+        let permits = self.spec.db.start_permits();
+        ctx.spawn(
+            async move { permits.acquire_owned().await.ok() }
+                .into_actor(self)
+                .map(|permit, worker, ctx| worker.initialise_with(permit, ctx)),
+        );
+    }
+
+    fn initialise_with(
+        &mut self,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        ctx: &mut Context<Self>,
+    ) {
         let step = Work::Own(self.job.initialise());
-        self.run_on_database(ctx, NoAnswer::Outage, step, |worker, result, ctx| match result {
+        self.run_on_database(ctx, NoAnswer::Outage, step, |worker, result, ctx| {
+            // Held until the initialisation has answered, however.
+            let _permit = permit;
+            match result {
             Ok(Ok(found)) => {
                 worker.job.initialised(found, &worker.spec.log);
                 worker.initialised = true;
@@ -371,6 +392,7 @@ impl<J: Job> WorkerActor<J> {
             }
             Ok(Err(error)) => worker.handle_error(error, ctx),
             Err(panic) => worker.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
+            }
         });
     }
 

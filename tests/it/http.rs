@@ -232,7 +232,12 @@ fn metrics_parse_as_openmetrics_and_move_after_a_fold() {
     // actor thread, the line read on another: the scrape may come between.
     let mut after = scrape(address);
     let rows = |samples: &[Sample]| {
-        value(samples, "pgfleet_rows_folded_total", &[("schema", "schema1")]).unwrap_or(0.0)
+        value(
+            samples,
+            "pgfleet_rows_folded_total",
+            &[("schema", "schema1")],
+        )
+        .unwrap_or(0.0)
     };
     let deadline = Instant::now() + Duration::from_secs(5);
     while rows(&after) - rows(&before) < 2.0 && Instant::now() < deadline {

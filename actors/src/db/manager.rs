@@ -81,7 +81,7 @@ impl PgClient {
             Lookup::Room => {
                 let statement = self
                     .client
-                    .prepare_typed(&sql.fold, &[])
+                    .prepare_typed(&sql.fold(), &[])
                     .await
                     .map_err(|e| DbError::from_statement(&e))?;
                 if let Some(cache) = self.statements.borrow_mut().as_mut() {

@@ -42,6 +42,8 @@ pub struct Database {
     /// Unique in the process: the key of this pool's lanes.
     id: u64,
     pool: PgPool,
+    /// Initialisations under way at once (see [`Database::start_permits`]).
+    start_permits: Arc<tokio::sync::Semaphore>,
     prepared: Arc<prepared::PreparedPolicy>,
     gate: Arc<OutageGate>,
     health: Health,
@@ -84,6 +86,11 @@ impl Database {
         Ok(Database {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             pool,
+            start_permits: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(settings.pool_size)
+                    .unwrap_or(usize::MAX)
+                    .saturating_mul(2),
+            )),
             prepared,
             gate,
             health,
@@ -166,6 +173,15 @@ impl Database {
             }
         }
         Err(self.unreachable("every pooled connection was closed".into()))
+    }
+
+    /// Permits for initialising a schema: twice the pool's connections, so
+    /// the pool always has the next initialisation ready, while the
+    /// thousands of others of a big start wait without holding the state
+    /// of a statement each (measured at 10,000 schemas: a 69 MB start-up
+    /// peak that the allocator then kept as resident memory).
+    pub fn start_permits(&self) -> Arc<tokio::sync::Semaphore> {
+        Arc::clone(&self.start_permits)
     }
 
     /// A connection of its own, for a transaction or a long statement:

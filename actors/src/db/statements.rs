@@ -83,13 +83,13 @@ async fn initialise_once(
     match (schema_exists, table_exists, create) {
         (true, true, _) => {}
         (false, _, true) => {
-            tx.batch_execute(&sql.create_schema).await.map_err(pg)?;
+            tx.batch_execute(&sql.create_schema()).await.map_err(pg)?;
         }
         (true, false, true) => {
-            tx.batch_execute(&sql.create_table_in_existing_schema)
+            tx.batch_execute(&sql.create_table_in_existing_schema())
                 .await
                 .map_err(pg)?;
-            tx.batch_execute(&sql.create_index_in_existing_schema)
+            tx.batch_execute(&sql.create_index_in_existing_schema())
                 .await
                 .map_err(pg)?;
         }
@@ -198,8 +198,8 @@ fn fold_error(error: &tokio_postgres::Error, sql: &TableSql) -> DbError {
 /// message, as `SET LOCAL`s of the implicit transaction it runs in.
 async fn fold_unprepared(conn: &PgClient, sql: &TableSql) -> Result<FoldOutcome, DbError> {
     let text = match conn.set_local() {
-        Some(set_local) => std::borrow::Cow::Owned(format!("{set_local}{}", sql.fold)),
-        None => std::borrow::Cow::Borrowed(sql.fold.as_str()),
+        Some(set_local) => format!("{set_local}{}", sql.fold()),
+        None => sql.fold(),
     };
     let messages = conn
         .simple_query(&text)
@@ -234,7 +234,7 @@ async fn fold_unprepared(conn: &PgClient, sql: &TableSql) -> Result<FoldOutcome,
 /// VACUUM cannot run in a transaction, so behind a pooler it runs with the
 /// server's own timeouts; pgfleet's answer deadline still bounds the wait.
 pub async fn vacuum(conn: &PgConnection, sql: &TableSql) -> Result<(), DbError> {
-    conn.batch_execute(&sql.vacuum)
+    conn.batch_execute(&sql.vacuum())
         .await
         .map_err(|e| DbError::from_statement(&e))
 }
