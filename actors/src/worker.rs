@@ -104,7 +104,9 @@ pub struct WorkerActor<J: Job = FoldJob> {
 /// and would then cancel that worker's statement instead.
 #[derive(Default)]
 struct InFlightState {
-    token: Option<CancelToken>,
+    /// Boxed: a token is 152 bytes, and needed only while a statement
+    /// runs; ten thousand idle workers need not hold the room for one.
+    token: Option<Box<CancelToken>>,
     cancel_sent: bool,
 }
 
@@ -277,13 +279,14 @@ impl<J: Job> WorkerActor<J> {
                 let (answer, held) = match &work {
                     Work::Own(step) => {
                         let mut conn = db.own_connection().await?;
-                        in_flight.borrow_mut().token = Some(conn.cancel_token());
+                        in_flight.borrow_mut().token = Some(Box::new(conn.cancel_token()));
                         let answer = tokio::time::timeout(deadline, step(&mut conn)).await;
                         (answer, Held::Own(Box::new(conn)))
                     }
                     Work::Shared(step) => {
                         let lease = db.shared_connection().await?;
-                        in_flight.borrow_mut().token = Some(lease.client().cancel_token());
+                        in_flight.borrow_mut().token =
+                            Some(Box::new(lease.client().cancel_token()));
                         let answer = tokio::time::timeout(deadline, step(lease.client())).await;
                         (answer, Held::Shared(lease))
                     }
@@ -464,9 +467,21 @@ impl<J: Job> WorkerActor<J> {
             error @ DbError::PoolExhausted { .. } => {
                 self.ticks_skipped += 1;
                 self.note_skipped("pool_exhausted");
-                warn!(self.spec.log, "tick skipped: {error}";
-                    "event" => "worker_tick_skipped", "reason" => "pool_exhausted",
-                    "error" => error.to_string(), "skipped" => self.ticks_skipped);
+                // One warning for the whole pool now and then, with the
+                // fleet's count; each worker's own at debug.
+                match self.spec.db.pool_exhausted_warning_due(Instant::now()) {
+                    Some(fleet_skipped) => {
+                        warn!(self.spec.log, "tick skipped: {error} ({fleet_skipped} ticks skipped for want of a connection since the last such warning, in all workers)";
+                            "event" => "worker_tick_skipped", "reason" => "pool_exhausted",
+                            "error" => error.to_string(), "skipped" => self.ticks_skipped,
+                            "fleet_skipped" => fleet_skipped);
+                    }
+                    None => {
+                        debug!(self.spec.log, "tick skipped: {error}";
+                            "event" => "worker_tick_skipped", "reason" => "pool_exhausted",
+                            "error" => error.to_string(), "skipped" => self.ticks_skipped);
+                    }
+                }
             }
             other if self.stop_requested => {
                 debug!(self.spec.log, "statement ended by the stop: {other}");
@@ -564,7 +579,7 @@ impl<J: Job> Handler<Stop> for WorkerActor<J> {
                 self.in_flight.borrow_mut().cancel_sent = true;
                 let db = self.spec.db.clone();
                 ctx.spawn(
-                    async move { db.cancel(token).await }
+                    async move { db.cancel(*token).await }
                         .into_actor(self)
                         .map(|_, _, ctx| ctx.stop()),
                 );
@@ -622,6 +637,20 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The actor's own part of a worker's memory (see "Memory per worker"
+    /// on [`WorkerActor`]): a budget, so a field added in passing shows.
+    #[test]
+    fn a_worker_stays_small() {
+        use std::mem::size_of;
+        assert!(
+            size_of::<WorkerActor<FoldJob>>() <= 400,
+            "{}",
+            size_of::<WorkerActor<FoldJob>>()
+        );
+        assert!(size_of::<InFlightState>() <= 16);
+        assert!(size_of::<Database>() <= 8);
+    }
 
     #[test]
     fn slots_are_stable_and_within_the_interval() {

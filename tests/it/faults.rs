@@ -374,6 +374,16 @@ fn an_exhausted_pool_is_named() {
             .is_some_and(|m| m.contains("database.pool_size (1)") && m.contains("300ms")),
         "{exhausted}"
     );
+    assert_eq!(exhausted["fleet_skipped"], 1, "{exhausted}");
+    // Every tick of schema2 waits 300 ms for the one connection and is
+    // skipped; the warning comes once per 10 s for the whole pool.
+    std::thread::sleep(Duration::from_secs(2));
+    let warnings: Vec<_> = pgfleet
+        .events("worker_tick_skipped")
+        .into_iter()
+        .filter(|e| e["reason"] == "pool_exhausted")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
     holder.batch_execute("ROLLBACK").expect("release");
     pgfleet.wait_for("schema2 folds once the pool frees", |e| {
         e["event"] == "worker_tick" && e["schema"] == "schema2" && e["total"] == 1

@@ -39,6 +39,12 @@ pub type PgConnection = PooledConnection<'static, Manager>;
 /// closes when the last worker lets go of it.
 #[derive(Clone)]
 pub struct Database {
+    /// One allocation shared by every worker: a clone per worker (and per
+    /// fold) is one reference count, not a copy of each part.
+    inner: Arc<Shared>,
+}
+
+struct Shared {
     /// Unique in the process: the key of this pool's lanes.
     id: u64,
     pool: PgPool,
@@ -50,7 +56,21 @@ pub struct Database {
     connector: Arc<Connector>,
     log: Logger,
     answer_deadline: Duration,
+    /// Ticks skipped for want of a pooled connection, for the warning.
+    exhausted: std::sync::Mutex<Exhausted>,
 }
+
+/// When the pool-exhausted warning was last logged, and the ticks it
+/// skipped since.
+#[derive(Default)]
+struct Exhausted {
+    last_warned: Option<Instant>,
+    since: u64,
+}
+
+/// A pool too small for the fleet makes every worker skip ticks: one
+/// warning this often, for all of them.
+pub const POOL_EXHAUSTED_WARN_EVERY: Duration = Duration::from_secs(10);
 
 impl Database {
     /// Builds the pool without connecting: the service starts, and keeps
@@ -84,25 +104,28 @@ impl Database {
             .build_unchecked(manager);
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Database {
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            pool,
-            start_permits: Arc::new(tokio::sync::Semaphore::new(
-                usize::try_from(settings.pool_size)
-                    .unwrap_or(usize::MAX)
-                    .saturating_mul(2),
-            )),
-            prepared,
-            gate,
-            health,
-            connector,
-            log: log.clone(),
-            answer_deadline: settings.statement_timeout + settings.connect_timeout,
+            inner: Arc::new(Shared {
+                id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                pool,
+                start_permits: Arc::new(tokio::sync::Semaphore::new(
+                    usize::try_from(settings.pool_size)
+                        .unwrap_or(usize::MAX)
+                        .saturating_mul(2),
+                )),
+                prepared,
+                gate,
+                health,
+                connector,
+                log: log.clone(),
+                answer_deadline: settings.statement_timeout + settings.connect_timeout,
+                exhausted: std::sync::Mutex::default(),
+            }),
         })
     }
 
     /// The pool as bb8 sees it, for the pool gauges.
     pub fn pool_state(&self) -> bb8::State {
-        self.pool.state()
+        self.inner.pool.state()
     }
 
     /// Folds sent on a connection that had folds in flight (all pools).
@@ -112,50 +135,50 @@ impl Database {
 
     /// Fold statements the pool's connections hold prepared on the server.
     pub fn prepared_statements(&self) -> usize {
-        self.prepared.held()
+        self.inner.prepared.held()
     }
 
     /// What the last connection attempt or statement found: for
     /// `/readyz`, `pgfleet_database_up` and the status page.
     pub fn health(&self) -> DbHealth {
-        self.health.get()
+        self.inner.health.get()
     }
 
     /// Cancels the statement running on the connection `token` came from.
     pub async fn cancel(&self, token: tokio_postgres::CancelToken) -> Result<(), DbError> {
-        self.connector.cancel(token).await
+        self.inner.connector.cancel(token).await
     }
 
     /// How long to wait for any answer before the server counts as stalled.
     pub fn answer_deadline(&self) -> Duration {
-        self.answer_deadline
+        self.inner.answer_deadline
     }
 
     /// A connection, unless the database is known to be down and it is not
     /// this caller's turn to probe it.
     pub async fn connection(&self) -> Result<PgConnection, DbError> {
-        if !self.gate.admit(Instant::now()) {
+        if !self.inner.gate.admit(Instant::now()) {
             return Err(DbError::Unreachable(
                 "waiting for the next connection attempt".into(),
             ));
         }
         // Connections whose server went away (restart, pg_terminate_backend)
         // are closed by now; skip them rather than fail a fold on each.
-        for _ in 0..=self.pool.state().connections {
+        for _ in 0..=self.inner.pool.state().connections {
             // Give up on the first failed connection attempt instead of
             // waiting out connect_timeout: the tick is skipped either way.
             let checkout = tokio::select! {
-                checkout = self.pool.get_owned() => checkout,
-                () = self.gate.next_failure() => {
+                checkout = self.inner.pool.get_owned() => checkout,
+                () = self.inner.gate.next_failure() => {
                     return Err(DbError::Unreachable("a connection attempt failed".into()));
                 }
             };
             let conn = match checkout {
                 Ok(conn) => conn,
                 Err(RunError::TimedOut) => {
-                    let waited = self.pool.config().connection_timeout;
-                    let size = self.pool.config().max_size;
-                    let state = self.pool.state();
+                    let waited = self.inner.pool.config().connection_timeout;
+                    let size = self.inner.pool.config().max_size;
+                    let state = self.inner.pool.state();
                     // Every connection open and busy: the pool is too small
                     // for the fleet (or the folds too slow), not the
                     // database down.
@@ -181,13 +204,13 @@ impl Database {
     /// of a statement each (measured at 10,000 schemas: a 69 MB start-up
     /// peak that the allocator then kept as resident memory).
     pub fn start_permits(&self) -> Arc<tokio::sync::Semaphore> {
-        Arc::clone(&self.start_permits)
+        Arc::clone(&self.inner.start_permits)
     }
 
     /// A connection of its own, for a transaction or a long statement:
     /// while it waits, folds stop joining lanes (see `lanes`).
     pub async fn own_connection(&self) -> Result<PgConnection, DbError> {
-        let _waiting = lanes::LaneSet::of(self.id).own_waiting();
+        let _waiting = lanes::LaneSet::of(self.inner.id).own_waiting();
         self.connection().await
     }
 
@@ -195,14 +218,37 @@ impl Database {
     /// already in flight on it (see `lanes`); a connection of its own when
     /// the pool has one to spare.
     pub async fn shared_connection(&self) -> Result<LaneLease, DbError> {
-        let lanes = lanes::LaneSet::of(self.id);
-        let state = self.pool.state();
-        let room = state.idle_connections > 0 || state.connections < self.pool.config().max_size;
+        let lanes = lanes::LaneSet::of(self.inner.id);
+        let state = self.inner.pool.state();
+        let room =
+            state.idle_connections > 0 || state.connections < self.inner.pool.config().max_size;
         if let Some(lease) = lanes.join(room, Instant::now()) {
             return Ok(lease);
         }
         let conn = self.connection().await?;
         Ok(lanes.add(conn, Instant::now()))
+    }
+
+    /// A tick was skipped because no pooled connection came free: returns
+    /// how many were since the last warning when one is due now (at most
+    /// one per [`POOL_EXHAUSTED_WARN_EVERY`] for the whole pool; 100,000
+    /// workers on a small pool would otherwise warn thousands of times a
+    /// second).
+    pub fn pool_exhausted_warning_due(&self, now: Instant) -> Option<u64> {
+        let mut exhausted = self
+            .inner
+            .exhausted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        exhausted.since += 1;
+        let due = exhausted
+            .last_warned
+            .is_none_or(|last| now.duration_since(last) >= POOL_EXHAUSTED_WARN_EVERY);
+        if !due {
+            return None;
+        }
+        exhausted.last_warned = Some(now);
+        Some(std::mem::take(&mut exhausted.since))
     }
 
     /// Notes a failure to reach the database; logs when an outage begins.
@@ -213,23 +259,28 @@ impl Database {
     /// Notes a failed connection attempt (unreachable or refused): spaces
     /// the next attempts, and logs when this begins an outage.
     fn connect_failed(&self, error: DbError) -> DbError {
-        note_connect_failure(&self.log, &self.gate, &self.health, &error);
+        note_connect_failure(
+            &self.inner.log,
+            &self.inner.gate,
+            &self.inner.health,
+            &error,
+        );
         error
     }
 
     /// Notes that the database answered; logs when an outage ends.
     pub fn reachable(&self) {
-        self.health.set(DbHealth::Up);
-        if let Some(outage) = self.gate.reachable(Instant::now()) {
+        self.inner.health.set(DbHealth::Up);
+        if let Some(outage) = self.inner.gate.reachable(Instant::now()) {
             let down_ms = outage.as_millis() as u64;
-            info!(self.log, "the database is reachable again after {down_ms} ms";
+            info!(self.inner.log, "the database is reachable again after {down_ms} ms";
                 "event" => "database_back", "down_ms" => down_ms);
         }
     }
 
     /// Applies a reloaded `restart.delay` to the spacing of probes.
     pub fn set_probe_interval(&self, interval: Duration) {
-        self.gate.set_max_interval(interval);
+        self.inner.gate.set_max_interval(interval);
     }
 }
 
