@@ -84,6 +84,24 @@ pub struct WorkerSpec {
 
 /// A worker: the schedule of one schema; what it runs is its [`Job`]
 /// (worker_spi's fold unless said otherwise).
+///
+/// # Memory per worker
+///
+/// About 2.9 KB, measured with valgrind's massif at 10,000 workers (heap
+/// in use 35.5 MB, resident 48.5 MB):
+///
+/// | bytes | what |
+/// | ---: | --- |
+/// | 896 | this actor's task: `WorkerActor` itself (368, of which the spec 176 and the job 64; `a_worker_stays_small` keeps it within 400) inside actix's `Context` and tokio's task |
+/// | 388 | its entry in [`Status`] (`/workers`, metrics): names, counters, times, last error |
+/// | 248 | the Supervisor's slot: target, restart history, address |
+/// | 224 | actix's boxed items: the `run_interval` ticker, the mailbox's sender |
+/// | 136 | the worker's logger (`worker`, `schema`, `generation`) |
+/// | 120 | the names in [`TableSql`](crate::sql::TableSql) (its statements are built when sent, not kept) |
+/// | ~300 | smaller pieces: map nodes, the schema name's copies |
+///
+/// Fixed, whatever the fleet: 6.8 MB for the log queue (65,536 records,
+/// so that 10,000 workers starting lose no line).
 pub struct WorkerActor<J: Job = FoldJob> {
     spec: WorkerSpec,
     job: J,

@@ -39,6 +39,8 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 use super::{PgClient, PgConnection};
 
 /// The most folds in flight on one connection.
@@ -62,17 +64,24 @@ thread_local! {
 pub struct LaneSet {
     lanes: RefCell<Vec<Rc<Lane>>>,
     /// Steps waiting for a connection of their own (initialisation,
-    /// VACUUM): while there are any, no lane takes new folds, so lanes
-    /// drain and the pool's queue serves everyone in turn.
-    own_waiting: Rc<Cell<usize>>,
+    /// VACUUM). They come first: while there are any, no fold takes a
+    /// connection from the pool (folds join the lanes already open, which
+    /// soon drain), so the pool serves them.
+    own_waiting: Cell<usize>,
+    /// Woken when the last of them has its connection.
+    own_served: Notify,
 }
 
 /// Counts a step waiting for a connection of its own, until dropped.
-pub struct OwnWaiting(Rc<Cell<usize>>);
+pub struct OwnWaiting(Rc<LaneSet>);
 
 impl Drop for OwnWaiting {
     fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
+        let left = self.0.own_waiting.get().saturating_sub(1);
+        self.0.own_waiting.set(left);
+        if left == 0 {
+            self.0.own_served.notify_waiters();
+        }
     }
 }
 
@@ -134,9 +143,7 @@ impl LaneSet {
     /// A share of a lane that has room, unless a new lane is the better
     /// place (`pool_has_room`: the pool can hand out a connection now).
     pub fn join(self: &Rc<Self>, pool_has_room: bool, now: Instant) -> Option<LaneLease> {
-        if self.own_waiting.get() > 0 {
-            return None;
-        }
+        let pool_has_room = pool_has_room && !self.own_first();
         let lane = {
             let lanes = self.lanes.borrow();
             let least_busy = lanes
@@ -163,9 +170,21 @@ impl LaneSet {
     }
 
     /// A step starts waiting for a connection of its own.
-    pub fn own_waiting(&self) -> OwnWaiting {
+    pub fn own_waiting(self: &Rc<Self>) -> OwnWaiting {
         self.own_waiting.set(self.own_waiting.get() + 1);
-        OwnWaiting(Rc::clone(&self.own_waiting))
+        OwnWaiting(Rc::clone(self))
+    }
+
+    /// Whether steps wait for a connection of their own, and so go first.
+    pub fn own_first(&self) -> bool {
+        self.own_waiting.get() > 0
+    }
+
+    /// Until no step waits for a connection of its own.
+    pub async fn own_served(&self) {
+        while self.own_first() {
+            self.own_served.notified().await;
+        }
     }
 
     fn lease(self: &Rc<Self>, lane: Rc<Lane>) -> LaneLease {

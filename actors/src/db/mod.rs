@@ -219,11 +219,29 @@ impl Database {
     /// the pool has one to spare.
     pub async fn shared_connection(&self) -> Result<LaneLease, DbError> {
         let lanes = lanes::LaneSet::of(self.inner.id);
-        let state = self.inner.pool.state();
-        let room =
-            state.idle_connections > 0 || state.connections < self.inner.pool.config().max_size;
-        if let Some(lease) = lanes.join(room, Instant::now()) {
-            return Ok(lease);
+        let waited = self.inner.pool.config().connection_timeout;
+        let deadline = tokio::time::Instant::now() + waited;
+        loop {
+            let state = self.inner.pool.state();
+            let room =
+                state.idle_connections > 0 || state.connections < self.inner.pool.config().max_size;
+            if let Some(lease) = lanes.join(room, Instant::now()) {
+                return Ok(lease);
+            }
+            if !lanes.own_first() {
+                break;
+            }
+            // Initialisation (or VACUUM) first; as long as waiting for a
+            // pooled connection may take.
+            tokio::select! {
+                () = lanes.own_served() => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(DbError::PoolExhausted {
+                        waited,
+                        size: self.inner.pool.config().max_size,
+                    });
+                }
+            }
         }
         let conn = self.connection().await?;
         Ok(lanes.add(conn, Instant::now()))
