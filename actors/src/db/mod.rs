@@ -1,8 +1,10 @@
 //! The database as the workers see it: a pool, an outage gate, and errors
 //! sorted by whose problem they are (see `error`).
 //!
-//! One bb8 pool serves every worker: a fold holds a connection for about a
-//! millisecond, so a handful of connections serve thousands of schemas.
+//! One bb8 pool serves every worker: a fold is one short statement, so a
+//! handful of connections serve thousands of schemas. Folds run prepared
+//! (`prepared`) and share connections, pipelined (`lanes`);
+//! initialisation and VACUUM take a connection of their own.
 
 pub mod connect;
 mod error;
@@ -179,10 +181,11 @@ impl Database {
                     let waited = self.inner.pool.config().connection_timeout;
                     let size = self.inner.pool.config().max_size;
                     let state = self.inner.pool.state();
-                    // Every connection open and busy: the pool is too small
-                    // for the fleet (or the folds too slow), not the
-                    // database down.
-                    if state.connections >= size && state.idle_connections == 0 {
+                    // Every connection open (and busy while this waited;
+                    // one may have come back this instant): the pool is
+                    // too small for the fleet, or the folds too slow, not
+                    // the database down.
+                    if state.connections >= size {
                         return Err(DbError::PoolExhausted { waited, size });
                     }
                     return Err(DbError::Unreachable(format!(

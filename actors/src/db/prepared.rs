@@ -177,12 +177,18 @@ impl<S: Clone> StatementCache<S> {
         }
     }
 
+    /// Keeps `statement` for `id`, unless the cache filled up meanwhile
+    /// (folds of other schemas prepared on the same connection while this
+    /// one was: see `lanes`); then it is used once and closed.
     pub fn insert(&mut self, id: u64, statement: S, now: Instant) {
         let entry = Entry {
             statement,
             last_used: now,
         };
-        if self.entries.put(id, entry).is_none() {
+        if self.entries.contains(&id) {
+            self.entries.put(id, entry);
+        } else if self.entries.len() < self.entries.cap().get() {
+            self.entries.put(id, entry);
             self.held.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -252,6 +258,23 @@ mod tests {
         cache.insert(3, "s3", later);
         assert_eq!(cache.lookup(1, later), Lookup::Full);
         assert_eq!(cache.lookup(3, later), Lookup::Hit("s3"));
+    }
+
+    /// Two folds of different schemas prepared at once on one connection
+    /// (pipelined), with room for one: the second is not kept, and the
+    /// count stays true.
+    #[test]
+    fn a_cache_filled_meanwhile_keeps_what_it_has() {
+        let held = Arc::new(AtomicUsize::new(0));
+        let mut cache = StatementCache::new(NonZeroUsize::MIN, Arc::clone(&held));
+        let now = Instant::now();
+        assert_eq!(cache.lookup(1, now), Lookup::Room);
+        assert_eq!(cache.lookup(2, now), Lookup::Room);
+        cache.insert(1, "s1", now);
+        cache.insert(2, "s2", now);
+        assert_eq!(held.load(Ordering::Relaxed), 1);
+        assert_eq!(cache.lookup(1, now), Lookup::Hit("s1"));
+        assert_eq!(cache.lookup(2, now), Lookup::Full);
     }
 
     #[test]
