@@ -399,20 +399,20 @@ impl<J: Job> WorkerActor<J> {
             // Held until the initialisation has answered, however.
             let _permit = permit;
             match result {
-            Ok(Ok(found)) => {
-                worker.job.initialised(found, &worker.spec.log);
-                worker.initialised = true;
-                info!(worker.spec.log, "{} initialized with {}", worker.spec.target.worker, worker.job.display_name();
-                    "event" => "worker_started");
-                let (schema, generation) = (&worker.spec.target.schema, worker.spec.generation);
-                worker.spec.status.worker_initialised(schema, generation);
-                worker.spec.started.do_send(WorkerStarted {
-                    schema: schema.clone(),
-                    generation,
-                });
-            }
-            Ok(Err(error)) => worker.handle_error(error, ctx),
-            Err(panic) => worker.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
+                Ok(Ok(found)) => {
+                    worker.job.initialised(found, &worker.spec.log);
+                    worker.initialised = true;
+                    info!(worker.spec.log, "{} initialized with {}", worker.spec.target.worker, worker.job.display_name();
+                        "event" => "worker_started");
+                    let (schema, generation) = (&worker.spec.target.schema, worker.spec.generation);
+                    worker.spec.status.worker_initialised(schema, generation);
+                    worker.spec.started.do_send(WorkerStarted {
+                        schema: schema.clone(),
+                        generation,
+                    });
+                }
+                Ok(Err(error)) => worker.handle_error(error, ctx),
+                Err(panic) => worker.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
             }
         });
     }

@@ -235,37 +235,36 @@ impl HistogramDelta {
     }
 }
 
-/// (VmRSS, VmHWM) of a process, in MB (10^6 bytes).
-pub fn memory_mb(pid: i32) -> (f64, f64) {
+/// The numbers of `/proc/PID/status` by field name (`"VmRSS:"`; sizes in
+/// kB); NaN for a field that is not there.
+fn proc_status(pid: i32) -> impl Fn(&str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
-    let field = |name: &str| -> f64 {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map(|kb| kb * 1024.0 / 1e6)
-            .unwrap_or(f64::NAN)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// Where a process's memory is: (RssAnon MB, RssFile MB, threads).
-pub fn memory_detail(pid: i32) -> (f64, f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
-    let field = |name: &str| -> f64 {
+    move |name| {
         status
             .lines()
             .find_map(|line| line.strip_prefix(name))
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|n| n.parse::<f64>().ok())
             .unwrap_or(f64::NAN)
-    };
+    }
+}
+
+/// kB to MB (10^6 bytes).
+const KB_TO_MB: f64 = 1024.0 / 1e6;
+
+/// (VmRSS, VmHWM) of a process, in MB (10^6 bytes).
+pub fn memory_mb(pid: i32) -> (f64, f64) {
+    let field = proc_status(pid);
+    (field("VmRSS:") * KB_TO_MB, field("VmHWM:") * KB_TO_MB)
+}
+
+/// Where a process's memory is: (RssAnon MB, RssFile MB, threads).
+pub fn memory_detail(pid: i32) -> (f64, f64, f64) {
+    let field = proc_status(pid);
     (
-        field("RssAnon:") * 1024.0 / 1e6,
-        field("RssFile:") * 1024.0 / 1e6,
+        field("RssAnon:") * KB_TO_MB,
+        field("RssFile:") * KB_TO_MB,
         field("Threads:"),
     )
 }

@@ -210,7 +210,7 @@ fn kind_of<'a>(samples: &'a [Sample], family: &str) -> Option<&'a str> {
         .map(|s| s.kind.as_str())
 }
 
-fn wait_for_total(pgfleet: &Pgfleet, schema: &str, total: i64) {
+pub(crate) fn wait_for_total(pgfleet: &Pgfleet, schema: &str, total: i64) {
     pgfleet.wait_for(&format!("{schema} folded to {total}"), |e| {
         e["event"] == "worker_tick" && e["schema"] == schema && e["total"] == total
     });

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::http::{scrape, start, value};
+use crate::http::{scrape, start, value, wait_for_total};
 use crate::support::cluster::cluster;
 use crate::support::pgbouncer::PgBouncer;
 use crate::support::pgfleet::{eventually, execute, ready, scalar_i64, schema_names, Pgfleet};
@@ -16,13 +16,6 @@ use crate::support::writers::{ledger, Writers};
 
 fn prepared_statements(address: SocketAddr) -> f64 {
     value(&scrape(address), "pgfleet_prepared_statements", &[]).unwrap_or(-1.0)
-}
-
-/// Waits until `schema`'s total is `total` in the log.
-fn wait_for_total(pgfleet: &Pgfleet, schema: &str, total: i64) {
-    pgfleet.wait_for(&format!("{schema} folded to {total}"), |e| {
-        e["event"] == "worker_tick" && e["schema"] == schema && e["total"] == total
-    });
 }
 
 #[test]
