@@ -152,7 +152,7 @@ fn pgbench(db: &TestDb, mode: &str, pipeline: usize) -> f64 {
         }
         for k in 0..pipeline {
             let schema = (n - 1 + k) % SCHEMAS + 1;
-            let sql = TableSql::new(&format!("schema{schema}"), "counted");
+            let sql = TableSql::new(format!("schema{schema}").into(), "counted".into());
             let _ = writeln!(script, "{};", sql.fold());
         }
         if pipeline > 1 {

@@ -37,7 +37,11 @@ pub fn run(settings: &Settings) -> i32 {
             return EXIT_CHECK_FAILED;
         }
     };
-    let targets: Vec<String> = settings.targets().into_iter().map(|t| t.schema).collect();
+    let targets: Vec<String> = settings
+        .targets()
+        .into_iter()
+        .map(|t| t.schema.to_string())
+        .collect();
     let job = Job {
         schemas: &targets,
         table: &settings.workers.table,

@@ -16,6 +16,8 @@
 //! `integer` column, which fails with SQLSTATE 22003 and rolls the whole
 //! statement back.
 
+use std::sync::Arc;
+
 /// `name` as a quoted PostgreSQL identifier.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -43,17 +45,26 @@ pub fn display_ident(name: &str) -> String {
 /// statements are built when sent, not kept: the fold alone is about 1.5 KB
 /// of text, which a fleet of 100,000 workers would hold as 150 MB, while a
 /// prepared fold needs its text once per connection (see `db::prepared`).
+/// The names are the fleet's own (shared with the worker's
+/// [`SchemaTarget`](crate::settings::SchemaTarget) and the settings), so
+/// one costs its id and two pointers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableSql {
     /// Unique in the process: the key of this fold in each connection's
     /// prepared-statement cache (a restarted worker builds a new one).
     pub id: u64,
-    pub schema: String,
-    pub table: String,
-    /// `schema.table` as worker_spi's log line shows it.
-    pub display_name: String,
-    /// `"schema"."table"` for to_regclass.
-    pub qualified: String,
+    pub schema: Arc<str>,
+    pub table: Arc<str>,
+}
+
+/// See [`TableSql::display_name`].
+pub struct DisplayName<'a>(&'a TableSql);
+
+impl std::fmt::Display for DisplayName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let TableSql { schema, table, .. } = self.0;
+        write!(f, "{}.{}", display_ident(schema), display_ident(table))
+    }
 }
 
 const COLUMNS: &str = "(type text CHECK (type IN ('total', 'delta')), value integer)";
@@ -68,15 +79,24 @@ pub const INIT_PROBE: &str =
      to_regclass($2) IS NOT NULL";
 
 impl TableSql {
-    pub fn new(schema: &str, table: &str) -> Self {
+    pub fn new(schema: Arc<str>, table: Arc<str>) -> Self {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         TableSql {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            schema: schema.to_owned(),
-            table: table.to_owned(),
-            display_name: format!("{}.{}", display_ident(schema), display_ident(table)),
-            qualified: format!("{}.{}", quote_ident(schema), quote_ident(table)),
+            schema,
+            table,
         }
+    }
+
+    /// `schema.table` as worker_spi's log line shows it; formatted only
+    /// when a line is written.
+    pub fn display_name(&self) -> DisplayName<'_> {
+        DisplayName(self)
+    }
+
+    /// `"schema"."table"` for to_regclass.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.table))
     }
 
     fn index(&self) -> String {
@@ -97,20 +117,20 @@ impl TableSql {
     }
 
     pub fn create_table_in_existing_schema(&self) -> String {
-        format!("CREATE TABLE IF NOT EXISTS {} {COLUMNS}", self.qualified)
+        format!("CREATE TABLE IF NOT EXISTS {} {COLUMNS}", self.qualified())
     }
 
     pub fn create_index_in_existing_schema(&self) -> String {
         format!(
             "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (type) WHERE type = 'total'",
             self.index(),
-            self.qualified
+            self.qualified()
         )
     }
 
     /// The fold (see the module's doc for how it differs from worker_spi's).
     pub fn fold(&self) -> String {
-        let qualified = &self.qualified;
+        let qualified = self.qualified();
         format!(
             "WITH total_row AS (\
                  SELECT value FROM {qualified} \
@@ -142,7 +162,7 @@ impl TableSql {
     }
 
     pub fn vacuum(&self) -> String {
-        format!("VACUUM {}", self.qualified)
+        format!("VACUUM {}", self.qualified())
     }
 }
 
@@ -169,19 +189,19 @@ mod tests {
 
     #[test]
     fn create_statement_is_worker_spis() {
-        let sql = TableSql::new("schema1", "counted");
+        let sql = TableSql::new("schema1".into(), "counted".into());
         assert_eq!(
             sql.create_schema(),
             "CREATE SCHEMA \"schema1\" CREATE TABLE \"counted\" \
              (type text CHECK (type IN ('total', 'delta')), value integer) \
              CREATE UNIQUE INDEX \"counted_unique_total\" ON \"counted\" (type) WHERE type = 'total'"
         );
-        assert_eq!(sql.display_name, "schema1.counted");
+        assert_eq!(sql.display_name().to_string(), "schema1.counted");
     }
 
     #[test]
     fn hostile_names_stay_inside_quotes() {
-        let sql = TableSql::new("x\"; DROP TABLE t; --", "counted");
+        let sql = TableSql::new("x\"; DROP TABLE t; --".into(), "counted".into());
         let fold = sql.fold();
         assert!(fold.contains("\"x\"\"; DROP TABLE t; --\".\"counted\""));
         assert!(!fold.contains("\"x\"; DROP"));

@@ -22,11 +22,12 @@
 //! with it the actor system, with the exit code the shutdown asked for.
 
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use slog::{error, info, o, warn, Logger};
+use slog::{error, info, warn, Logger};
 
 use crate::config_actor::SettingsChanged;
 use crate::db::Database;
@@ -35,14 +36,16 @@ use crate::job::FoldJob;
 use crate::policy::{Decision, RestartHistory};
 use crate::settings::{SchemaTarget, Settings};
 use crate::status::{DbHealth, PoolGauges, Status, WorkerState, HEARTBEAT_INTERVAL};
-use crate::worker::{Reconfigure, Stop, WorkerActor, WorkerError, WorkerSpec};
+use crate::worker::{
+    worker_log, FleetHandles, Reconfigure, Stop, WorkerActor, WorkerError, WorkerSpec,
+};
 
 /// A worker's last word: `failure` is None when it stopped because it was
 /// asked to.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct WorkerExited {
-    pub schema: String,
+    pub schema: Arc<str>,
     pub generation: u64,
     pub failure: Option<WorkerError>,
 }
@@ -51,7 +54,7 @@ pub struct WorkerExited {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct WorkerStarted {
-    pub schema: String,
+    pub schema: Arc<str>,
     pub generation: u64,
 }
 
@@ -84,13 +87,16 @@ pub struct Supervisor {
     db: Database,
     epoch: Instant,
     log: Logger,
-    slots: BTreeMap<String, Slot>,
+    slots: BTreeMap<Arc<str>, Slot>,
     /// Workers asked to stop because a reload removed or replaced them,
     /// by (schema, generation).
-    retiring: HashMap<(String, u64), (SchemaTarget, Addr<WorkerActor>)>,
+    retiring: HashMap<(Arc<str>, u64), (SchemaTarget, Addr<WorkerActor>)>,
     /// The last generation given to each schema's worker; kept when a
     /// schema leaves the configuration, so a generation is never reused.
-    generations: HashMap<String, u64>,
+    generations: HashMap<Arc<str>, u64>,
+    /// What the workers share; made at the first spawn (it holds this
+    /// actor's address).
+    fleet: Option<Rc<FleetHandles>>,
     /// Workers started together that have not all initialised yet.
     batch: Option<StartBatch>,
     status: Status,
@@ -149,6 +155,7 @@ impl Supervisor {
             slots: BTreeMap::new(),
             retiring: HashMap::new(),
             generations: HashMap::new(),
+            fleet: None,
             batch: None,
             status,
             summary: FleetSummary::new(Instant::now()),
@@ -175,15 +182,21 @@ impl Supervisor {
         self.status.set_database_probe(move || db.health());
     }
 
-    /// A worker's logger. `generation` tells apart the workers a schema
-    /// had over time: a retired one may report its stop after its
-    /// replacement started.
     fn worker_log(&self, target: &SchemaTarget, generation: u64) -> Logger {
-        self.log.new(o!(
-            "worker" => target.worker.clone(),
-            "schema" => target.schema.clone(),
-            "generation" => generation,
-        ))
+        worker_log(&self.log, target, generation)
+    }
+
+    fn fleet_handles(&mut self, ctx: &mut Context<Self>) -> Rc<FleetHandles> {
+        let fleet = self.fleet.get_or_insert_with(|| {
+            Rc::new(FleetHandles {
+                epoch: self.epoch,
+                supervisor: ctx.address().recipient(),
+                started: ctx.address().recipient(),
+                status: self.status.clone(),
+                log: self.log.clone(),
+            })
+        });
+        Rc::clone(fleet)
     }
 
     /// Starts a worker for `target`, numbered after the schema's previous
@@ -195,7 +208,10 @@ impl Supervisor {
         ctx: &mut Context<Self>,
     ) -> SlotState {
         let generation = {
-            let last = self.generations.entry(target.schema.clone()).or_insert(0);
+            let last = self
+                .generations
+                .entry(Arc::clone(&target.schema))
+                .or_insert(0);
             *last += 1;
             *last
         };
@@ -205,18 +221,10 @@ impl Supervisor {
             generation,
             naptime: self.settings.naptime,
             db: self.db.clone(),
-            epoch: self.epoch,
-            supervisor: ctx.address().recipient(),
-            started: ctx.address().recipient(),
-            status: self.status.clone(),
-            log: self.worker_log(target, generation),
+            fleet: self.fleet_handles(ctx),
         };
         SlotState::Running {
-            addr: WorkerActor::new(
-                spec,
-                FoldJob::new(&target.schema, &target.worker, &self.settings),
-            )
-            .start(),
+            addr: WorkerActor::new(spec, FoldJob::new(target, &self.settings)).start(),
             generation,
             since: Instant::now(),
         }
@@ -225,7 +233,7 @@ impl Supervisor {
     fn add_worker(&mut self, target: SchemaTarget, ctx: &mut Context<Self>) {
         let state = self.spawn_worker(&target, false, ctx);
         self.slots.insert(
-            target.schema.clone(),
+            Arc::clone(&target.schema),
             Slot {
                 target,
                 history: RestartHistory::default(),
@@ -384,8 +392,10 @@ impl Supervisor {
                 addr.do_send(Stop {
                     cancel_in_flight: false,
                 });
-                self.retiring
-                    .insert((schema.to_owned(), generation), (slot.target, addr));
+                self.retiring.insert(
+                    (Arc::clone(&slot.target.schema), generation),
+                    (slot.target, addr),
+                );
             }
             SlotState::Restarting { handle, generation } => {
                 ctx.cancel_future(handle);
@@ -478,12 +488,12 @@ impl Supervisor {
         }
         let table_changed = old.workers.table != new.workers.table
             || old.workers.create_schema != new.workers.create_schema;
-        let desired: BTreeMap<String, SchemaTarget> = new
+        let desired: BTreeMap<Arc<str>, SchemaTarget> = new
             .targets()
             .into_iter()
             .map(|target| (target.schema.clone(), target))
             .collect();
-        let obsolete: Vec<String> = self
+        let obsolete: Vec<Arc<str>> = self
             .slots
             .iter()
             .filter(|(schema, slot)| table_changed || desired.get(*schema) != Some(&slot.target))
@@ -526,7 +536,7 @@ impl Supervisor {
         self.exit_code = exit_code;
         self.status.shutting_down();
         self.batch = None;
-        let schemas: Vec<String> = self.slots.keys().cloned().collect();
+        let schemas: Vec<Arc<str>> = self.slots.keys().cloned().collect();
         for schema in schemas {
             let Some(slot) = self.slots.get(&schema) else {
                 continue;

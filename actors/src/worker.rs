@@ -73,13 +73,33 @@ pub struct WorkerSpec {
     pub generation: u64,
     pub naptime: Duration,
     pub db: Database,
+    pub fleet: Rc<FleetHandles>,
+}
+
+/// What every worker of one Supervisor holds alike, held once: each actix
+/// recipient is about 100 bytes of its own, a logger with the worker's
+/// names about 200; a hundred thousand workers would keep 40 MB of copies.
+/// (Workers run on the Supervisor's thread, hence `Rc`.)
+pub struct FleetHandles {
     /// Shared by all workers, so phases are relative to one instant.
     pub epoch: Instant,
     pub supervisor: Recipient<WorkerExited>,
     /// Told once the schema is initialised (start-up progress).
     pub started: Recipient<WorkerStarted>,
     pub status: Status,
+    /// The Supervisor's; a worker's lines add its names ([`worker_log`]).
     pub log: Logger,
+}
+
+/// A worker's logger. `generation` tells apart the workers a schema had
+/// over time: a retired one may report its stop after its replacement
+/// started. Built for each use rather than kept (see [`FleetHandles`]).
+pub fn worker_log(base: &Logger, target: &SchemaTarget, generation: u64) -> Logger {
+    base.new(slog::o!(
+        "worker" => Arc::clone(&target.worker),
+        "schema" => Arc::clone(&target.schema),
+        "generation" => generation,
+    ))
 }
 
 /// A worker: the schedule of one schema; what it runs is its [`Job`]
@@ -191,6 +211,14 @@ impl<J: Job> WorkerActor<J> {
         }
     }
 
+    fn log(&self) -> Logger {
+        worker_log(
+            &self.spec.fleet.log,
+            &self.spec.target,
+            self.spec.generation,
+        )
+    }
+
     /// (Re)starts the ticks at this schema's phase of the interval.
     fn schedule_ticks(&mut self, ctx: &mut Context<Self>) {
         if let Some(handle) = self.ticker.take() {
@@ -198,7 +226,7 @@ impl<J: Job> WorkerActor<J> {
         }
         let naptime = self.spec.naptime;
         let first = until_next_slot(
-            self.spec.epoch,
+            self.spec.fleet.epoch,
             Instant::now(),
             naptime,
             &self.spec.target.schema,
@@ -232,8 +260,8 @@ impl<J: Job> WorkerActor<J> {
             return;
         }
         self.last_tick = Some(now);
-        self.spec.status.tick_late(lateness(
-            self.spec.epoch,
+        self.spec.fleet.status.tick_late(lateness(
+            self.spec.fleet.epoch,
             now,
             self.spec.naptime,
             &self.spec.target.schema,
@@ -254,11 +282,11 @@ impl<J: Job> WorkerActor<J> {
             };
             self.note_skipped(reason);
             if reason == "fold_in_flight" && running >= self.spec.naptime.max(SLOW_FOLD_FLOOR) {
-                warn!(self.spec.log, "tick skipped: the previous fold is still running after {running_ms} ms";
+                warn!(self.log(), "tick skipped: the previous fold is still running after {running_ms} ms";
                     "event" => "worker_tick_skipped", "reason" => reason,
                     "running_ms" => running_ms, "skipped" => self.ticks_skipped);
             } else {
-                debug!(self.spec.log, "tick skipped: the previous work is still running after {running_ms} ms";
+                debug!(self.log(), "tick skipped: the previous work is still running after {running_ms} ms";
                     "event" => "worker_tick_skipped", "reason" => reason,
                     "running_ms" => running_ms, "skipped" => self.ticks_skipped);
             }
@@ -400,13 +428,13 @@ impl<J: Job> WorkerActor<J> {
             let _permit = permit;
             match result {
                 Ok(Ok(found)) => {
-                    worker.job.initialised(found, &worker.spec.log);
+                    worker.job.initialised(found, &worker.log());
                     worker.initialised = true;
-                    info!(worker.spec.log, "{} initialized with {}", worker.spec.target.worker, worker.job.display_name();
+                    info!(worker.log(), "{} initialized with {}", worker.spec.target.worker, worker.job.display_name();
                         "event" => "worker_started");
                     let (schema, generation) = (&worker.spec.target.schema, worker.spec.generation);
-                    worker.spec.status.worker_initialised(schema, generation);
-                    worker.spec.started.do_send(WorkerStarted {
+                    worker.spec.fleet.status.worker_initialised(schema, generation);
+                    worker.spec.fleet.started.do_send(WorkerStarted {
                         schema: schema.clone(),
                         generation,
                     });
@@ -427,8 +455,8 @@ impl<J: Job> WorkerActor<J> {
             step,
             |worker, result, ctx| match result {
                 Ok(Ok(found)) => {
-                    let (report, maintenance) = worker.job.ran(found, &worker.spec.log);
-                    worker.spec.status.fold_done(
+                    let (report, maintenance) = worker.job.ran(found, &worker.log());
+                    worker.spec.fleet.status.fold_done(
                         &worker.spec.target.schema,
                         worker.spec.generation,
                         report.took,
@@ -455,7 +483,7 @@ impl<J: Job> WorkerActor<J> {
             NoAnswer::SlowStatement,
             Work::Own(step),
             |worker, result, ctx| match result {
-                Ok(Ok(())) => worker.job.maintained(&worker.spec.log),
+                Ok(Ok(())) => worker.job.maintained(&worker.log()),
                 Ok(Err(error)) => worker.handle_error(error, ctx),
                 Err(panic) => worker.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
             },
@@ -471,14 +499,14 @@ impl<J: Job> WorkerActor<J> {
             DbError::Unreachable(_) | DbError::ConnectionLost(_) | DbError::Refused { .. } => {
                 self.ticks_skipped += 1;
                 self.note_skipped(error.kind());
-                debug!(self.spec.log, "tick skipped: {error}";
+                debug!(self.log(), "tick skipped: {error}";
                     "event" => "worker_tick_skipped", "reason" => error.kind(),
                     "skipped" => self.ticks_skipped);
             }
             DbError::TimedOut { reason, .. } => {
                 self.ticks_skipped += 1;
                 self.note_skipped("timed_out");
-                warn!(self.spec.log, "tick skipped: {reason}";
+                warn!(self.log(), "tick skipped: {reason}";
                     "event" => "worker_tick_skipped", "reason" => "timed_out",
                     "error" => reason.clone(), "skipped" => self.ticks_skipped);
             }
@@ -489,20 +517,20 @@ impl<J: Job> WorkerActor<J> {
                 // fleet's count; each worker's own at debug.
                 match self.spec.db.pool_exhausted_warning_due(Instant::now()) {
                     Some(fleet_skipped) => {
-                        warn!(self.spec.log, "tick skipped: {error} ({fleet_skipped} ticks skipped for want of a connection since the last such warning, in all workers)";
+                        warn!(self.log(), "tick skipped: {error} ({fleet_skipped} ticks skipped for want of a connection since the last such warning, in all workers)";
                             "event" => "worker_tick_skipped", "reason" => "pool_exhausted",
                             "error" => error.to_string(), "skipped" => self.ticks_skipped,
                             "fleet_skipped" => fleet_skipped);
                     }
                     None => {
-                        debug!(self.spec.log, "tick skipped: {error}";
+                        debug!(self.log(), "tick skipped: {error}";
                             "event" => "worker_tick_skipped", "reason" => "pool_exhausted",
                             "error" => error.to_string(), "skipped" => self.ticks_skipped);
                     }
                 }
             }
             other if self.stop_requested => {
-                debug!(self.spec.log, "statement ended by the stop: {other}");
+                debug!(self.log(), "statement ended by the stop: {other}");
             }
             other => self.fail(other.into(), ctx),
         }
@@ -510,6 +538,7 @@ impl<J: Job> WorkerActor<J> {
 
     fn note_skipped(&self, reason: &'static str) {
         self.spec
+            .fleet
             .status
             .tick_skipped(&self.spec.target.schema, self.spec.generation, reason);
     }
@@ -537,7 +566,7 @@ impl<J: Job> Actor for WorkerActor<J> {
         if self.failure.is_none() && !self.stop_requested && !crate::panics::is_system_stopping() {
             self.failure = Some(WorkerError::Panicked(crate::panics::last_message()));
         }
-        self.spec.supervisor.do_send(WorkerExited {
+        self.spec.fleet.supervisor.do_send(WorkerExited {
             schema: self.spec.target.schema.clone(),
             generation: self.spec.generation,
             failure: self.failure.take(),
@@ -663,7 +692,7 @@ mod tests {
         use std::mem::size_of;
         assert!(
             size_of::<WorkerActor<FoldJob>>() <= 400,
-            "{}",
+            "WorkerActor is {} bytes",
             size_of::<WorkerActor<FoldJob>>()
         );
         assert!(size_of::<InFlightState>() <= 16);

@@ -66,16 +66,16 @@ async fn initialise_once(
     if let Some(set_local) = set_local {
         tx.batch_execute(&set_local).await.map_err(pg)?;
     }
-    tx.execute(INIT_LOCK, &[&sql.schema]).await.map_err(pg)?;
+    tx.execute(INIT_LOCK, &[&&*sql.schema]).await.map_err(pg)?;
     let row = tx
-        .query_one(INIT_PROBE, &[&sql.schema, &sql.qualified])
+        .query_one(INIT_PROBE, &[&&*sql.schema, &sql.qualified()])
         .await
         .map_err(pg)?;
     let (schema_exists, table_exists): (bool, bool) = (row.get(0), row.get(1));
     let mut outcome = InitOutcome::default();
     if !schema_exists && create {
         outcome.case_twin = tx
-            .query_opt(CASE_TWIN, &[&sql.schema])
+            .query_opt(CASE_TWIN, &[&&*sql.schema])
             .await
             .map_err(pg)?
             .map(|row| row.get(0));
@@ -95,12 +95,12 @@ async fn initialise_once(
         }
         (false, _, false) => {
             return Err(DbError::MissingSchema {
-                schema: sql.schema.clone(),
+                schema: sql.schema.to_string(),
             })
         }
         (true, false, false) => {
             return Err(DbError::MissingTable {
-                table: sql.display_name.clone(),
+                table: sql.display_name().to_string(),
             })
         }
     }
@@ -185,7 +185,7 @@ async fn fold_prepared(
 fn fold_error(error: &tokio_postgres::Error, sql: &TableSql) -> DbError {
     if error.code() == Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE) {
         DbError::Overflow {
-            table: sql.display_name.clone(),
+            table: sql.display_name().to_string(),
             detail: super::describe(error),
         }
     } else {

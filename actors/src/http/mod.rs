@@ -237,10 +237,10 @@ impl<'a> From<&'a WorkerStatus> for WorkerView<'a> {
             failures: w.failures,
             restarts: w.restarts,
             ticks_skipped: w.ticks_skipped,
-            last_error: w.last_error.as_deref(),
-            last_error_at: w.last_error_at.map(rfc3339),
-            restart_at: w.restart_at.map(rfc3339),
-            given_up_reason: w.given_up_reason.as_deref(),
+            last_error: w.last_error(),
+            last_error_at: w.last_error_at().map(rfc3339),
+            restart_at: w.restart_at().map(rfc3339),
+            given_up_reason: w.given_up_reason(),
         }
     }
 }

@@ -146,10 +146,10 @@ fn worker_row(html: &mut String, w: &WorkerStatus) {
         WorkerState::Running => "",
     };
     let mut state = state_label(w.state);
-    if let Some(reason) = &w.given_up_reason {
+    if let Some(reason) = w.given_up_reason() {
         state = format!("{state}: {reason}");
     }
-    if let Some(at) = w.restart_at {
+    if let Some(at) = w.restart_at() {
         state = format!("{state} in {}", until(at));
     }
     let last_fold = w
@@ -158,7 +158,7 @@ fn worker_row(html: &mut String, w: &WorkerStatus) {
     let total = w
         .last_total
         .map_or_else(|| "-".to_owned(), |t| t.to_string());
-    let error = w.last_error.as_deref().unwrap_or("");
+    let error = w.last_error().unwrap_or("");
     let _ = write!(
         html,
         "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\

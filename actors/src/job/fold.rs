@@ -10,13 +10,13 @@ use slog::{debug, info, warn, Logger};
 
 use super::{Job, RunReport, SharedStep, Step};
 use crate::db::{self, FoldOutcome, InitOutcome};
-use crate::settings::Settings;
+use crate::settings::{SchemaTarget, Settings};
 use crate::sql::TableSql;
 
 pub struct FoldJob {
     sql: Arc<TableSql>,
     /// The `worker` of worker_spi's log line: `worker 4` or the schema.
-    worker: String,
+    worker: Arc<str>,
     create_schema: bool,
     vacuum_after: u64,
     rows_since_vacuum: u64,
@@ -27,10 +27,13 @@ pub struct FoldJob {
 }
 
 impl FoldJob {
-    pub fn new(schema: &str, worker: &str, settings: &Settings) -> Self {
+    pub fn new(target: &SchemaTarget, settings: &Settings) -> Self {
         FoldJob {
-            sql: Arc::new(TableSql::new(schema, &settings.workers.table)),
-            worker: worker.to_owned(),
+            sql: Arc::new(TableSql::new(
+                Arc::clone(&target.schema),
+                Arc::clone(&settings.workers.table),
+            )),
+            worker: Arc::clone(&target.worker),
             create_schema: settings.workers.create_schema,
             vacuum_after: settings.workers.vacuum_after,
             rows_since_vacuum: 0,
@@ -53,8 +56,8 @@ impl Job for FoldJob {
     type Initialised = InitOutcome;
     type Ran = (FoldOutcome, std::time::Duration);
 
-    fn display_name(&self) -> &str {
-        &self.sql.display_name
+    fn display_name(&self) -> String {
+        self.sql.display_name().to_string()
     }
 
     fn initialise(&self) -> Step<InitOutcome> {
@@ -100,7 +103,7 @@ impl Job for FoldJob {
             Some(total) => {
                 self.told_no_total = false;
                 // Formatted only if a drain writes it.
-                let (worker, table) = (&self.worker, &self.sql.display_name);
+                let (worker, table) = (&self.worker, self.sql.display_name());
                 if self.fold_lines_at_info && (outcome.folded > 0 || self.last_total != Some(total))
                 {
                     info!(log, "{worker}: count in {table} is now {total}";
@@ -113,7 +116,7 @@ impl Job for FoldJob {
             None if outcome.waiting > 0 && !self.told_no_total => {
                 self.told_no_total = true;
                 warn!(log, "{} has no total row (or its value is NULL): its {} delta rows are kept, \
-                            and folded once a total row exists", self.sql.display_name, outcome.waiting;
+                            and folded once a total row exists", self.sql.display_name(), outcome.waiting;
                     "event" => "worker_no_total", "waiting" => outcome.waiting);
             }
             None => {}
@@ -130,7 +133,7 @@ impl Job for FoldJob {
 
     fn maintained(&mut self, log: &Logger) {
         info!(log, "vacuumed {} after folding {} rows since its last vacuum",
-            self.sql.display_name, self.rows_since_vacuum;
+            self.sql.display_name(), self.rows_since_vacuum;
             "event" => "worker_vacuumed", "rows" => self.rows_since_vacuum);
         self.rows_since_vacuum = 0;
     }

@@ -49,7 +49,7 @@ pub trait Job: Unpin + 'static {
     type Ran: 'static;
 
     /// What the job works on, for "worker 1 initialized with schema1.counted".
-    fn display_name(&self) -> &str;
+    fn display_name(&self) -> String;
 
     /// Makes the schema ready; the worker runs nothing else until it has
     /// succeeded once.

@@ -709,7 +709,7 @@ mod tests {
     fn defaults_alone_are_valid() {
         let settings = ConfigSources::default().load_without_env().expect("valid");
         assert_eq!(settings.naptime, std::time::Duration::from_secs(10));
-        assert_eq!(settings.workers.table, "counted");
+        assert_eq!(&*settings.workers.table, "counted");
     }
 
     #[test]
@@ -722,7 +722,7 @@ mod tests {
             .expect("valid");
         assert_eq!(settings.naptime, std::time::Duration::from_millis(250));
         assert_eq!(settings.workers.total, 5);
-        assert_eq!(settings.workers.table, "hits");
+        assert_eq!(&*settings.workers.table, "hits");
         let from_env = sources
             .load_with_env(&env(&[
                 ("PGFLEET__NAPTIME", "7"),

@@ -12,6 +12,7 @@ pub mod secret;
 mod whole;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -102,7 +103,8 @@ pub struct WorkersSettings {
     pub total: u32,
     #[serde(deserialize_with = "schema_list")]
     pub schemas: Vec<String>,
-    pub table: String,
+    /// Shared by every worker's [`TableSql`](crate::sql::TableSql).
+    pub table: Arc<str>,
     pub create_schema: bool,
     #[serde(deserialize_with = "whole::deserialize")]
     pub vacuum_after: u64,
@@ -217,10 +219,15 @@ words!(LogFormat { Text = "text", Json = "json" });
 words!(FoldLines { Auto = "auto", Info = "info", Debug = "debug" });
 
 /// One schema to fold, and the name its worker goes by in the logs.
+///
+/// The names are shared, not copied: the Supervisor's slot, the worker,
+/// its job and its [`Status`](crate::status::Status) entry all hold these
+/// two allocations (with a `workers.schemas` list, one: the worker goes by
+/// the schema's name), which at 100,000 schemas is tens of megabytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SchemaTarget {
-    pub schema: String,
-    pub worker: String,
+    pub schema: Arc<str>,
+    pub worker: Arc<str>,
 }
 
 impl Settings {
@@ -230,17 +237,20 @@ impl Settings {
         if self.workers.schemas.is_empty() {
             (1..=self.workers.total)
                 .map(|n| SchemaTarget {
-                    schema: format!("schema{n}"),
-                    worker: format!("worker {n}"),
+                    schema: format!("schema{n}").into(),
+                    worker: format!("worker {n}").into(),
                 })
                 .collect()
         } else {
             self.workers
                 .schemas
                 .iter()
-                .map(|schema| SchemaTarget {
-                    schema: schema.clone(),
-                    worker: schema.clone(),
+                .map(|schema| {
+                    let schema: Arc<str> = schema.as_str().into();
+                    SchemaTarget {
+                        worker: Arc::clone(&schema),
+                        schema,
+                    }
                 })
                 .collect()
         }
@@ -328,7 +338,7 @@ impl Settings {
         }
         let workers = &self.workers;
         if let Err(reason) = check_identifier(&workers.table) {
-            bad("workers.table", workers.table.clone(), &reason);
+            bad("workers.table", workers.table.to_string(), &reason);
         }
         let mut seen = std::collections::HashSet::new();
         for schema in &workers.schemas {
@@ -552,8 +562,8 @@ mod tests {
     fn default_targets_are_worker_spi_schemas() {
         let targets = defaults().targets();
         assert_eq!(targets.len(), 2);
-        assert_eq!(targets[1].schema, "schema2");
-        assert_eq!(targets[1].worker, "worker 2");
+        assert_eq!(&*targets[1].schema, "schema2");
+        assert_eq!(&*targets[1].worker, "worker 2");
     }
 
     #[test]
@@ -562,7 +572,7 @@ mod tests {
         settings.workers.schemas = vec!["Sales".into(), "a\"b".into()];
         let targets = settings.targets();
         assert_eq!(targets.len(), 2);
-        assert_eq!(targets[0].worker, "Sales");
+        assert_eq!(&*targets[0].worker, "Sales");
     }
 
     #[test]

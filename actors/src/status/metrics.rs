@@ -133,7 +133,7 @@ impl Collector for FleetCollector {
             match &per_schema {
                 Some(schemas) => {
                     for counters in schemas {
-                        let labels = [("schema", counters.schema.as_str())];
+                        let labels = [("schema", &*counters.schema)];
                         ConstCounter::new(of_schema(counters))
                             .encode(metric.encode_family(&labels)?)?;
                     }
@@ -221,7 +221,7 @@ impl Collector for FleetCollector {
 }
 
 struct SchemaCounters {
-    schema: String,
+    schema: Arc<str>,
     folds: u64,
     rows_folded: u64,
     failures: u64,
@@ -230,7 +230,7 @@ struct SchemaCounters {
 impl From<&WorkerStatus> for SchemaCounters {
     fn from(worker: &WorkerStatus) -> Self {
         SchemaCounters {
-            schema: worker.schema.clone(),
+            schema: Arc::clone(&worker.schema),
             folds: worker.folds,
             rows_folded: worker.rows_folded,
             failures: worker.failures,
