@@ -316,6 +316,7 @@ impl<J: Job> WorkerActor<J> {
     ) {
         self.busy_since = Some(Instant::now());
         let db = self.spec.db.clone();
+        let home = db.home_of(&self.spec.target.schema);
         let in_flight = Rc::clone(&self.in_flight);
         let guarded = async move {
             let mut attempt = 0;
@@ -330,7 +331,7 @@ impl<J: Job> WorkerActor<J> {
                         (answer, Held::Own(Box::new(conn)))
                     }
                     Work::Shared(step) => {
-                        let lease = db.shared_connection().await?;
+                        let lease = db.shared_connection(home).await?;
                         in_flight.borrow_mut().token =
                             Some(Box::new(lease.client().cancel_token()));
                         let answer = tokio::time::timeout(deadline, step(lease.client())).await;

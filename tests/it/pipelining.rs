@@ -70,3 +70,64 @@ fn behind_a_pooler_each_fold_has_its_connection() {
     });
     assert_eq!(pipelined(address), 0.0);
 }
+
+/// Each schema folds on its home connection (`db::lanes`, "Homes"): a
+/// backend caches the catalog entries of every table it touches, so folds
+/// spread at random would in the end make every backend cache every table.
+/// A statement trigger on each table notes the backend that ran its folds.
+#[test]
+fn a_schema_folds_on_its_home_backend() {
+    let db = cluster().create_database();
+    let count = 24;
+    let schemas = schema_names(count);
+    let (pgfleet, _) = start(
+        &db,
+        "naptime: 50ms\nworkers:\n  total: 24\n  vacuum_after: 0\ndatabase:\n  pool_size: 4",
+        &[],
+    );
+    ready(&pgfleet, &db, &schemas);
+    let mut sql = String::from(
+        "CREATE TABLE public.fold_backends (schema text, pid int, PRIMARY KEY (schema, pid));\
+         CREATE FUNCTION public.note_backend() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           INSERT INTO public.fold_backends VALUES (TG_TABLE_SCHEMA, pg_backend_pid()) \
+           ON CONFLICT DO NOTHING; RETURN NULL; END $$;",
+    );
+    for schema in &schemas {
+        sql.push_str(&format!(
+            "CREATE TRIGGER note_backend AFTER UPDATE ON {schema}.counted \
+             FOR EACH STATEMENT EXECUTE FUNCTION public.note_backend();"
+        ));
+    }
+    db.client().batch_execute(&sql).expect("triggers");
+    // Twenty folds a schema.
+    std::thread::sleep(Duration::from_secs(1));
+    let rows = db
+        .client()
+        .query(
+            "SELECT count(DISTINCT schema)::int8, count(*)::int8, count(DISTINCT pid)::int8 \
+               FROM public.fold_backends",
+            &[],
+        )
+        .expect("fold_backends");
+    let (folded, pairs, backends): (i64, i64, i64) =
+        (rows[0].get(0), rows[0].get(1), rows[0].get(2));
+    assert_eq!(
+        folded, count as i64,
+        "every schema folded ({pairs} pairs, {backends} backends)"
+    );
+    // Spread at random over 4 connections, 20 folds would meet about 4
+    // backends a schema; at home, one (a lane that stopped answering for
+    // 50 ms on a slow machine may send a few elsewhere).
+    let per_schema = pairs as f64 / folded as f64;
+    assert!(
+        per_schema <= 1.25,
+        "{per_schema:.2} backends a schema ({pairs} pairs over {folded} schemas, {backends} backends)"
+    );
+    assert!(
+        backends >= 2,
+        "the homes share the pool's connections: {backends} backends"
+    );
+    eprintln!(
+        "MEASURED {per_schema:.2} backends a schema ({pairs} schema-backend pairs, {folded} schemas, {backends} backends)"
+    );
+}

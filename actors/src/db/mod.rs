@@ -24,6 +24,7 @@ use slog::{error, info, warn, Logger};
 
 pub use connect::{Connector, Session};
 pub use error::{describe, DbError, Refusal};
+use lanes::Joined;
 pub use lanes::LaneLease;
 pub use manager::{Manager, PgClient};
 pub use outage::{OutageGate, OutageSoFar};
@@ -213,41 +214,77 @@ impl Database {
     /// A connection of its own, for a transaction or a long statement:
     /// while it waits, folds stop joining lanes (see `lanes`).
     pub async fn own_connection(&self) -> Result<PgConnection, DbError> {
-        let _waiting = lanes::LaneSet::of(self.inner.id).own_waiting();
+        let _waiting = self.lanes().own_waiting();
         self.connection().await
     }
 
-    /// A share of a connection for one fold, pipelined with the folds
-    /// already in flight on it (see `lanes`); a connection of its own when
-    /// the pool has one to spare.
-    pub async fn shared_connection(&self) -> Result<LaneLease, DbError> {
-        let lanes = lanes::LaneSet::of(self.inner.id);
+    /// This pool's lanes on this thread.
+    fn lanes(&self) -> std::rc::Rc<lanes::LaneSet> {
+        let pool = Arc::downgrade(&self.inner);
+        lanes::LaneSet::of(self.inner.id, move || pool.strong_count() > 0)
+    }
+
+    /// Which of the pool's lanes is `schema`'s home (see `lanes`): a hash
+    /// of its name, so it is the same after a restart.
+    pub fn home_of(&self, schema: &str) -> usize {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (schema, "home").hash(&mut hasher);
+        let homes = u64::from(self.inner.pool.config().max_size.max(1));
+        usize::try_from(hasher.finish() % homes).unwrap_or(0)
+    }
+
+    /// A share of a connection for one fold of the schema whose home is
+    /// `home`, pipelined with the folds already in flight on it (see
+    /// `lanes`).
+    pub async fn shared_connection(&self, home: usize) -> Result<LaneLease, DbError> {
+        let lanes = self.lanes();
         let waited = self.inner.pool.config().connection_timeout;
         let deadline = tokio::time::Instant::now() + waited;
+        let exhausted = || DbError::PoolExhausted {
+            waited,
+            size: self.inner.pool.config().max_size,
+        };
         loop {
             let state = self.inner.pool.state();
             let room =
                 state.idle_connections > 0 || state.connections < self.inner.pool.config().max_size;
-            if let Some(lease) = lanes.join(room, Instant::now()) {
-                return Ok(lease);
-            }
-            if !lanes.own_first() {
-                break;
-            }
-            // Initialisation (or VACUUM) first; as long as waiting for a
-            // pooled connection may take.
-            tokio::select! {
-                () = lanes.own_served() => {}
-                () = tokio::time::sleep_until(deadline) => {
-                    return Err(DbError::PoolExhausted {
-                        waited,
-                        size: self.inner.pool.config().max_size,
-                    });
+            match lanes.join(home, room, Instant::now()) {
+                Joined::Lease(lease) => return Ok(lease),
+                Joined::NewLane if room => break,
+                // Every connection is in a lane (busy and not answering,
+                // or parked for other homes a moment ago): wait in the
+                // pool's queue, and look at the lanes again every
+                // OPEN_FOR; a lane that drains stays parked rather than
+                // go back to the pool.
+                Joined::NewLane => {
+                    let look_again = (tokio::time::Instant::now() + lanes::OPEN_FOR).min(deadline);
+                    tokio::select! {
+                        conn = self.connection() => return Ok(lanes.add(conn?, home, Instant::now())),
+                        () = tokio::time::sleep_until(look_again) => {}
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(exhausted());
+                    }
+                }
+                Joined::HomeFull(lane) => {
+                    tokio::select! {
+                        () = lane.room() => {}
+                        () = tokio::time::sleep_until(deadline) => return Err(exhausted()),
+                    }
+                }
+                // Initialisation (or VACUUM) first; as long as waiting for
+                // a pooled connection may take.
+                Joined::OwnFirst => {
+                    tokio::select! {
+                        () = lanes.own_served() => {}
+                        () = tokio::time::sleep_until(deadline) => return Err(exhausted()),
+                    }
                 }
             }
         }
         let conn = self.connection().await?;
-        Ok(lanes.add(conn, Instant::now()))
+        Ok(lanes.add(conn, home, Instant::now()))
     }
 
     /// A tick was skipped because no pooled connection came free: returns
