@@ -89,6 +89,60 @@ workers:
     assert!(last - first < 1.5, "folded over {:.3} s", last - first);
 }
 
+/// A reload reaches a big fleet in batches (the Supervisor lets due
+/// ticks run between them): every worker is told, and two reloads in
+/// quick succession leave every worker on the second one's settings.
+#[test]
+fn a_reload_reaches_every_worker_of_a_big_fleet_and_the_last_one_wins() {
+    let db = cluster().create_database();
+    let count = 300;
+    let schemas = schema_names(count);
+    let config = |naptime: &str| {
+        format!(
+            "naptime: {naptime}\nworkers:\n  total: {count}\n  vacuum_after: 0\n\
+             http:\n  per_schema_metrics_max: {count}\n"
+        )
+    };
+    let (pgfleet, address) = crate::http::start(&db, &config("1h"), &[]);
+    ready(&pgfleet, &db, &schemas);
+    let mark = pgfleet.mark();
+    pgfleet.reload(&config("2h"));
+    pgfleet.reload(&config("400ms"));
+    pgfleet.wait_for_from(mark, "the second reload", |e| {
+        e["event"] == "config_reloaded"
+            && e["changes"].as_str().is_some_and(|c| c.contains("400ms"))
+    });
+    let folds = || {
+        let samples = crate::http::scrape(address);
+        schemas
+            .iter()
+            .map(|s| {
+                crate::http::value(&samples, "pgfleet_folds_total", &[("schema", s)]).unwrap_or(0.0)
+            })
+            .collect::<Vec<f64>>()
+    };
+    // At naptime 400ms every worker folds again and again; on a 1 h or
+    // 2 h naptime, once more at most (the reload's fold).
+    let before = folds();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        thread::sleep(Duration::from_millis(500));
+        let now = folds();
+        let behind = before
+            .iter()
+            .zip(&now)
+            .filter(|(b, n)| **n < **b + 3.0)
+            .count();
+        if behind == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{behind} of {count} schemas did not fold 3 times after the second reload"
+        );
+    }
+}
+
 /// Seconds within the day of a log line's `ts` (`2026-11-26T21:59:04.454Z`).
 fn seconds_of(ts: &str) -> f64 {
     let time = ts
