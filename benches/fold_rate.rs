@@ -7,8 +7,11 @@
 //! ratios of one run mean something: each round runs every side for
 //! `SECONDS`, one after the other, and the table shows the medians of
 //! `ROUNDS` rounds (`PGFLEET_BENCH_ROUNDS` to change it). pgbench's
-//! pipeline mode (`\startpipeline`, `PIPELINE` folds per round trip) is
-//! the figure to beat once pgfleet pipelines too.
+//! pipeline mode (`\startpipeline`, `PIPELINE` folds per round trip) runs
+//! twice: as pgbench does it, the folds of a pipeline in one transaction
+//! (PostgreSQL 15's pgbench sends one Sync, at `\endpipeline`), and with
+//! each fold in its own transaction, as pgfleet runs them (one schema's
+//! error must not roll back another's fold).
 //!
 //! Under `cargo test --all-targets` (as CI runs it) the binary is started
 //! without `--bench` and only checks that it would run.
@@ -60,11 +63,12 @@ fn main() {
         let prepared = pgbench(&db, "prepared", 1);
         let simple = pgbench(&db, "simple", 1);
         let pipelined = pgbench(&db, "prepared", PIPELINE);
+        let pipelined_own = pgbench_pipelined_own_transactions(&db);
         let pgfleet = pgfleet_rate(&db, "auto");
         let unprepared = pgfleet_rate(&db, "off");
         eprintln!(
             "round {round}/{rounds}: pgbench prepared {prepared:.0}, simple {simple:.0}, \
-             pipelined {pipelined:.0}; pgfleet {:.0} ({:.1} us of its CPU per fold), \
+             pipelined {pipelined:.0} (a transaction a fold: {pipelined_own:.0}); pgfleet {:.0} ({:.1} us of its CPU per fold), \
              unprepared {:.0} folds/s",
             pgfleet.folds_per_second, pgfleet.cpu_us_per_fold, unprepared.folds_per_second
         );
@@ -72,6 +76,7 @@ fn main() {
             prepared,
             simple,
             pipelined,
+            pipelined_own,
             pgfleet,
             unprepared,
         });
@@ -80,6 +85,7 @@ fn main() {
     let prepared = median(&|r| r.prepared);
     let simple = median(&|r| r.simple);
     let pipelined = median(&|r| r.pipelined);
+    let pipelined_own = median(&|r| r.pipelined_own);
     let pgfleet = median(&|r| r.pgfleet.folds_per_second);
     let unprepared = median(&|r| r.unprepared.folds_per_second);
     let cpu_us = median(&|r| r.pgfleet.cpu_us_per_fold);
@@ -89,6 +95,7 @@ fn main() {
     let vs_prepared = median(&|r| r.pgfleet.folds_per_second / r.prepared);
     let vs_simple = median(&|r| r.pgfleet.folds_per_second / r.simple);
     let vs_pipelined = median(&|r| r.pgfleet.folds_per_second / r.pipelined);
+    let vs_pipelined_own = median(&|r| r.pgfleet.folds_per_second / r.pipelined_own);
     let off_vs_simple = median(&|r| r.unprepared.folds_per_second / r.simple);
     println!(
         "fold rate over {SCHEMAS} idle schemas, {CONNECTIONS} connections; medians of {rounds} rounds of {SECONDS} s per side"
@@ -98,7 +105,10 @@ fn main() {
     println!("| pgbench -M prepared (the floor) | {prepared:.0} | {vs_prepared:.2}x |");
     println!("| pgbench -M simple | {simple:.0} | {vs_simple:.2}x |");
     println!(
-        "| pgbench -M prepared, pipelines of {PIPELINE} | {pipelined:.0} | {vs_pipelined:.2}x |"
+        "| pgbench -M prepared, pipelines of {PIPELINE}, a transaction a fold (as pgfleet) | {pipelined_own:.0} | {vs_pipelined_own:.2}x |"
+    );
+    println!(
+        "| pgbench -M prepared, pipelines of {PIPELINE} in one transaction | {pipelined:.0} | {vs_pipelined:.2}x |"
     );
     println!("| pgfleet (naptime 1ms, pool {CONNECTIONS}, prepared: auto) | {pgfleet:.0} | |");
     println!("| pgfleet, prepared: off | {unprepared:.0} | {off_vs_simple:.2}x of simple |");
@@ -110,6 +120,8 @@ fn main() {
         "schemas": SCHEMAS, "connections": CONNECTIONS, "rounds": rounds, "seconds": SECONDS,
         "pgbench_prepared": prepared, "pgbench_simple": simple,
         "pgbench_pipelined": pipelined, "pipeline": PIPELINE,
+        "pgbench_pipelined_own_transactions": pipelined_own,
+        "pgfleet_vs_pipelined_own_transactions": vs_pipelined_own,
         "pgfleet": pgfleet, "pgfleet_unprepared": unprepared,
         "pgfleet_vs_prepared": vs_prepared, "pgfleet_vs_simple": vs_simple,
         "pgfleet_vs_pipelined": vs_pipelined, "unprepared_vs_simple": off_vs_simple,
@@ -125,6 +137,7 @@ struct Round {
     prepared: f64,
     simple: f64,
     pipelined: f64,
+    pipelined_own: f64,
     pgfleet: Rate,
     unprepared: Rate,
 }
@@ -142,6 +155,16 @@ struct Rate {
 /// script sends that many folds (of consecutive schemas) in one pipeline,
 /// and the rate counts folds, not scripts.
 fn pgbench(db: &TestDb, mode: &str, pipeline: usize) -> f64 {
+    pgbench_scripts(db, mode, pipeline, false)
+}
+
+/// pgbench's pipeline mode with each fold in its own transaction
+/// (`BEGIN`, the fold, `COMMIT`), as pgfleet runs its pipelined folds.
+fn pgbench_pipelined_own_transactions(db: &TestDb) -> f64 {
+    pgbench_scripts(db, "prepared", PIPELINE, true)
+}
+
+fn pgbench_scripts(db: &TestDb, mode: &str, pipeline: usize, own_transactions: bool) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut args: Vec<String> = Vec::new();
     for n in 1..=SCHEMAS {
@@ -153,7 +176,11 @@ fn pgbench(db: &TestDb, mode: &str, pipeline: usize) -> f64 {
         for k in 0..pipeline {
             let schema = (n - 1 + k) % SCHEMAS + 1;
             let sql = TableSql::new(format!("schema{schema}").into(), "counted".into());
-            let _ = writeln!(script, "{};", sql.fold());
+            if own_transactions {
+                let _ = writeln!(script, "BEGIN;\n{};\nCOMMIT;", sql.fold());
+            } else {
+                let _ = writeln!(script, "{};", sql.fold());
+            }
         }
         if pipeline > 1 {
             script.push_str("\\endpipeline\n");

@@ -117,7 +117,9 @@ pub struct Supervisor {
 
 struct Slot {
     target: SchemaTarget,
-    history: RestartHistory,
+    /// Boxed: only a worker that failed has one (a fleet of 100,000
+    /// healthy workers need not hold the room).
+    history: Option<Box<RestartHistory>>,
     state: SlotState,
     /// Counted in the start batch and not initialised yet.
     awaiting_start: bool,
@@ -248,7 +250,7 @@ impl Supervisor {
             Arc::clone(&target.schema),
             Slot {
                 target,
-                history: RestartHistory::default(),
+                history: None,
                 state,
                 awaiting_start: true,
             },
@@ -440,7 +442,7 @@ impl Supervisor {
         let error_text = error.to_string();
         self.status.worker_failed(schema, generation, &error_text);
         error!(log, "{worker} failed: {error_text}"; "event" => "worker_failed", "error" => error_text.clone());
-        let decision = slot.history.on_failure(
+        let decision = slot.history.get_or_insert_default().on_failure(
             &self.settings.restart,
             Instant::now(),
             since.elapsed(),
@@ -523,7 +525,7 @@ impl Supervisor {
                     // A reload is the operator's "try again": given-up
                     // workers start afresh.
                     SlotState::GivenUp { .. } => {
-                        slot.history = RestartHistory::default();
+                        slot.history = None;
                         let target = slot.target.clone();
                         let state = self.spawn_worker(&target, false, ctx);
                         if let Some(slot) = self.slots.get_mut(&schema) {

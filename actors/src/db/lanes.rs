@@ -88,6 +88,9 @@ pub struct LaneSet {
     own_served: Notify,
     /// The pool is gone: lanes that drain park no more.
     retired: Cell<bool>,
+    /// Woken at each answer on any lane: a fold that found every lane full
+    /// and the pool empty.
+    room_anywhere: Notify,
 }
 
 /// Counts a step waiting for a connection of its own, until dropped.
@@ -169,10 +172,17 @@ pub enum Joined {
 }
 
 impl Lane {
-    /// Until the lane answers a fold, or [`OPEN_FOR`] (then it may be
-    /// stuck, and the fold goes elsewhere).
+    /// Until the lane answers a fold, or stops answering (the sweep wakes
+    /// its waiters then, and they go elsewhere). Waiters keep their turn:
+    /// each answer wakes one.
     pub async fn room(&self) {
-        let _ = tokio::time::timeout(OPEN_FOR, self.room.notified()).await;
+        self.room.notified().await;
+    }
+
+    /// In flight, and no answer for [`OPEN_FOR`]: stuck, for now.
+    fn stuck(&self, now: Instant) -> bool {
+        self.in_flight.get() > 0
+            && now.saturating_duration_since(self.last_answer.get()) >= OPEN_FOR
     }
 }
 
@@ -190,6 +200,7 @@ impl Drop for LaneLease {
         let left = lane.in_flight.get().saturating_sub(1);
         lane.in_flight.set(left);
         lane.room.notify_one();
+        self.set.room_anywhere.notify_one();
         if left == 0 {
             lane.idle_since.set(now);
             let park = lane.home.is_some()
@@ -311,6 +322,11 @@ impl LaneSet {
         self.own_waiting.get() > 0
     }
 
+    /// Until a lane answers a fold (see `room_anywhere`).
+    pub async fn room_anywhere(&self) {
+        self.room_anywhere.notified().await;
+    }
+
     /// Until no step waits for a connection of its own.
     pub async fn own_served(&self) {
         while self.own_first() {
@@ -346,11 +362,13 @@ impl LaneSet {
     }
 }
 
-/// Gives back what stays parked past [`PARK_FOR`], until the pool is gone:
-/// then gives back the rest and forgets the set.
+/// Every [`OPEN_FOR`]: wakes the folds waiting for room in a lane that
+/// stopped answering (they go elsewhere), and gives back what stays parked
+/// past [`PARK_FOR`]; once the pool is gone, gives back the rest and
+/// forgets the set.
 async fn sweep(id: u64, set: Weak<LaneSet>, alive: impl Fn() -> bool) {
     loop {
-        tokio::time::sleep(PARK_FOR / 4).await;
+        tokio::time::sleep(OPEN_FOR).await;
         let Some(set) = set.upgrade() else {
             return;
         };
@@ -360,6 +378,10 @@ async fn sweep(id: u64, set: Weak<LaneSet>, alive: impl Fn() -> bool) {
             LANE_SETS.with(|sets| sets.borrow_mut().remove(&id));
             return;
         }
-        set.give_back_idle(Instant::now(), PARK_FOR);
+        let now = Instant::now();
+        for lane in set.lanes.borrow().iter().filter(|lane| lane.stuck(now)) {
+            lane.room.notify_waiters();
+        }
+        set.give_back_idle(now, PARK_FOR);
     }
 }

@@ -245,6 +245,9 @@ impl Database {
             waited,
             size: self.inner.pool.config().max_size,
         };
+        // A place in the pool's queue, once taken, is kept while the lanes
+        // are looked at again.
+        let mut from_pool = None;
         loop {
             let state = self.inner.pool.state();
             let room =
@@ -252,24 +255,21 @@ impl Database {
             match lanes.join(home, room, Instant::now()) {
                 Joined::Lease(lease) => return Ok(lease),
                 Joined::NewLane if room => break,
-                // Every connection is in a lane (busy and not answering,
-                // or parked for other homes a moment ago): wait in the
-                // pool's queue, and look at the lanes again every
-                // OPEN_FOR; a lane that drains stays parked rather than
-                // go back to the pool.
-                Joined::NewLane => {
-                    let look_again = (tokio::time::Instant::now() + lanes::OPEN_FOR).min(deadline);
-                    tokio::select! {
-                        conn = self.connection() => return Ok(lanes.add(conn?, home, Instant::now())),
-                        () = tokio::time::sleep_until(look_again) => {}
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(exhausted());
-                    }
-                }
                 Joined::HomeFull(lane) => {
                     tokio::select! {
                         () = lane.room() => {}
+                        () = tokio::time::sleep_until(deadline) => return Err(exhausted()),
+                    }
+                }
+                // Every connection is in a lane, and none has room: the
+                // pool's queue, or room in a lane, whichever comes first
+                // (a lane that drains stays parked for its home rather
+                // than go back to the pool).
+                Joined::NewLane => {
+                    let pool = from_pool.get_or_insert_with(|| Box::pin(self.connection()));
+                    tokio::select! {
+                        conn = pool => return Ok(lanes.add(conn?, home, Instant::now())),
+                        () = lanes.room_anywhere() => {}
                         () = tokio::time::sleep_until(deadline) => return Err(exhausted()),
                     }
                 }
@@ -283,7 +283,10 @@ impl Database {
                 }
             }
         }
-        let conn = self.connection().await?;
+        let conn = match from_pool {
+            Some(pool) => pool.await?,
+            None => self.connection().await?,
+        };
         Ok(lanes.add(conn, home, Instant::now()))
     }
 
