@@ -138,3 +138,36 @@ fn a_schema_folds_on_its_home_backend() {
         "MEASURED {per_schema:.2} backends a schema ({pairs} schema-backend pairs, {folded} schemas, {backends} backends)"
     );
 }
+
+/// A home connection stays out of the pool between its folds, and goes
+/// back a second after its last one (`lanes::PARK_FOR`).
+#[test]
+fn a_parked_home_connection_goes_back_to_the_pool() {
+    let db = cluster().create_database();
+    let schemas = schema_names(3);
+    let config = |naptime: &str| {
+        format!("naptime: {naptime}\nworkers:\n  total: 3\n  vacuum_after: 0\ndatabase:\n  pool_size: 2\n")
+    };
+    let (pgfleet, address) = start(&db, &config("100ms"), &[]);
+    ready(&pgfleet, &db, &schemas);
+    let pool = || {
+        let samples = scrape(address);
+        let gauge = |name| value(&samples, name, &[]).unwrap_or(-1.0);
+        (
+            gauge("pgfleet_pool_connections"),
+            gauge("pgfleet_pool_idle_connections"),
+        )
+    };
+    eventually("home connections parked between folds", || {
+        let (open, idle) = pool();
+        open >= 1.0 && idle < open
+    });
+    pgfleet.reload(&config("1h"));
+    pgfleet.wait_event("config_reloaded");
+    // The reload's fold comes within a second; a second after it, every
+    // connection is back in the pool.
+    eventually("every connection back in the pool", || {
+        let (open, idle) = pool();
+        open >= 1.0 && idle == open
+    });
+}
