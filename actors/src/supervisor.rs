@@ -97,9 +97,10 @@ pub struct Supervisor {
     /// Workers asked to stop because a reload removed or replaced them,
     /// by (schema, generation).
     retiring: HashMap<(Arc<str>, u64), (SchemaTarget, Addr<WorkerActor>)>,
-    /// The last generation given to each schema's worker; kept when a
-    /// schema leaves the configuration, so a generation is never reused.
-    generations: HashMap<Arc<str>, u64>,
+    /// The last generation of each schema that left the configuration, so
+    /// that one coming back never reuses a generation (a schema in
+    /// `slots` keeps its own there).
+    departed: HashMap<Arc<str>, u64>,
     /// What the workers share; made at the first spawn (it holds this
     /// actor's address).
     fleet: Option<Rc<FleetHandles>>,
@@ -153,6 +154,16 @@ enum SlotState {
     },
 }
 
+impl SlotState {
+    fn generation(&self) -> u64 {
+        match self {
+            SlotState::Running { generation, .. }
+            | SlotState::Restarting { generation, .. }
+            | SlotState::GivenUp { generation } => *generation,
+        }
+    }
+}
+
 impl Supervisor {
     pub fn new(settings: Arc<Settings>, log: Logger, status: Status) -> Result<Self, String> {
         let db = Database::new(&settings.database, settings.restart.delay, &log)?;
@@ -166,7 +177,7 @@ impl Supervisor {
             log,
             slots: BTreeMap::new(),
             retiring: HashMap::new(),
-            generations: HashMap::new(),
+            departed: HashMap::new(),
             fleet: None,
             reconfigure_queue: VecDeque::new(),
             reconfiguring: false,
@@ -221,14 +232,11 @@ impl Supervisor {
         restart: bool,
         ctx: &mut Context<Self>,
     ) -> SlotState {
-        let generation = {
-            let last = self
-                .generations
-                .entry(Arc::clone(&target.schema))
-                .or_insert(0);
-            *last += 1;
-            *last
+        let last = match self.slots.get(&target.schema) {
+            Some(slot) => slot.state.generation(),
+            None => self.departed.remove(&target.schema).unwrap_or(0),
         };
+        let generation = last + 1;
         self.status.worker_spawned(target, generation, restart);
         let spec = WorkerSpec {
             target: target.clone(),
@@ -395,6 +403,8 @@ impl Supervisor {
         let Some(slot) = self.slots.remove(schema) else {
             return;
         };
+        self.departed
+            .insert(Arc::clone(&slot.target.schema), slot.state.generation());
         self.status.worker_removed(schema);
         if slot.awaiting_start {
             self.settle(false);
@@ -677,6 +687,8 @@ impl Handler<WorkerExited> for Supervisor {
             }
             _ => {
                 if let Some(slot) = self.slots.remove(&msg.schema) {
+                    self.departed
+                        .insert(Arc::clone(&msg.schema), msg.generation);
                     self.status.worker_removed(&msg.schema);
                     self.log_stopped(&slot.target, msg.generation);
                 }

@@ -186,6 +186,25 @@ fn a_reload_starts_and_stops_workers() {
     });
 }
 
+/// A schema that leaves the configuration and comes back gets a new
+/// generation: a late report of its old worker is never taken for one of
+/// the new worker's.
+#[test]
+fn a_schema_that_comes_back_gets_a_new_generation() {
+    let db = cluster().create_database();
+    let pgfleet = Pgfleet::start(&db, "workers:\n  total: 2\n");
+    let first = pgfleet.wait_schema_event("worker_started", "schema2");
+    assert_eq!(first["generation"], 1, "{first}");
+    pgfleet.reload("workers:\n  total: 1\n");
+    pgfleet.wait_schema_event("worker_stopped", "schema2");
+    let mark = pgfleet.mark();
+    pgfleet.reload("workers:\n  total: 2\n");
+    let (_, again) = pgfleet.wait_for_from(mark, "schema2 started again", |e| {
+        e["event"] == "worker_started" && e["schema"] == "schema2"
+    });
+    assert_eq!(again["generation"], 2, "{again}");
+}
+
 #[test]
 fn a_reload_changes_the_log_level() {
     let db = cluster().create_database();

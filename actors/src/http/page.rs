@@ -171,8 +171,8 @@ fn worker_row(html: &mut String, w: &WorkerStatus) {
         total,
         w.folds,
         w.rows_folded,
-        w.failures,
-        w.restarts,
+        w.failures(),
+        w.restarts(),
         escape(error),
     );
 }

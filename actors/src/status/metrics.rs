@@ -233,7 +233,7 @@ impl From<&WorkerStatus> for SchemaCounters {
             schema: Arc::clone(&worker.schema),
             folds: worker.folds,
             rows_folded: worker.rows_folded,
-            failures: worker.failures,
+            failures: worker.failures(),
         }
     }
 }

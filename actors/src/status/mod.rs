@@ -82,7 +82,7 @@ impl WorkerState {
 /// A fleet of 100,000 keeps 100,000 of these, so an entry holds what every
 /// worker has (its names shared with the Supervisor's slot, see
 /// [`SchemaTarget`]) and boxes what only a troubled one has ([`Trouble`]):
-/// about 150 bytes instead of 390.
+/// about 130 bytes instead of 390.
 #[derive(Debug, Clone)]
 pub struct WorkerStatus {
     pub schema: Arc<str>,
@@ -98,8 +98,6 @@ pub struct WorkerStatus {
     pub last_total: Option<i32>,
     pub folds: u64,
     pub rows_folded: u64,
-    pub failures: u64,
-    pub restarts: u64,
     pub ticks_skipped: u64,
     trouble: Option<Box<Trouble>>,
 }
@@ -107,6 +105,8 @@ pub struct WorkerStatus {
 /// What only a worker that failed, restarts or was given up on has.
 #[derive(Debug, Clone, Default)]
 struct Trouble {
+    failures: u64,
+    restarts: u64,
     last_error: Option<String>,
     last_error_at: Option<SystemTime>,
     /// While restarting: when the policy starts it again.
@@ -128,11 +128,18 @@ impl WorkerStatus {
             last_total: None,
             folds: 0,
             rows_folded: 0,
-            failures: 0,
-            restarts: 0,
             ticks_skipped: 0,
             trouble: None,
         }
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.trouble.as_ref().map_or(0, |trouble| trouble.failures)
+    }
+
+    /// Restarts of this schema's worker by the policy.
+    pub fn restarts(&self) -> u64 {
+        self.trouble.as_ref().map_or(0, |trouble| trouble.restarts)
     }
 
     pub fn last_error(&self) -> Option<&str> {
@@ -354,7 +361,7 @@ impl Status {
         entry.generation = generation;
         entry.worker = Arc::clone(&target.worker);
         if restart {
-            entry.restarts += 1;
+            entry.trouble().restarts += 1;
         }
         entry.set_state(WorkerState::Starting);
     }
@@ -363,8 +370,8 @@ impl Status {
     pub fn worker_failed(&self, schema: &str, generation: u64, error: &str) {
         self.inner.failures.fetch_add(1, Ordering::Relaxed);
         self.update(schema, generation, |worker| {
-            worker.failures += 1;
             let trouble = worker.trouble();
+            trouble.failures += 1;
             trouble.last_error = Some(error.to_owned());
             trouble.last_error_at = Some(SystemTime::now());
         });
@@ -629,7 +636,7 @@ mod tests {
         assert_eq!(worker.generation, 2);
         assert_eq!(worker.state, WorkerState::Starting);
         assert_eq!(worker.folds, 0);
-        assert_eq!(worker.restarts, 1);
+        assert_eq!(worker.restarts(), 1);
         // Fleet-wide counters count every fold, whoever made it.
         assert_eq!(status.summary().folds, 1);
     }
