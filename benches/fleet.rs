@@ -93,8 +93,7 @@ struct Reload {
 }
 
 fn main() {
-    if !std::env::args().any(|arg| arg == "--bench") {
-        println!("fleet: run with `cargo bench --bench fleet`");
+    if !common::asked_to_run("fleet") {
         return;
     }
     let began = Instant::now();

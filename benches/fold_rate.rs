@@ -41,8 +41,7 @@ const ROUNDS: usize = 3;
 const PIPELINE: usize = 8;
 
 fn main() {
-    if !std::env::args().any(|arg| arg == "--bench") {
-        println!("fold_rate: run with `cargo bench --bench fold_rate`");
+    if !common::asked_to_run("fold_rate") {
         return;
     }
     let db = cluster().create_database();

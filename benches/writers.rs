@@ -60,8 +60,7 @@ struct HotRound {
 }
 
 fn main() {
-    if !std::env::args().any(|arg| arg == "--bench") {
-        println!("writers: run with `cargo bench --bench writers`");
+    if !common::asked_to_run("writers") {
         return;
     }
     let began = Instant::now();

@@ -14,6 +14,17 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// Whether `cargo bench` started this benchmark. Under `cargo test
+/// --all-targets` (as CI runs it) the binary starts without `--bench`, and
+/// only says how to run it.
+pub fn asked_to_run(name: &str) -> bool {
+    let asked = std::env::args().any(|arg| arg == "--bench");
+    if !asked {
+        println!("{name}: run with `cargo bench --bench {name}`");
+    }
+    asked
+}
+
 /// Rounds of each measurement: `PGFLEET_BENCH_ROUNDS`, else `default`.
 pub fn rounds(default: usize) -> usize {
     match std::env::var("PGFLEET_BENCH_ROUNDS") {

@@ -146,6 +146,19 @@ impl Lane {
         self.in_flight.get() < depth
     }
 
+    /// In flight, and no answer for [`OPEN_FOR`]: stuck, for now.
+    fn stuck(&self, now: Instant) -> bool {
+        self.in_flight.get() > 0
+            && now.saturating_duration_since(self.last_answer.get()) >= OPEN_FOR
+    }
+
+    /// Until the lane answers a fold, or stops answering (the sweep wakes
+    /// its waiters then, and they go elsewhere). Waiters keep their turn:
+    /// each answer wakes one.
+    pub async fn room(&self) {
+        self.room.notified().await;
+    }
+
     /// Parked: nothing in flight for at least `for_at_least`.
     fn idle_for(&self, now: Instant, for_at_least: Duration) -> bool {
         self.in_flight.get() == 0
@@ -169,21 +182,6 @@ pub enum Joined {
     NewLane,
     /// Steps that need a connection of their own go first.
     OwnFirst,
-}
-
-impl Lane {
-    /// Until the lane answers a fold, or stops answering (the sweep wakes
-    /// its waiters then, and they go elsewhere). Waiters keep their turn:
-    /// each answer wakes one.
-    pub async fn room(&self) {
-        self.room.notified().await;
-    }
-
-    /// In flight, and no answer for [`OPEN_FOR`]: stuck, for now.
-    fn stuck(&self, now: Instant) -> bool {
-        self.in_flight.get() > 0
-            && now.saturating_duration_since(self.last_answer.get()) >= OPEN_FOR
-    }
 }
 
 impl LaneLease {
@@ -221,8 +219,9 @@ impl Drop for LaneLease {
 impl LaneSet {
     /// This thread's lanes of pool `id`. The first call for a pool starts
     /// a task that gives parked connections back after [`PARK_FOR`], and
-    /// all of them once `alive` says the pool's `Database` is gone.
-    pub fn of(id: u64, alive: impl Fn() -> bool + 'static) -> Rc<LaneSet> {
+    /// all of them once `alive` (made by `watch`, on that first call only)
+    /// says the pool's `Database` is gone.
+    pub fn of<A: Fn() -> bool + 'static>(id: u64, watch: impl FnOnce() -> A) -> Rc<LaneSet> {
         LANE_SETS.with(|sets| {
             let mut sets = sets.borrow_mut();
             if let Some(set) = sets.get(&id) {
@@ -230,7 +229,7 @@ impl LaneSet {
             }
             let set = Rc::new(LaneSet::default());
             sets.insert(id, Rc::clone(&set));
-            tokio::task::spawn_local(sweep(id, Rc::downgrade(&set), alive));
+            tokio::task::spawn_local(sweep(id, Rc::downgrade(&set), watch()));
             set
         })
     }

@@ -220,8 +220,10 @@ impl Database {
 
     /// This pool's lanes on this thread.
     fn lanes(&self) -> std::rc::Rc<lanes::LaneSet> {
-        let pool = Arc::downgrade(&self.inner);
-        lanes::LaneSet::of(self.inner.id, move || pool.strong_count() > 0)
+        lanes::LaneSet::of(self.inner.id, || {
+            let pool = Arc::downgrade(&self.inner);
+            move || pool.strong_count() > 0
+        })
     }
 
     /// Which of the pool's lanes is `schema`'s home (see `lanes`): a hash
