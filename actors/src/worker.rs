@@ -138,7 +138,23 @@ pub struct WorkerActor<J: Job = FoldJob> {
     failure: Option<WorkerError>,
     in_flight: InFlight,
     ticks_skipped: u64,
+    /// While its table is locked by someone else (boxed: rare).
+    lock_wait: Option<Box<LockWait>>,
 }
+
+/// A schema whose fold gave up waiting for a lock on its table: since
+/// when, and when it last tried.
+struct LockWait {
+    since: Instant,
+    last_attempt: Instant,
+    ticks_skipped: u64,
+}
+
+/// While its table is locked, a schema tries to fold at most this often
+/// (or at each tick, when the naptime is longer): a short naptime times
+/// hundreds of locked tables would otherwise spend the shared connections
+/// on folds that wait `database.fold_lock_timeout` each and give up.
+pub const LOCK_RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// The statement in flight, for `Stop`: its cancel token while it runs,
 /// and whether a cancel was sent for it. A connection that got a cancel is
@@ -212,6 +228,7 @@ impl<J: Job> WorkerActor<J> {
             failure: None,
             in_flight: Rc::new(RefCell::new(InFlightState::default())),
             ticks_skipped: 0,
+            lock_wait: None,
         }
     }
 
@@ -296,6 +313,17 @@ impl<J: Job> WorkerActor<J> {
             }
             return;
         }
+        if let Some(wait) = &mut self.lock_wait {
+            // Half a naptime of slack: ticks a second apart all try.
+            let since_attempt = now.duration_since(wait.last_attempt) + self.spec.naptime / 2;
+            if since_attempt < LOCK_RETRY_EVERY {
+                wait.ticks_skipped += 1;
+                self.ticks_skipped += 1;
+                self.note_skipped("waiting_for_lock");
+                return;
+            }
+            wait.last_attempt = now;
+        }
         if self.initialised {
             self.fold(ctx);
         } else {
@@ -331,14 +359,16 @@ impl<J: Job> WorkerActor<J> {
                     Work::Own(step) => {
                         let mut conn = db.own_connection().await?;
                         in_flight.borrow_mut().token = Some(Box::new(conn.cancel_token()));
-                        let answer = tokio::time::timeout(deadline, step(&mut conn)).await;
+                        let answer = tokio::time::timeout(deadline, step(&mut conn))
+                            .await
+                            .map_err(|_| ());
                         (answer, Held::Own(Box::new(conn)))
                     }
                     Work::Shared(step) => {
                         let lease = db.shared_connection(home).await?;
                         in_flight.borrow_mut().token =
                             Some(Box::new(lease.client().cancel_token()));
-                        let answer = tokio::time::timeout(deadline, step(lease.client())).await;
+                        let answer = lane_answer(deadline, &lease, step(lease.client())).await;
                         (answer, Held::Shared(lease))
                     }
                 };
@@ -460,6 +490,13 @@ impl<J: Job> WorkerActor<J> {
             step,
             |worker, result, ctx| match result {
                 Ok(Ok(found)) => {
+                    if let Some(wait) = worker.lock_wait.take() {
+                        let waited_ms = wait.since.elapsed().as_millis() as u64;
+                        info!(worker.log(), "{} folds again: the lock it waited for was released after {waited_ms} ms ({} ticks skipped)",
+                            worker.spec.target.worker, wait.ticks_skipped;
+                            "event" => "worker_lock_released", "waited_ms" => waited_ms,
+                            "skipped" => wait.ticks_skipped);
+                    }
                     let (report, maintenance) = worker.job.ran(found, &worker.log());
                     worker.spec.fleet.status.fold_done(
                         &worker.spec.target.schema,
@@ -489,6 +526,13 @@ impl<J: Job> WorkerActor<J> {
             Work::Own(step),
             |worker, result, ctx| match result {
                 Ok(Ok(())) => worker.job.maintained(&worker.log()),
+                // Someone holds the table (autovacuum on it, a migration):
+                // the VACUUM is tried again after the next fold, and never
+                // waits longer than a fold would.
+                Ok(Err(DbError::LockNotAvailable(reason))) => {
+                    info!(worker.log(), "VACUUM postponed, the table is locked: {reason}; tried again after the next fold";
+                        "event" => "worker_vacuum_postponed", "error" => reason.clone());
+                }
                 Ok(Err(error)) => worker.handle_error(error, ctx),
                 Err(panic) => worker.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
             },
@@ -508,6 +552,7 @@ impl<J: Job> WorkerActor<J> {
                     "event" => "worker_tick_skipped", "reason" => error.kind(),
                     "skipped" => self.ticks_skipped);
             }
+            DbError::LockNotAvailable(reason) => self.waiting_for_lock(reason),
             DbError::TimedOut { reason, .. } => {
                 self.ticks_skipped += 1;
                 self.note_skipped("timed_out");
@@ -538,6 +583,40 @@ impl<J: Job> WorkerActor<J> {
                 debug!(self.log(), "statement ended by the stop: {other}");
             }
             other => self.fail(other.into(), ctx),
+        }
+    }
+
+    /// The fold (or initialisation) gave up waiting for a lock on the
+    /// table: a migration or DDL holds it. Nobody's failure, and not the
+    /// database's: the schema waits, tries again at its next tick (at most
+    /// every [`LOCK_RETRY_EVERY`]), and says so once, not at every tick.
+    fn waiting_for_lock(&mut self, reason: String) {
+        self.ticks_skipped += 1;
+        self.note_skipped("waiting_for_lock");
+        let now = Instant::now();
+        match &mut self.lock_wait {
+            Some(wait) => {
+                wait.ticks_skipped += 1;
+                debug!(self.log(), "tick skipped: still waiting for a lock: {reason}";
+                    "event" => "worker_tick_skipped", "reason" => "waiting_for_lock",
+                    "skipped" => self.ticks_skipped);
+            }
+            None => {
+                self.lock_wait = Some(Box::new(LockWait {
+                    since: now,
+                    last_attempt: now,
+                    ticks_skipped: 1,
+                }));
+                self.spec
+                    .fleet
+                    .status
+                    .worker_waiting_for_lock(&self.spec.target.schema, self.spec.generation);
+                warn!(self.log(), "{} waits for a lock on {}: another session holds it (a migration, ALTER TABLE, CREATE INDEX?); \
+                                   tries again at each tick without holding a connection meanwhile: {reason}",
+                    self.spec.target.worker, self.job.display_name();
+                    "event" => "worker_waiting_for_lock", "error" => reason.clone(),
+                    "skipped" => self.ticks_skipped);
+            }
         }
     }
 
@@ -638,6 +717,27 @@ impl<J: Job> Handler<Stop> for WorkerActor<J> {
             }
             // Let the statement finish; the worker stops when it answers.
             Some(_) => {}
+        }
+    }
+}
+
+/// The answer to a statement pipelined on a lane, or `Err` once the lane
+/// has answered nothing at all for `deadline`. A statement queued behind
+/// others on one connection can only start when they have answered, so
+/// its deadline counts from the lane's last answer, not from when it was
+/// queued: a lane that keeps answering is never taken for a stalled server.
+async fn lane_answer<T>(
+    deadline: Duration,
+    lease: &LaneLease,
+    answer: impl std::future::Future<Output = T>,
+) -> Result<T, ()> {
+    tokio::pin!(answer);
+    loop {
+        let silent_until = lease.last_answer() + deadline;
+        match tokio::time::timeout_at(silent_until.into(), &mut answer).await {
+            Ok(answer) => return Ok(answer),
+            Err(_) if lease.last_answer() + deadline > Instant::now() => continue,
+            Err(_) => return Err(()),
         }
     }
 }

@@ -53,6 +53,8 @@ const FILE_ERRORS: &[(&str, &str, &str)] = &[
     ("database:\n  connect_timeout: 0\n", "database.connect_timeout", "longer than 0"),
     ("database:\n  statement_timeout: 0s\n", "database.statement_timeout", "stalled server"),
     ("database:\n  lock_timeout: forever\n", "database.lock_timeout", "duration"),
+    ("database:\n  fold_lock_timeout: 0s\n", "database.fold_lock_timeout", "at least 1ms"),
+    ("database:\n  fold_lock_timeout: 500us\n", "database.fold_lock_timeout", "at least 1ms"),
     ("database:\n  password: a\n  password_file: /etc/hostname\n", "database.password_file", "set one of them"),
     ("database:\n  password_file: /nonexistent/pw\n", "database.password_file", "cannot read"),
     ("naptime: 0\n", "naptime", "at least 1ms"),

@@ -478,7 +478,7 @@ fn transaction_pooling_pgbouncer_keeps_the_invariant() {
     let schemas = schema_names(3);
     let pgfleet = Pgfleet::start_with(
         &db,
-        "naptime: 50ms\nworkers:\n  total: 3\ndatabase:\n  pool_size: 2\n  lock_timeout: 300ms\n",
+        "naptime: 50ms\nworkers:\n  total: 3\ndatabase:\n  pool_size: 2\n  fold_lock_timeout: 300ms\n",
         &[("PGFLEET__DATABASE__URL", &bouncer.url(&db.name))],
     );
     let detected = pgfleet.wait_event("pooler_detected");
@@ -519,14 +519,13 @@ fn transaction_pooling_pgbouncer_keeps_the_invariant() {
     );
 
     // The timeouts reach the server inside each transaction: a lock held
-    // past lock_timeout makes the fold give up with 55P03.
+    // past fold_lock_timeout makes the fold give up with 55P03.
     let mut holder = db.client();
     let mut tx = holder.transaction().expect("begin");
     tx.batch_execute("LOCK TABLE schema1.counted IN ACCESS EXCLUSIVE MODE")
         .expect("lock");
     let skipped = pgfleet.wait_for("a fold that gave up on the lock", |e| {
-        e["event"] == "worker_tick_skipped"
-            && e["reason"] == "timed_out"
+        e["event"] == "worker_waiting_for_lock"
             && e["error"].as_str().is_some_and(|m| m.contains("55P03"))
     });
     tx.rollback().expect("rollback");

@@ -11,16 +11,18 @@ use crate::support::pgfleet::{
 };
 use crate::support::writers::{ledger, Writers};
 
-/// A table held by someone else for longer than naptime: ticks are skipped
-/// and counted, lock_timeout ends each wait, nothing fails, and folding
-/// resumes when the lock goes.
+/// A table held by someone else for longer than naptime, with a fold that
+/// may wait for it longer than a tick (`fold_lock_timeout`): ticks are
+/// skipped and counted, the lock timeout ends each wait, the schema shows
+/// as waiting for a lock, nothing fails, and folding resumes when the lock
+/// goes.
 #[test]
 fn a_lock_longer_than_naptime_skips_ticks() {
     let db = cluster().create_database();
     let pgfleet = Pgfleet::start(
         &db,
         // Longer than the second after which a fold in flight is news.
-        "workers:\n  total: 1\ndatabase:\n  lock_timeout: 1500ms\n",
+        "workers:\n  total: 1\ndatabase:\n  fold_lock_timeout: 1500ms\n",
     );
     ready(&pgfleet, &db, &schema_names(1));
     let mut holder = db.client();
@@ -34,8 +36,8 @@ fn a_lock_longer_than_naptime_skips_ticks() {
     // Shown (at warn, the default level shows no debug) only once the
     // fold has waited a second: at 200 ms ticks, earlier ones are routine.
     assert!(skipped["running_ms"].as_u64() >= Some(1000), "{skipped}");
-    let timed_out = pgfleet.wait_for("lock_timeout", |e| {
-        e["event"] == "worker_tick_skipped" && e["reason"] == "timed_out"
+    let timed_out = pgfleet.wait_for("fold_lock_timeout", |e| {
+        e["event"] == "worker_waiting_for_lock"
     });
     assert!(
         timed_out["error"]
@@ -49,6 +51,7 @@ fn a_lock_longer_than_naptime_skips_ticks() {
     pgfleet.wait_for("folding after the lock", |e| {
         e["event"] == "worker_tick" && e["total"] == 2
     });
+    assert_eq!(pgfleet.events("worker_lock_released").len(), 1);
     assert!(pgfleet.events("worker_failed").is_empty());
 }
 
@@ -309,16 +312,14 @@ fn passwords_from_keys_and_files_never_show() {
 }
 
 /// A VACUUM that cannot get its lock (another session holds SHARE UPDATE
-/// EXCLUSIVE, which does not block the fold) times out on its own: the fold
-/// before it is still reported (`worker_tick`), the VACUUM is skipped and
-/// tried again after later folds, and no outage is declared.
+/// EXCLUSIVE, as autovacuum does, which does not block the fold) gives up
+/// after `fold_lock_timeout` on its own: the fold before it is still
+/// reported (`worker_tick`), the VACUUM is postponed and tried again after
+/// later folds, and no outage is declared.
 #[test]
 fn a_vacuum_that_times_out_keeps_the_fold_before_it() {
     let db = cluster().create_database();
-    let pgfleet = Pgfleet::start(
-        &db,
-        "workers:\n  total: 1\n  vacuum_after: 1\ndatabase:\n  lock_timeout: 300ms\n",
-    );
+    let pgfleet = Pgfleet::start(&db, "workers:\n  total: 1\n  vacuum_after: 1\n");
     ready(&pgfleet, &db, &schema_names(1));
     let mut holder = db.client();
     holder
@@ -330,8 +331,8 @@ fn a_vacuum_that_times_out_keeps_the_fold_before_it() {
         e["event"] == "worker_tick" && e["total"] == 5
     });
     let skipped = pgfleet
-        .wait_for_from(mark, "the VACUUM timed out", |e| {
-            e["event"] == "worker_tick_skipped" && e["reason"] == "timed_out"
+        .wait_for_from(mark, "the VACUUM postponed", |e| {
+            e["event"] == "worker_vacuum_postponed"
         })
         .1;
     assert!(
@@ -356,7 +357,7 @@ fn an_exhausted_pool_is_named() {
     let db = cluster().create_database();
     let pgfleet = Pgfleet::start(
         &db,
-        "workers:\n  total: 2\ndatabase:\n  pool_size: 1\n  connect_timeout: 300ms\n  lock_timeout: 10s\n",
+        "workers:\n  total: 2\ndatabase:\n  pool_size: 1\n  connect_timeout: 300ms\n  fold_lock_timeout: 10s\n",
     );
     ready(&pgfleet, &db, &schema_names(2));
     let mut holder = db.client();

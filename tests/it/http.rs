@@ -94,7 +94,7 @@ fn get(address: SocketAddr, path: &str) -> Response {
     request(address, "GET", path)
 }
 
-fn json(address: SocketAddr, path: &str) -> Value {
+pub(crate) fn json(address: SocketAddr, path: &str) -> Value {
     let response = get(address, path);
     assert_eq!(response.status, 200, "{}", response.all());
     serde_json::from_str(&response.body)

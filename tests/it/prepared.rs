@@ -177,7 +177,7 @@ fn prepared_on_behind_a_pooler_keeps_the_timeouts_and_the_invariant() {
     let (pgfleet, address) = start(
         &db,
         "naptime: 50ms\nworkers:\n  total: 2\n  vacuum_after: 0\n\
-         database:\n  pool_size: 2\n  pooler: transaction\n  prepared: \"on\"\n  lock_timeout: 300ms\n",
+         database:\n  pool_size: 2\n  pooler: transaction\n  prepared: \"on\"\n  fold_lock_timeout: 300ms\n",
         &[("PGFLEET__DATABASE__URL", &bouncer.url(&db.name))],
     );
     ready(&pgfleet, &db, &schemas);
@@ -193,8 +193,7 @@ fn prepared_on_behind_a_pooler_keeps_the_timeouts_and_the_invariant() {
     tx.batch_execute("LOCK TABLE schema1.counted IN ACCESS EXCLUSIVE MODE")
         .expect("lock");
     let skipped = pgfleet.wait_for("a prepared fold that gave up on the lock", |e| {
-        e["event"] == "worker_tick_skipped"
-            && e["reason"] == "timed_out"
+        e["event"] == "worker_waiting_for_lock"
             && e["error"].as_str().is_some_and(|m| m.contains("55P03"))
     });
     tx.rollback().expect("rollback");

@@ -60,7 +60,10 @@ fn pgfleet_waiting_on_lock(db: &TestDb) -> i64 {
 #[test]
 fn a_stuck_fold_is_cancelled_after_the_grace_period() {
     let db = cluster().create_database();
-    let mut pgfleet = Pgfleet::start(&db, "workers:\n  total: 1\nshutdown:\n  grace: 1s\n");
+    let mut pgfleet = Pgfleet::start(
+        &db,
+        "workers:\n  total: 1\nshutdown:\n  grace: 1s\ndatabase:\n  fold_lock_timeout: 1m\n",
+    );
     pgfleet.wait_schema_event("worker_started", "schema1");
     execute(
         &db,
@@ -100,7 +103,10 @@ fn a_stuck_fold_is_cancelled_after_the_grace_period() {
 #[test]
 fn a_second_signal_exits_at_once() {
     let db = cluster().create_database();
-    let mut pgfleet = Pgfleet::start(&db, "workers:\n  total: 1\nshutdown:\n  grace: 1m\n");
+    let mut pgfleet = Pgfleet::start(
+        &db,
+        "workers:\n  total: 1\nshutdown:\n  grace: 1m\ndatabase:\n  fold_lock_timeout: 1m\n",
+    );
     pgfleet.wait_schema_event("worker_started", "schema1");
     execute(&db, "INSERT INTO schema1.counted VALUES ('total', 0)");
     // Even an idle fold reads the table, so it waits on the lock.

@@ -9,7 +9,9 @@
 //! gets a single-host driver configuration (bb8-postgres makes the
 //! connection and spawns its I/O task), bounded by `connect_timeout`.
 //!
-//! Per-session settings (`statement_timeout`, `lock_timeout`) go as
+//! Per-session settings (`statement_timeout`, and `lock_timeout` at
+//! `database.fold_lock_timeout`: a fold, the statement run most, waits
+//! only briefly for a lock; initialisation sets its own) go as
 //! start-up options to a plain PostgreSQL, but poolers refuse those
 //! (PgBouncer: `08P01 unsupported startup parameter: options`) or drop
 //! them, and in transaction pooling a `SET` lands on a server connection
@@ -58,7 +60,8 @@ pub struct Connector {
     application_name: String,
     connect_timeout: Duration,
     statement_timeout: Duration,
-    lock_timeout: Duration,
+    /// The session's `lock_timeout`: `database.fold_lock_timeout`.
+    fold_lock_timeout: Duration,
     pooler: PoolerMode,
     /// Set once `auto` found that start-up options do not arrive.
     options_refused: AtomicBool,
@@ -160,7 +163,7 @@ impl Connector {
             tls_files,
             password,
             statement_timeout: settings.statement_timeout,
-            lock_timeout: settings.lock_timeout,
+            fold_lock_timeout: settings.fold_lock_timeout,
             pooler: settings.pooler,
             options_refused: AtomicBool::new(false),
             passfile_warned: AtomicBool::new(false),
@@ -373,7 +376,7 @@ impl Connector {
         format!(
             "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}; ",
             self.statement_timeout.as_millis(),
-            self.lock_timeout.as_millis()
+            self.fold_lock_timeout.as_millis()
         )
         .into()
     }
@@ -431,7 +434,7 @@ impl Connector {
             options.push_str(&format!(
                 " -c statement_timeout={} -c lock_timeout={}",
                 self.statement_timeout.as_millis(),
-                self.lock_timeout.as_millis()
+                self.fold_lock_timeout.as_millis()
             ));
         }
         if !options.trim().is_empty() {

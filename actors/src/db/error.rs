@@ -11,7 +11,10 @@
 //!   refuses us): an operator must act; logged at ERROR as what it is and
 //!   retried with the capped backoff, so a rotated secret or a fixed
 //!   `pg_hba.conf` is picked up without a restart;
-//! - **timed out** (`lock_timeout`, `statement_timeout`): retried next tick;
+//! - **lock not available** (`lock_timeout`: someone holds the table, a
+//!   migration): the schema waits, retried at its next tick; never a
+//!   failure, never an outage;
+//! - **timed out** (`statement_timeout`): retried next tick;
 //! - anything else (overflow, a missing table, a missing privilege) is the
 //!   worker's own failure, for the Supervisor and its restart policy.
 //!
@@ -72,8 +75,13 @@ pub enum DbError {
         code: Option<SqlState>,
         reason: String,
     },
-    /// lock_timeout (55P03) or statement_timeout (57014): retried at the
-    /// next tick.
+    /// lock_timeout (55P03): the statement gave up waiting for a lock that
+    /// another session holds (a migration, ALTER TABLE, CREATE INDEX, a
+    /// transaction holding the total row); retried later.
+    #[error("{0}")]
+    LockNotAvailable(String),
+    /// statement_timeout (57014), or a statement cancelled by pgfleet
+    /// after no answer: retried at the next tick.
     #[error("{reason}")]
     TimedOut { code: SqlState, reason: String },
     /// Every pooled connection stayed busy for connect_timeout: the pool is
@@ -134,7 +142,9 @@ impl DbError {
             DbError::ConnectionLost(text)
         } else if *code == SqlState::CANNOT_CONNECT_NOW {
             DbError::Unreachable(text)
-        } else if *code == SqlState::LOCK_NOT_AVAILABLE || *code == SqlState::QUERY_CANCELED {
+        } else if *code == SqlState::LOCK_NOT_AVAILABLE {
+            DbError::LockNotAvailable(text)
+        } else if *code == SqlState::QUERY_CANCELED {
             DbError::TimedOut {
                 code: code.clone(),
                 reason: text,
@@ -199,6 +209,7 @@ impl DbError {
         match self {
             DbError::Statement { code, .. } | DbError::Refused { code, .. } => code.as_ref(),
             DbError::TimedOut { code, .. } => Some(code),
+            DbError::LockNotAvailable(_) => Some(&SqlState::LOCK_NOT_AVAILABLE),
             DbError::Permission(_) => Some(&SqlState::INSUFFICIENT_PRIVILEGE),
             DbError::Overflow { .. } => Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE),
             _ => None,
@@ -212,6 +223,7 @@ impl DbError {
             DbError::ConnectionLost(_) => "connection_lost",
             DbError::Refused { kind, .. } => kind.as_str(),
             DbError::TimedOut { .. } => "timed_out",
+            DbError::LockNotAvailable(_) => "waiting_for_lock",
             DbError::PoolExhausted { .. } => "pool_exhausted",
             DbError::Permission(_) => "permission",
             DbError::MissingSchema { .. } => "missing_schema",

@@ -13,8 +13,8 @@
 //! it. It takes new folds while it answers: for [`OPEN_FOR`] after it took
 //! its first fold or last gave an answer. That bounds what a fold stuck on
 //! a lock holds up: the folds that joined its lane within those
-//! milliseconds wait with it (at most until `lock_timeout`); later ones go
-//! elsewhere. Initialisation and VACUUM, which need a connection of their
+//! milliseconds wait with it (at most `database.fold_lock_timeout`, a few
+//! milliseconds); later ones go elsewhere. Initialisation and VACUUM, which need a connection of their
 //! own (a transaction, a long statement), go first: each that waits gives
 //! the pool one lane back (an idle one at once, else the least busy one
 //! once it drains), and while any waits, folds take no new connection.
@@ -187,6 +187,12 @@ pub enum Joined {
 impl LaneLease {
     pub fn client(&self) -> &PgClient {
         &self.lane.conn
+    }
+
+    /// When the lane last answered a fold (or took its first one): a fold
+    /// queued behind others can start on the server from then on.
+    pub fn last_answer(&self) -> Instant {
+        self.lane.last_answer.get()
     }
 }
 

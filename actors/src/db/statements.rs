@@ -1,6 +1,8 @@
 //! The three things a worker asks of PostgreSQL: make sure its table
 //! exists, fold it, vacuum it. The SQL itself is in `crate::sql`.
 
+use std::time::Duration;
+
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{SimpleQueryMessage, Statement};
 
@@ -23,15 +25,20 @@ pub struct InitOutcome {
 /// safely when several workers or pgfleet instances race: creation is
 /// serialised by an advisory lock, and a creator that does not take it
 /// (worker_spi itself) only makes the probe find the schema next time.
+///
+/// The session's `lock_timeout` is the fold's, a few milliseconds; the
+/// initialisation may wait longer (`database.lock_timeout`, 0 = as long as
+/// `statement_timeout`): it runs once, on a connection of its own.
 pub async fn initialise(
     conn: &mut PgConnection,
     sql: &TableSql,
     create: bool,
+    lock_timeout: Duration,
 ) -> Result<InitOutcome, DbError> {
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match initialise_once(conn, sql, create).await {
+        match initialise_once(conn, sql, create, lock_timeout).await {
             Err(error) if attempts < 3 && is_creation_race(&error) => continue,
             other => return other,
         }
@@ -59,13 +66,16 @@ async fn initialise_once(
     conn: &mut PgConnection,
     sql: &TableSql,
     create: bool,
+    lock_timeout: Duration,
 ) -> Result<InitOutcome, DbError> {
     let pg = |e: tokio_postgres::Error| DbError::from_statement(&e);
-    let set_local = conn.set_local().map(str::to_owned);
+    let set_local = format!(
+        "{}SET LOCAL lock_timeout = {}",
+        conn.set_local().unwrap_or_default(),
+        lock_timeout.as_millis()
+    );
     let tx = conn.transaction().await.map_err(pg)?;
-    if let Some(set_local) = set_local {
-        tx.batch_execute(&set_local).await.map_err(pg)?;
-    }
+    tx.batch_execute(&set_local).await.map_err(pg)?;
     tx.execute(INIT_LOCK, &[&&*sql.schema]).await.map_err(pg)?;
     let row = tx
         .query_one(INIT_PROBE, &[&&*sql.schema, &sql.qualified()])

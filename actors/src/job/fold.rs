@@ -18,6 +18,8 @@ pub struct FoldJob {
     /// The `worker` of worker_spi's log line: `worker 4` or the schema.
     worker: Arc<str>,
     create_schema: bool,
+    /// `database.lock_timeout`: how long initialisation waits for a lock.
+    init_lock_timeout: std::time::Duration,
     vacuum_after: u64,
     rows_since_vacuum: u64,
     told_no_total: bool,
@@ -35,6 +37,7 @@ impl FoldJob {
             )),
             worker: Arc::clone(&target.worker),
             create_schema: settings.workers.create_schema,
+            init_lock_timeout: settings.database.lock_timeout,
             vacuum_after: settings.workers.vacuum_after,
             rows_since_vacuum: 0,
             told_no_total: false,
@@ -62,10 +65,10 @@ impl Job for FoldJob {
 
     fn initialise(&self) -> Step<InitOutcome> {
         let sql = Arc::clone(&self.sql);
-        let create = self.create_schema;
+        let (create, lock_timeout) = (self.create_schema, self.init_lock_timeout);
         Box::new(move |conn| {
             let sql = Arc::clone(&sql);
-            async move { db::initialise(conn, &sql, create).await }.boxed_local()
+            async move { db::initialise(conn, &sql, create, lock_timeout).await }.boxed_local()
         })
     }
 
@@ -139,6 +142,7 @@ impl Job for FoldJob {
     }
 
     fn reconfigure(&mut self, settings: &Settings) {
+        self.init_lock_timeout = settings.database.lock_timeout;
         self.vacuum_after = settings.workers.vacuum_after;
         self.fold_lines_at_info = settings.fold_lines_at_info();
     }

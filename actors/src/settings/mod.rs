@@ -52,8 +52,14 @@ pub struct DatabaseSettings {
     pub connect_timeout: Duration,
     #[serde(with = "duration")]
     pub statement_timeout: Duration,
+    /// How long initialisation waits for a lock (schema creation).
     #[serde(with = "duration")]
     pub lock_timeout: Duration,
+    /// How long a fold or VACUUM waits for its table's locks before it
+    /// gives up: short, so that a locked table never holds a connection
+    /// the other schemas need (see `worker`, "waiting for a lock").
+    #[serde(with = "duration")]
+    pub fold_lock_timeout: Duration,
     pub password: Secret,
     pub password_file: String,
     pub pooler: PoolerMode,
@@ -320,6 +326,15 @@ impl Settings {
                 "database.statement_timeout",
                 "0s".into(),
                 "must be longer than 0: pgfleet also uses it to notice a stalled server",
+            );
+        }
+        if db.fold_lock_timeout < Duration::from_millis(1) {
+            bad(
+                "database.fold_lock_timeout",
+                duration::format(&db.fold_lock_timeout),
+                "must be at least 1ms: a fold waiting for a lock holds a connection the other \
+                 schemas share (PostgreSQL counts lock_timeout in milliseconds, and 0 would wait \
+                 forever)",
             );
         }
         if !db.password.is_empty() && !db.password_file.is_empty() {

@@ -43,6 +43,10 @@ pub enum WorkerState {
     Starting,
     /// Initialised and folding at each tick.
     Running,
+    /// Initialised, but its last fold gave up waiting for a lock on its
+    /// table (a migration, ALTER TABLE, CREATE INDEX): it tries again at
+    /// its next tick, and is `running` again after its next fold.
+    WaitingForLock,
     /// Failed; the restart policy will start it again after a delay.
     Restarting,
     /// Failed and given up by the restart policy; a reload tries again.
@@ -50,9 +54,10 @@ pub enum WorkerState {
 }
 
 impl WorkerState {
-    pub const ALL: [WorkerState; 4] = [
+    pub const ALL: [WorkerState; 5] = [
         WorkerState::Starting,
         WorkerState::Running,
+        WorkerState::WaitingForLock,
         WorkerState::Restarting,
         WorkerState::GivenUp,
     ];
@@ -61,9 +66,16 @@ impl WorkerState {
         match self {
             WorkerState::Starting => "starting",
             WorkerState::Running => "running",
+            WorkerState::WaitingForLock => "waiting_for_lock",
             WorkerState::Restarting => "restarting",
             WorkerState::GivenUp => "given_up",
         }
+    }
+
+    /// Initialised and folding, or about to: a worker waiting for a lock
+    /// still runs (readiness does not fail because a migration runs).
+    pub fn is_initialised(self) -> bool {
+        matches!(self, WorkerState::Running | WorkerState::WaitingForLock)
     }
 
     /// Order on the status page: what needs a person first.
@@ -71,8 +83,9 @@ impl WorkerState {
         match self {
             WorkerState::GivenUp => 0,
             WorkerState::Restarting => 1,
-            WorkerState::Starting => 2,
-            WorkerState::Running => 3,
+            WorkerState::WaitingForLock => 2,
+            WorkerState::Starting => 3,
+            WorkerState::Running => 4,
         }
     }
 }
@@ -422,11 +435,21 @@ impl Status {
         inner.rows_folded.fetch_add(folded, Ordering::Relaxed);
         inner.fold_duration.observe(took.as_secs_f64());
         self.update(schema, generation, |worker| {
+            if worker.state == WorkerState::WaitingForLock {
+                worker.set_state(WorkerState::Running);
+            }
             worker.folds += 1;
             worker.rows_folded += folded;
             worker.last_fold_at = Some(SystemTime::now());
             worker.last_fold_duration = Some(took);
             worker.last_total = total;
+        });
+    }
+
+    /// The worker's fold gave up waiting for a lock on its table.
+    pub fn worker_waiting_for_lock(&self, schema: &str, generation: u64) {
+        self.update(schema, generation, |worker| {
+            worker.set_state(WorkerState::WaitingForLock)
         });
     }
 
@@ -517,7 +540,7 @@ impl Status {
             .fleet()
             .workers
             .values()
-            .filter(|w| w.state == WorkerState::Running)
+            .filter(|w| w.state.is_initialised())
             .count();
         if running == 0 {
             reasons.push("no worker runs".into());

@@ -1,0 +1,241 @@
+//! Bulkheads: trouble in some schemas never stalls the others, and is
+//! never reported as a database outage (issue 16, SPEC §11).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::http::{json, scrape, start, value};
+use crate::support::cluster::{cluster, TestDb};
+use crate::support::pgbouncer::PgBouncer;
+use crate::support::pgfleet::{eventually, execute, ready, schema_names, Pgfleet};
+
+/// Schemas in the migration scenario, and how many of them it locks.
+const SCHEMAS: usize = 120;
+const LOCKED: usize = 90;
+const NAPTIME: Duration = Duration::from_millis(500);
+/// How long the measured window of the lock lasts.
+const WINDOW: Duration = Duration::from_secs(6);
+
+/// Folds so far of each schema, from `/workers`.
+fn folds(address: SocketAddr) -> BTreeMap<String, u64> {
+    json(address, "/workers")
+        .as_array()
+        .expect("/workers is an array")
+        .iter()
+        .map(|w| {
+            let schema = w["schema"].as_str().expect("schema").to_owned();
+            (schema, w["folds"].as_u64().expect("folds"))
+        })
+        .collect()
+}
+
+/// A schema-per-tenant migration: one transaction locks most tenant tables
+/// (`LOCK TABLE … IN EXCLUSIVE MODE`, as ALTER TABLE would, tenant by
+/// tenant) and holds them. The schemas nobody locked fold at least 90% of
+/// their ticks meanwhile; the locked ones show as `waiting_for_lock` (state,
+/// skip reason, metric), no `database_lost` is reported while the server
+/// answers, and every locked schema folds soon after the lock goes.
+fn a_migration_does_not_stall_the_others(db: &TestDb, extra_yaml: &str, env: &[(&str, &str)]) {
+    let schemas = schema_names(SCHEMAS);
+    let yaml = format!(
+        "naptime: {}ms\nworkers:\n  total: {SCHEMAS}\nlog:\n  summary_every: 0s\n{extra_yaml}",
+        NAPTIME.as_millis()
+    );
+    let (pgfleet, address) = start(db, &yaml, env);
+    ready(&pgfleet, db, &schemas);
+    let (locked, free) = schemas.split_at(LOCKED);
+
+    let mut migration = db.client();
+    let mut tx = migration.transaction().expect("begin");
+    let tables: Vec<String> = locked.iter().map(|s| format!("{s}.counted")).collect();
+    tx.batch_execute(&format!(
+        "LOCK TABLE {} IN EXCLUSIVE MODE",
+        tables.join(", ")
+    ))
+    .expect("the migration's locks");
+    // Deltas for the locked schemas to fold once the lock goes (EXCLUSIVE
+    // keeps other sessions' INSERTs out too: these commit with it).
+    for schema in locked {
+        tx.batch_execute(&format!("INSERT INTO {schema}.counted VALUES ('delta', 7)"))
+            .expect("a delta inside the migration");
+    }
+    // Every locked worker has met the lock at least once.
+    eventually("the locked schemas show as waiting for the lock", || {
+        pgfleet.events("worker_waiting_for_lock").len() >= LOCKED
+    });
+    let before = folds(address);
+    let started = Instant::now();
+    std::thread::sleep(WINDOW);
+    let after = folds(address);
+    let window = started.elapsed();
+
+    let free_folds: u64 = free.iter().map(|s| after[s] - before[s]).sum();
+    let possible = (window.as_secs_f64() / NAPTIME.as_secs_f64()) * free.len() as f64;
+    let share = free_folds as f64 / possible;
+    eprintln!(
+        "MEASURED a migration locking {LOCKED} of {SCHEMAS} tables for {window:?} ({extra_yaml:?}): \
+         the {} others folded {free_folds} times of about {possible:.0} ticks ({:.1}%)",
+        free.len(),
+        share * 100.0
+    );
+    assert!(
+        share >= 0.9,
+        "the unlocked schemas folded {share:.3} of their ticks"
+    );
+    let locked_folds: u64 = locked.iter().map(|s| after[s] - before[s]).sum();
+    assert_eq!(locked_folds, 0, "a locked schema cannot fold");
+
+    // Visible as what it is.
+    let workers = json(address, "/workers");
+    let waiting = workers
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|w| w["state"] == "waiting_for_lock")
+        .count();
+    assert_eq!(waiting, LOCKED, "{workers:#}");
+    let samples = scrape(address);
+    assert_eq!(
+        value(
+            &samples,
+            "pgfleet_workers",
+            &[("state", "waiting_for_lock")]
+        ),
+        Some(LOCKED as f64)
+    );
+    assert!(
+        value(
+            &samples,
+            "pgfleet_ticks_skipped_total",
+            &[("reason", "waiting_for_lock")]
+        )
+        .is_some_and(|n| n >= LOCKED as f64),
+        "no waiting_for_lock skips"
+    );
+    // One warning per locked schema, not one per tick.
+    assert_eq!(pgfleet.events("worker_waiting_for_lock").len(), LOCKED);
+
+    tx.commit().expect("the migration commits");
+    let released: String = migration
+        .query_one("SELECT clock_timestamp()::text", &[])
+        .expect("the time of the release")
+        .get(0);
+    eventually("every locked schema folded its delta", || {
+        let mut client = db.client();
+        let folded = client
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM ({}) AS totals WHERE value = 7",
+                    locked
+                        .iter()
+                        .map(|s| format!("SELECT value FROM {s}.counted WHERE type = 'total'"))
+                        .collect::<Vec<_>>()
+                        .join(" UNION ALL ")
+                ),
+                &[],
+            )
+            .map_or(0, |row| row.get::<_, i64>(0));
+        folded == LOCKED as i64
+    });
+    eventually("every locked schema said it folds again", || {
+        pgfleet.events("worker_lock_released").len() == LOCKED
+    });
+    // From the release to the last schema's first fold, by pgfleet's own
+    // clock (its log), not by how often this test looks.
+    let last_fold = pgfleet
+        .events("worker_lock_released")
+        .iter()
+        .filter_map(|e| e["ts"].as_str().map(str::to_owned))
+        .max()
+        .expect("worker_lock_released lines");
+    let caught_up: f64 = migration
+        .query_one(
+            "SELECT extract(epoch FROM $1::text::timestamptz - $2::text::timestamptz)::float8",
+            &[&last_fold, &released],
+        )
+        .expect("seconds from the release to the last fold")
+        .get(0);
+    eprintln!("MEASURED every locked schema folded within {caught_up:.3} s after the lock went");
+    assert!(
+        caught_up < 3.0,
+        "the locked schemas took {caught_up:.3} s to fold after the lock went"
+    );
+    assert_eq!(pgfleet.events("worker_lock_released").len(), LOCKED);
+    for event in ["database_lost", "worker_failed", "database_unreachable"] {
+        assert!(
+            pgfleet.events(event).is_empty(),
+            "{event}: {:?}",
+            pgfleet.events(event)
+        );
+    }
+    let states = folds(address);
+    assert_eq!(states.len(), SCHEMAS);
+}
+
+#[test]
+fn a_migration_locking_most_tables_does_not_stall_the_others() {
+    let db = cluster().create_database();
+    a_migration_does_not_stall_the_others(&db, "", &[]);
+}
+
+/// `database.lock_timeout` is initialisation's: even "wait as long as
+/// statement_timeout" does not let a fold hold a shared connection.
+#[test]
+fn a_migration_does_not_stall_the_others_with_lock_timeout_0() {
+    let db = cluster().create_database();
+    a_migration_does_not_stall_the_others(&db, "database:\n  lock_timeout: 0s\n", &[]);
+}
+
+#[test]
+fn a_migration_does_not_stall_the_others_through_transaction_pooling_pgbouncer() {
+    let db = cluster().create_database();
+    let bouncer = PgBouncer::start(cluster().port(), "transaction", "");
+    let url = bouncer.url(&db.name);
+    a_migration_does_not_stall_the_others(&db, "", &[("PGFLEET__DATABASE__URL", &url)]);
+}
+
+/// A fold pipelined behind folds that wait for locks (here a
+/// `fold_lock_timeout` as long as `statement_timeout`, on purpose) can
+/// start only when they answer: its deadline counts from the lane's last
+/// answer, so a lane that keeps answering is never taken for a stalled
+/// server, however many folds were queued on it.
+#[test]
+fn folds_queued_behind_locked_ones_are_not_an_outage() {
+    let db = cluster().create_database();
+    let schemas = schema_names(40);
+    // Each locked fold ends after 1 s (statement_timeout); the server
+    // counts as stalled after 1.5 s without any answer.
+    let yaml = "naptime: 200ms\nworkers:\n  total: 40\ndatabase:\n  pool_size: 2\n  \
+                statement_timeout: 2s\n  connect_timeout: 500ms\n  fold_lock_timeout: 1s\n\
+                log:\n  summary_every: 0s\n";
+    let pgfleet = Pgfleet::start(&db, yaml);
+    ready(&pgfleet, &db, &schemas);
+    let mut migration = db.client();
+    let mut tx = migration.transaction().expect("begin");
+    let tables: Vec<String> = schemas[..30]
+        .iter()
+        .map(|s| format!("{s}.counted"))
+        .collect();
+    tx.batch_execute(&format!(
+        "LOCK TABLE {} IN EXCLUSIVE MODE",
+        tables.join(", ")
+    ))
+    .expect("lock");
+    pgfleet.wait_for("folds giving up on the lock", |e| {
+        e["event"] == "worker_waiting_for_lock"
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    tx.rollback().expect("release");
+    execute(&db, "INSERT INTO schema1.counted VALUES ('delta', 3)");
+    pgfleet.wait_for("schema1 folds after the lock", |e| {
+        e["event"] == "worker_tick" && e["schema"] == "schema1" && e["total"] == 3
+    });
+    for event in ["database_lost", "worker_failed"] {
+        assert!(
+            pgfleet.events(event).is_empty(),
+            "{event}: {:?}",
+            pgfleet.events(event)
+        );
+    }
+}
