@@ -162,6 +162,10 @@ pub async fn fold(conn: &PgClient, sql: &TableSql) -> Result<FoldOutcome, DbErro
 /// the timeouts need a transaction of their own: `BEGIN; SET LOCAL …`,
 /// the fold and `COMMIT` are sent together without waiting (tokio-postgres
 /// pipelines them), so it is still one round trip.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "runs the fold prepared by PgClient::prepared_fold, a Statement, not text"
+)]
 async fn fold_prepared(
     conn: &PgClient,
     statement: &Statement,
