@@ -55,7 +55,9 @@ pub fn run(settings: &Settings) -> i32 {
         let client = &session.client;
         let version = tokio::time::timeout(
             answer_within,
-            client.query_one("SELECT current_setting('server_version')", &[]),
+            // The unnamed statement, as every statement of the check: a
+            // named one could stay on a pooler's server connection.
+            client.query_typed_one("SELECT current_setting('server_version')", &[]),
         )
         .await
         .map_err(|_| no_answer(answer_within))?

@@ -12,6 +12,7 @@ mod invariant;
 mod logs;
 mod operating;
 mod pipelining;
+mod pooler;
 mod prepared;
 mod reload;
 mod shutdown;

@@ -345,11 +345,13 @@ impl Connector {
 
     /// With `pooler: auto`, a pooler may drop the start-up options without
     /// a word (PgBouncer's `ignore_startup_parameters = options`): ask the
-    /// server what it got, once per new connection.
+    /// server what it got, once per new connection. Asked as the unnamed
+    /// statement: the pooler is not known yet, and a named one's parse and
+    /// execute may reach different server connections (26000).
     async fn verify_options_arrived(&self, mut session: Session) -> Result<Session, DbError> {
         let row = session
             .client
-            .query_one(
+            .query_typed_one(
                 "SELECT setting::bigint FROM pg_settings WHERE name = 'statement_timeout'",
                 &[],
             )
@@ -461,7 +463,8 @@ impl AttemptError {
 }
 
 /// `None` when the server has the session attributes asked for, else why
-/// not. Asked as libpq asks it.
+/// not. Asked as libpq asks it, as the unnamed statement (a pooler may
+/// stand in front; see `verify_options_arrived`).
 async fn suits(client: &Client, attrs: TargetSessionAttrs) -> Result<Option<String>, DbError> {
     let (query, wanted, why_not) = match attrs {
         TargetSessionAttrs::Any => return Ok(None),
@@ -487,7 +490,7 @@ async fn suits(client: &Client, attrs: TargetSessionAttrs) -> Result<Option<Stri
         ),
     };
     let row = client
-        .query_one(query, &[])
+        .query_typed_one(query, &[])
         .await
         .map_err(|e| DbError::from_statement(&e))?;
     let answer: bool = row.get(0);

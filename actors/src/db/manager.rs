@@ -64,6 +64,14 @@ impl PgClient {
     /// `sql`'s fold prepared on this connection (prepared now when there
     /// is room in the cache); None when it runs unprepared here. The cache
     /// is never borrowed across an await: other folds may use it meanwhile.
+    ///
+    /// pgfleet's one named statement (clippy.toml forbids the others): the
+    /// cache exists only where no pooler is known, and a statement lost to
+    /// one anyway is caught by `prepared_fold_failed`.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the prepared fold is named on purpose; see db::prepared"
+    )]
     pub async fn prepared_fold(&self, sql: &TableSql) -> Result<Option<Statement>, DbError> {
         if self.prepared.is_lost() {
             // Another connection of the pool found that statements do not

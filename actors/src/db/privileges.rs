@@ -5,7 +5,12 @@
 //! One query covers every configured schema (10,000 are one round trip),
 //! and asks the server's own `has_*_privilege` functions rather than
 //! reading ACLs here: they know role membership, PUBLIC and ownership.
+//!
+//! Both queries go as the unnamed statement: `--check` runs through the
+//! same poolers as the service, and exits right after, so a named
+//! statement's `Close` might never be sent (see `statements`).
 
+use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use super::DbError;
@@ -55,12 +60,15 @@ const WHO: &str = "SELECT current_user::text, current_database()::text, \
 /// can do the job.
 pub async fn missing(client: &Client, job: &Job<'_>) -> Result<Vec<Missing>, DbError> {
     let pg = |e: tokio_postgres::Error| DbError::from_statement(&e);
-    let who = client.query_one(WHO, &[]).await.map_err(pg)?;
+    let who = client.query_typed_one(WHO, &[]).await.map_err(pg)?;
     let (role, database, can_create_schemas, version): (String, String, bool, i32) =
         (who.get(0), who.get(1), who.get(2), who.get(3));
     let role_q = quote_ident(&role);
     let rows = client
-        .query(PROBE, &[&job.schemas, &job.table])
+        .query_typed(
+            PROBE,
+            &[(&job.schemas, Type::TEXT_ARRAY), (&job.table, Type::TEXT)],
+        )
         .await
         .map_err(pg)?;
     let mut found = Vec::new();

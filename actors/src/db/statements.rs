@@ -1,9 +1,20 @@
 //! The three things a worker asks of PostgreSQL: make sure its table
 //! exists, fold it, vacuum it. The SQL itself is in `crate::sql`.
+//!
+//! Only the prepared fold (see `prepared`, on when no pooler is known)
+//! uses a named statement. Everything else goes as the unnamed statement
+//! (`*_typed`: parse, bind and execute in one message, parameters typed
+//! here) or through the simple protocol. A named statement is closed by
+//! tokio-postgres only when the last `Row` holding it is dropped, which
+//! can be after `COMMIT`; behind a transaction-mode pooler that `Close`
+//! reaches another server connection, the statement stays where it was,
+//! and the next pgfleet that prepares the same name there fails (42P05).
+//! The unnamed statement needs no `Close` and is replaced by the next one.
 
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
 use tokio_postgres::{SimpleQueryMessage, Statement};
 
 use super::{DbError, PgClient, PgConnection};
@@ -76,16 +87,22 @@ async fn initialise_once(
     );
     let tx = conn.transaction().await.map_err(pg)?;
     tx.batch_execute(&set_local).await.map_err(pg)?;
-    tx.execute(INIT_LOCK, &[&&*sql.schema]).await.map_err(pg)?;
+    let schema: &str = &sql.schema;
+    tx.execute_typed(INIT_LOCK, &[(&schema, Type::TEXT)])
+        .await
+        .map_err(pg)?;
     let row = tx
-        .query_one(INIT_PROBE, &[&&*sql.schema, &sql.qualified()])
+        .query_typed_one(
+            INIT_PROBE,
+            &[(&schema, Type::TEXT), (&sql.qualified(), Type::TEXT)],
+        )
         .await
         .map_err(pg)?;
     let (schema_exists, table_exists): (bool, bool) = (row.get(0), row.get(1));
     let mut outcome = InitOutcome::default();
     if !schema_exists && create {
         outcome.case_twin = tx
-            .query_opt(CASE_TWIN, &[&&*sql.schema])
+            .query_typed_opt(CASE_TWIN, &[(&schema, Type::TEXT)])
             .await
             .map_err(pg)?
             .map(|row| row.get(0));
@@ -155,6 +172,10 @@ pub async fn fold(conn: &PgClient, sql: &TableSql) -> Result<FoldOutcome, DbErro
 /// the timeouts need a transaction of their own: `BEGIN; SET LOCAL …`,
 /// the fold and `COMMIT` are sent together without waiting (tokio-postgres
 /// pipelines them), so it is still one round trip.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "runs the fold prepared by PgClient::prepared_fold, a Statement, not text"
+)]
 async fn fold_prepared(
     conn: &PgClient,
     statement: &Statement,

@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 
 use super::cluster::server_user;
 
+/// `default_pool_size`: at most this many server connections per database
+/// (and user), which is what [`PgBouncer::statements_on_servers`] relies on.
+pub const POOL_SIZE: usize = 20;
+
 pub struct PgBouncer {
     port: u16,
     child: Child,
@@ -75,7 +79,7 @@ impl PgBouncer {
                  listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
                  auth_type = trust\nauth_file = {users}\n\
                  pool_mode = {pool_mode}\n\
-                 max_client_conn = 200\ndefault_pool_size = 20\n\
+                 max_client_conn = 200\ndefault_pool_size = {POOL_SIZE}\n\
                  logfile = {log}\n\
                  {extra}\n",
                 users = users.display(),
@@ -118,6 +122,61 @@ impl PgBouncer {
     /// A URL for `database` through this PgBouncer.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Every prepared statement on this PgBouncer's server connections to
+    /// `database`, as "pid name: statement". In transaction mode a named
+    /// statement outlives the client that left it there (PgBouncer resets
+    /// server connections only in session mode, by default), and the next
+    /// client that prepares the same name meets 42P05: this finds them
+    /// before that. [`POOL_SIZE`] clients each hold a transaction open, so
+    /// each sits on a server connection of its own and together they see
+    /// all of them; they ask with the simple protocol and roll back, so
+    /// the look leaves nothing behind and closes no server connection.
+    pub fn statements_on_servers(&self, database: &str) -> Vec<String> {
+        let url = self.url(database);
+        let mut clients: Vec<postgres::Client> = (0..POOL_SIZE)
+            .map(|_| {
+                let mut client = postgres::Client::connect(&url, postgres::NoTls)
+                    .unwrap_or_else(|e| panic!("connecting to {url}: {e:?}"));
+                client
+                    .batch_execute("BEGIN")
+                    .expect("BEGIN through pgbouncer");
+                client
+            })
+            .collect();
+        let mut found = Vec::new();
+        let mut pids = Vec::new();
+        for client in &mut clients {
+            for message in client
+                .simple_query(
+                    "SELECT pg_backend_pid()::text, name, statement \
+                     FROM pg_prepared_statements RIGHT JOIN (VALUES (1)) AS one ON true",
+                )
+                .expect("pg_prepared_statements through pgbouncer")
+            {
+                if let postgres::SimpleQueryMessage::Row(row) = message {
+                    let pid = row.get(0).unwrap_or_default().to_owned();
+                    if let (Some(name), Some(statement)) = (row.get(1), row.get(2)) {
+                        found.push(format!("{pid} {name}: {statement}"));
+                    }
+                    pids.push(pid);
+                }
+            }
+        }
+        for client in &mut clients {
+            client
+                .batch_execute("ROLLBACK")
+                .expect("ROLLBACK through pgbouncer");
+        }
+        pids.sort();
+        pids.dedup();
+        assert_eq!(
+            pids.len(),
+            POOL_SIZE,
+            "the clients did not each get a server connection of their own"
+        );
+        found
     }
 
     pub fn log(&self) -> String {
