@@ -144,10 +144,12 @@ enum SlotState {
         generation: u64,
         since: Instant,
     },
-    /// `generation` of the worker that failed.
+    /// `generation` of the worker that failed; `attempt` of the restart
+    /// scheduled.
     Restarting {
         handle: SpawnHandle,
         generation: u64,
+        attempt: u32,
     },
     GivenUp {
         generation: u64,
@@ -376,7 +378,15 @@ impl Supervisor {
         }
     }
 
-    fn restart_worker(&mut self, schema: &str, attempt: u32, ctx: &mut Context<Self>) {
+    /// Starts a failed worker again: its backoff ran out (`reason`
+    /// "backoff"), or a reload came first ("reload").
+    fn restart_worker(
+        &mut self,
+        schema: &str,
+        attempt: u32,
+        reason: &'static str,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(target) = self
             .slots
             .get(schema)
@@ -393,8 +403,12 @@ impl Supervisor {
         if let Some(slot) = self.slots.get_mut(schema) {
             slot.state = state;
         }
-        info!(self.worker_log(&target, generation), "{} restarted (attempt {attempt})", target.worker;
-            "event" => "worker_restarted", "attempt" => attempt);
+        let why = match reason {
+            "reload" => " at once: a reload may have fixed its cause",
+            _ => "",
+        };
+        info!(self.worker_log(&target, generation), "{} restarted{why} (attempt {attempt})", target.worker;
+            "event" => "worker_restarted", "attempt" => attempt, "reason" => reason);
     }
 
     /// Stops a worker on purpose (its schema left the configuration, or its
@@ -421,7 +435,9 @@ impl Supervisor {
                     (slot.target, addr),
                 );
             }
-            SlotState::Restarting { handle, generation } => {
+            SlotState::Restarting {
+                handle, generation, ..
+            } => {
                 ctx.cancel_future(handle);
                 self.log_stopped(&slot.target, generation);
             }
@@ -466,9 +482,13 @@ impl Supervisor {
                 self.status.worker_restarting(schema, generation, delay);
                 let schema = schema.to_owned();
                 let handle = ctx.run_later(delay, move |supervisor, ctx| {
-                    supervisor.restart_worker(&schema, attempt, ctx);
+                    supervisor.restart_worker(&schema, attempt, "backoff", ctx);
                 });
-                slot.state = SlotState::Restarting { handle, generation };
+                slot.state = SlotState::Restarting {
+                    handle,
+                    generation,
+                    attempt,
+                };
             }
             Decision::GiveUp { reason } => {
                 error!(log, "{worker} given up: {reason}"; "event" => "worker_given_up", "reason" => reason.clone());
@@ -542,7 +562,15 @@ impl Supervisor {
                             slot.state = state;
                         }
                     }
-                    SlotState::Restarting { .. } => {}
+                    // The operator may have fixed the cause (a GRANT, a
+                    // table): the restart waiting out its backoff runs now.
+                    SlotState::Restarting {
+                        handle, attempt, ..
+                    } => {
+                        let (handle, attempt) = (*handle, *attempt);
+                        ctx.cancel_future(handle);
+                        self.restart_worker(&schema, attempt, "reload", ctx);
+                    }
                 },
             }
         }

@@ -123,3 +123,47 @@ fn a_reloaded_restart_policy_decides_the_next_failure() {
     assert_eq!(given_up["reason"], "restart.policy is never");
     assert!(pgfleet.events("worker_restart_scheduled").is_empty());
 }
+
+/// A reload is the operator's "I fixed it": a worker waiting out its
+/// backoff starts again at once (SPEC §11), not after `restart.delay`.
+#[test]
+fn a_reload_restarts_a_worker_waiting_in_backoff_at_once() {
+    let db = cluster().create_database();
+    let yaml = "workers:\n  schemas: [tenant]\n  create_schema: false\n\
+                restart:\n  delay: 5m\n  jitter: 0.0\n";
+    let pgfleet = Pgfleet::start(&db, yaml);
+    let failed = pgfleet.wait_schema_event("worker_failed", "tenant");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not exist")),
+        "{failed}"
+    );
+    let scheduled = pgfleet.wait_schema_event("worker_restart_scheduled", "tenant");
+    assert!(
+        scheduled["delay_ms"].as_u64() >= Some(60_000),
+        "{scheduled}"
+    );
+    // The operator fixes the cause, then reloads.
+    execute(
+        &db,
+        "CREATE SCHEMA tenant CREATE TABLE counted (type text, value integer); \
+         INSERT INTO tenant.counted VALUES ('total', 0), ('delta', 4)",
+    );
+    let mark = pgfleet.mark();
+    let asked = std::time::Instant::now();
+    pgfleet.reload(yaml);
+    let (_, restarted) = pgfleet.wait_for_from(mark, "the restart the reload brings", |e| {
+        e["event"] == "worker_restarted" && e["schema"] == "tenant"
+    });
+    assert_eq!(restarted["reason"], "reload", "{restarted}");
+    assert_eq!(restarted["attempt"], 1, "{restarted}");
+    pgfleet.wait_for_from(mark, "the fold after the fix", |e| {
+        e["event"] == "worker_tick" && e["schema"] == "tenant" && e["total"] == 4
+    });
+    // Any restart before five minutes is the reload's.
+    eprintln!(
+        "MEASURED a worker in a 5 min backoff folded {:?} after the reload",
+        asked.elapsed()
+    );
+}
