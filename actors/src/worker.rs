@@ -701,18 +701,21 @@ impl<J: Job> Handler<Stop> for WorkerActor<J> {
             // reached the server, so there is nothing to finish.
             None => ctx.stop(),
             // Dropping the future alone would leave the statement running on
-            // the server: send the cancel request, then stop. The statement
-            // is rolled back there, and nothing is lost. The token stays,
-            // marked: the connection it belongs to is discarded when the
-            // statement answers, so the cancel can only ever reach this
-            // worker's statement.
+            // the server: send the cancel request. The statement is rolled
+            // back there, and nothing is lost. The token stays, marked, and
+            // the worker stops when the statement answers (or its deadline
+            // passes), whichever of the two answers comes first: its
+            // connection is then discarded, never handed to another worker
+            // whose statement a late cancel would hit. Stopping at the
+            // cancel's own answer would drop the connection back into the
+            // pool instead.
             Some(token) if msg.cancel_in_flight => {
                 self.in_flight.borrow_mut().cancel_sent = true;
                 let db = self.spec.db.clone();
                 ctx.spawn(
                     async move { db.cancel(*token).await }
                         .into_actor(self)
-                        .map(|_, _, ctx| ctx.stop()),
+                        .map(|_, _, _| {}),
                 );
             }
             // Let the statement finish; the worker stops when it answers.
