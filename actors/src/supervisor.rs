@@ -124,6 +124,10 @@ struct Slot {
     state: SlotState,
     /// Counted in the start batch and not initialised yet.
     awaiting_start: bool,
+    /// A worker of this slot initialised the schema: it existed while
+    /// pgfleet ran it, so a later worker finding it missing waits for it
+    /// instead of creating it again (a tenant dropped on purpose).
+    existed: bool,
 }
 
 /// Workers added at start (or by one reload) on their way to their first
@@ -239,6 +243,10 @@ impl Supervisor {
             None => self.departed.remove(&target.schema).unwrap_or(0),
         };
         let generation = last + 1;
+        let existed = self
+            .slots
+            .get(&target.schema)
+            .is_some_and(|slot| slot.existed);
         self.status.worker_spawned(target, generation, restart);
         let spec = WorkerSpec {
             target: target.clone(),
@@ -248,7 +256,11 @@ impl Supervisor {
             fleet: self.fleet_handles(ctx),
         };
         SlotState::Running {
-            addr: WorkerActor::new(spec, FoldJob::new(target, &self.settings)).start(),
+            addr: WorkerActor::new(
+                spec,
+                FoldJob::new(target, &self.settings).after_it_existed(existed),
+            )
+            .start(),
             generation,
             since: Instant::now(),
         }
@@ -263,6 +275,7 @@ impl Supervisor {
                 history: None,
                 state,
                 awaiting_start: true,
+                existed: false,
             },
         );
         let batch = self.batch.get_or_insert_with(|| StartBatch {
@@ -734,6 +747,7 @@ impl Handler<WorkerStarted> for Supervisor {
             return;
         };
         let current = matches!(slot.state, SlotState::Running { generation, .. } if generation == msg.generation);
+        slot.existed = true;
         if current && std::mem::take(&mut slot.awaiting_start) {
             self.settle(true);
         }

@@ -36,7 +36,7 @@ use tokio_postgres::CancelToken;
 use crate::db::{Database, DbError, LaneLease, PgClient, PgConnection};
 use crate::job::{FoldJob, Job, SharedStep, Step};
 use crate::settings::{SchemaTarget, Settings};
-use crate::status::Status;
+use crate::status::{Status, WorkerState};
 use crate::supervisor::{WorkerExited, WorkerStarted};
 
 /// Why a worker ended.
@@ -138,22 +138,41 @@ pub struct WorkerActor<J: Job = FoldJob> {
     failure: Option<WorkerError>,
     in_flight: InFlight,
     ticks_skipped: u64,
-    /// While its table is locked by someone else (boxed: rare).
-    lock_wait: Option<Box<LockWait>>,
+    /// While its table is locked by someone else, or gone (boxed: rare).
+    waiting: Option<Box<Waiting>>,
 }
 
-/// A schema whose fold gave up waiting for a lock on its table: since
-/// when, and when it last tried.
-struct LockWait {
+/// A schema that cannot fold for a reason outside pgfleet that is nobody's
+/// failure: since when, and when it last tried.
+struct Waiting {
+    what: WaitingFor,
     since: Instant,
     last_attempt: Instant,
     ticks_skipped: u64,
 }
 
-/// While its table is locked, a schema tries to fold at most this often
-/// (or at each tick, when the naptime is longer): a short naptime times
-/// hundreds of locked tables would otherwise spend the shared connections
-/// on folds that wait `database.fold_lock_timeout` each and give up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WaitingFor {
+    /// Another session holds the table's lock (a migration): the fold gave
+    /// up after `database.fold_lock_timeout`.
+    Lock,
+    /// The table, which existed, was dropped: it is not created again.
+    Table,
+}
+
+impl WaitingFor {
+    fn reason(self) -> &'static str {
+        match self {
+            WaitingFor::Lock => "waiting_for_lock",
+            WaitingFor::Table => "table_dropped",
+        }
+    }
+}
+
+/// While it waits, a schema tries again at most this often (or at each
+/// tick, when the naptime is longer): a short naptime times hundreds of
+/// locked tables would otherwise spend the shared connections on folds
+/// that wait `database.fold_lock_timeout` each and give up.
 pub const LOCK_RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// The statement in flight, for `Stop`: its cancel token while it runs,
@@ -228,7 +247,7 @@ impl<J: Job> WorkerActor<J> {
             failure: None,
             in_flight: Rc::new(RefCell::new(InFlightState::default())),
             ticks_skipped: 0,
-            lock_wait: None,
+            waiting: None,
         }
     }
 
@@ -313,13 +332,12 @@ impl<J: Job> WorkerActor<J> {
             }
             return;
         }
-        if let Some(wait) = &mut self.lock_wait {
-            // Half a naptime of slack: ticks a second apart all try.
-            let since_attempt = now.duration_since(wait.last_attempt) + self.spec.naptime / 2;
-            if since_attempt < LOCK_RETRY_EVERY {
+        if let Some(wait) = &mut self.waiting {
+            if !retry_due(now.duration_since(wait.last_attempt), self.spec.naptime) {
                 wait.ticks_skipped += 1;
                 self.ticks_skipped += 1;
-                self.note_skipped("waiting_for_lock");
+                let reason = wait.what.reason();
+                self.note_skipped(reason);
                 return;
             }
             wait.last_attempt = now;
@@ -463,6 +481,7 @@ impl<J: Job> WorkerActor<J> {
             let _permit = permit;
             match result {
                 Ok(Ok(found)) => {
+                    worker.wait_over();
                     worker.job.initialised(found, &worker.log());
                     worker.initialised = true;
                     info!(worker.log(), "{} initialized with {}", worker.spec.target.worker, worker.job.display_name();
@@ -490,13 +509,7 @@ impl<J: Job> WorkerActor<J> {
             step,
             |worker, result, ctx| match result {
                 Ok(Ok(found)) => {
-                    if let Some(wait) = worker.lock_wait.take() {
-                        let waited_ms = wait.since.elapsed().as_millis() as u64;
-                        info!(worker.log(), "{} folds again: the lock it waited for was released after {waited_ms} ms ({} ticks skipped)",
-                            worker.spec.target.worker, wait.ticks_skipped;
-                            "event" => "worker_lock_released", "waited_ms" => waited_ms,
-                            "skipped" => wait.ticks_skipped);
-                    }
+                    worker.wait_over();
                     let (report, maintenance) = worker.job.ran(found, &worker.log());
                     worker.spec.fleet.status.fold_done(
                         &worker.spec.target.schema,
@@ -552,7 +565,8 @@ impl<J: Job> WorkerActor<J> {
                     "event" => "worker_tick_skipped", "reason" => error.kind(),
                     "skipped" => self.ticks_skipped);
             }
-            DbError::LockNotAvailable(reason) => self.waiting_for_lock(reason),
+            DbError::LockNotAvailable(reason) => self.wait(WaitingFor::Lock, reason),
+            error @ DbError::TableGone { .. } => self.wait(WaitingFor::Table, error.to_string()),
             DbError::TimedOut { reason, .. } => {
                 self.ticks_skipped += 1;
                 self.note_skipped("timed_out");
@@ -587,35 +601,64 @@ impl<J: Job> WorkerActor<J> {
     }
 
     /// The fold (or initialisation) gave up waiting for a lock on the
-    /// table: a migration or DDL holds it. Nobody's failure, and not the
-    /// database's: the schema waits, tries again at its next tick (at most
-    /// every [`LOCK_RETRY_EVERY`]), and says so once, not at every tick.
-    fn waiting_for_lock(&mut self, reason: String) {
+    /// table (a migration or DDL holds it), or found the table dropped.
+    /// Nobody's failure, and not the database's: the schema waits, tries
+    /// again at its next tick (at most every [`LOCK_RETRY_EVERY`]), and
+    /// says so once, not at every tick.
+    fn wait(&mut self, what: WaitingFor, reason: String) {
         self.ticks_skipped += 1;
-        self.note_skipped("waiting_for_lock");
+        self.note_skipped(what.reason());
         let now = Instant::now();
-        match &mut self.lock_wait {
-            Some(wait) => {
-                wait.ticks_skipped += 1;
-                debug!(self.log(), "tick skipped: still waiting for a lock: {reason}";
-                    "event" => "worker_tick_skipped", "reason" => "waiting_for_lock",
-                    "skipped" => self.ticks_skipped);
-            }
-            None => {
-                self.lock_wait = Some(Box::new(LockWait {
-                    since: now,
-                    last_attempt: now,
-                    ticks_skipped: 1,
-                }));
-                self.spec
-                    .fleet
-                    .status
-                    .worker_waiting_for_lock(&self.spec.target.schema, self.spec.generation);
-                warn!(self.log(), "{} waits for a lock on {}: another session holds it (a migration, ALTER TABLE, CREATE INDEX?); \
-                                   tries again at each tick without holding a connection meanwhile: {reason}",
-                    self.spec.target.worker, self.job.display_name();
+        if let Some(wait) = self.waiting.as_mut().filter(|wait| wait.what == what) {
+            wait.ticks_skipped += 1;
+            debug!(self.log(), "tick skipped: still {}: {reason}", what.reason().replace('_', " ");
+                "event" => "worker_tick_skipped", "reason" => what.reason(),
+                "skipped" => self.ticks_skipped);
+            return;
+        }
+        self.waiting = Some(Box::new(Waiting {
+            what,
+            since: now,
+            last_attempt: now,
+            ticks_skipped: 1,
+        }));
+        let (status, schema, generation) = (
+            &self.spec.fleet.status,
+            &self.spec.target.schema,
+            self.spec.generation,
+        );
+        let (worker, table) = (&self.spec.target.worker, self.job.display_name());
+        match what {
+            WaitingFor::Lock => {
+                status.worker_waiting(schema, generation, WorkerState::WaitingForLock);
+                warn!(self.log(), "{worker} waits for a lock on {table}: another session holds it (a migration, ALTER TABLE, CREATE INDEX?); \
+                                   it tries again at each tick without holding a connection meanwhile: {reason}";
                     "event" => "worker_waiting_for_lock", "error" => reason.clone(),
                     "skipped" => self.ticks_skipped);
+            }
+            WaitingFor::Table => {
+                status.worker_waiting(schema, generation, WorkerState::TableDropped);
+                warn!(self.log(), "{worker}: {reason}";
+                    "event" => "worker_table_dropped", "error" => reason.clone());
+            }
+        }
+    }
+
+    /// The fold (or initialisation) succeeded: a wait, if any, is over.
+    fn wait_over(&mut self) {
+        let Some(wait) = self.waiting.take() else {
+            return;
+        };
+        let waited_ms = wait.since.elapsed().as_millis() as u64;
+        let (worker, skipped) = (&self.spec.target.worker, wait.ticks_skipped);
+        match wait.what {
+            WaitingFor::Lock => {
+                info!(self.log(), "{worker} folds again: the lock it waited for was released after {waited_ms} ms ({skipped} ticks skipped)";
+                    "event" => "worker_lock_released", "waited_ms" => waited_ms, "skipped" => skipped);
+            }
+            WaitingFor::Table => {
+                info!(self.log(), "{worker}: {} exists again after {waited_ms} ms ({skipped} ticks skipped)", self.job.display_name();
+                    "event" => "worker_table_back", "waited_ms" => waited_ms, "skipped" => skipped);
             }
         }
     }
@@ -724,6 +767,13 @@ impl<J: Job> Handler<Stop> for WorkerActor<J> {
     }
 }
 
+/// Whether a waiting schema (see [`LOCK_RETRY_EVERY`]) tries again at a
+/// tick `since_last_try` after its last try. Half a naptime of slack, so
+/// that ticks a second apart all try, however late the previous one ran.
+pub fn retry_due(since_last_try: Duration, naptime: Duration) -> bool {
+    since_last_try + naptime / 2 >= LOCK_RETRY_EVERY
+}
+
 /// The answer to a statement pipelined on a lane, or `Err` once the lane
 /// has answered nothing at all for `deadline`. A statement queued behind
 /// others on one connection can only start when they have answered, so
@@ -805,6 +855,31 @@ mod tests {
         );
         assert!(size_of::<InFlightState>() <= 16);
         assert!(size_of::<Database>() <= 8);
+    }
+
+    #[test]
+    fn a_waiting_schema_tries_at_most_once_a_second() {
+        let ms = Duration::from_millis;
+        // Ticks of a second or more: every tick tries, even a tick that
+        // comes a little early after a late one.
+        assert!(retry_due(ms(999), ms(1000)));
+        assert!(retry_due(ms(9_990), ms(10_000)));
+        // 100 ms ticks: one try in ten.
+        assert!(!retry_due(ms(100), ms(100)));
+        assert!(!retry_due(ms(900), ms(100)));
+        assert!(retry_due(ms(1_000), ms(100)));
+        let tries = (1..=50u64)
+            .scan(Duration::ZERO, |since, _| {
+                *since += ms(100);
+                let due = retry_due(*since, ms(100));
+                if due {
+                    *since = Duration::ZERO;
+                }
+                Some(due)
+            })
+            .filter(|due| *due)
+            .count();
+        assert_eq!(tries, 5, "in 5 s of 100 ms ticks");
     }
 
     #[test]

@@ -239,3 +239,106 @@ fn folds_queued_behind_locked_ones_are_not_an_outage() {
         );
     }
 }
+
+/// Whether `schema` exists in `db`.
+fn schema_exists(db: &TestDb, schema: &str) -> bool {
+    db.client()
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)",
+            &[&schema],
+        )
+        .map(|row| row.get::<_, bool>(0))
+        .unwrap_or_else(|e| panic!("pg_namespace: {e}"))
+}
+
+/// A tenant leaves: its schema, listed in the configuration, is dropped
+/// while pgfleet folds it. worker_spi's create-if-missing applies when a
+/// worker starts, never to a schema that was there and went away: the
+/// worker says so once, waits without failing, the others fold on, and it
+/// folds again when the schema comes back.
+fn a_dropped_schema_is_waited_for(create_schema: bool) {
+    let db = cluster().create_database();
+    let schemas = schema_names(3);
+    let yaml = format!("workers:\n  total: 3\n  create_schema: {create_schema}\n");
+    let (pgfleet, address) = start(&db, &yaml, &[]);
+    if !create_schema {
+        for schema in &schemas {
+            execute(
+                &db,
+                &format!("CREATE SCHEMA {schema} CREATE TABLE counted (type text, value integer)"),
+            );
+        }
+    }
+    ready(&pgfleet, &db, &schemas);
+    execute(&db, "DROP SCHEMA schema2 CASCADE");
+    let dropped = pgfleet.wait_schema_event("worker_table_dropped", "schema2");
+    assert_eq!(dropped["level"], "warn", "{dropped}");
+    // Many ticks and restart delays later: not created again, no failure.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!schema_exists(&db, "schema2"), "schema2 was created again");
+    assert!(
+        pgfleet.events("worker_failed").is_empty(),
+        "{:?}",
+        pgfleet.events("worker_failed")
+    );
+    assert_eq!(pgfleet.events("worker_table_dropped").len(), 1);
+    let workers = json(address, "/workers");
+    let schema2 = workers
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|w| w["schema"] == "schema2")
+        .expect("schema2 in /workers");
+    assert_eq!(schema2["state"], "table_dropped", "{schema2}");
+    // The others fold on.
+    execute(&db, "INSERT INTO schema1.counted VALUES ('delta', 5)");
+    execute(&db, "INSERT INTO schema3.counted VALUES ('delta', 6)");
+    for (schema, total) in [("schema1", 5), ("schema3", 6)] {
+        pgfleet.wait_for("the others fold on", |e| {
+            e["event"] == "worker_tick" && e["schema"] == schema && e["total"] == total
+        });
+    }
+    // The tenant comes back.
+    execute(
+        &db,
+        "CREATE SCHEMA schema2 CREATE TABLE counted (type text, value integer); \
+         INSERT INTO schema2.counted VALUES ('total', 10), ('delta', 1)",
+    );
+    pgfleet.wait_schema_event("worker_table_back", "schema2");
+    pgfleet.wait_for("schema2 folds again", |e| {
+        e["event"] == "worker_tick" && e["schema"] == "schema2" && e["total"] == 11
+    });
+    assert!(pgfleet.events("worker_failed").is_empty());
+}
+
+#[test]
+fn a_dropped_schema_is_not_created_again() {
+    a_dropped_schema_is_waited_for(true);
+}
+
+#[test]
+fn a_dropped_schema_with_create_schema_false_is_no_failure_loop() {
+    a_dropped_schema_is_waited_for(false);
+}
+
+/// A worker restarted for another reason (here a panic in every fold,
+/// through a test hook) after its schema was dropped does not create it
+/// again either: the Supervisor remembers that the schema existed.
+#[test]
+fn a_restarted_worker_does_not_create_a_dropped_schema_again() {
+    let db = cluster().create_database();
+    let pgfleet = Pgfleet::start_with(
+        &db,
+        "workers:\n  total: 2\nrestart:\n  max_restarts: 1000\n",
+        &[("TEST_HOOK_PANIC_IN_FOLD_OF", "schema2")],
+    );
+    ready(&pgfleet, &db, &schema_names(2));
+    pgfleet.wait_schema_event("worker_restarted", "schema2");
+    execute(&db, "DROP SCHEMA schema2 CASCADE");
+    pgfleet.wait_schema_event("worker_table_dropped", "schema2");
+    let restarts = pgfleet.events("worker_restarted").len();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!schema_exists(&db, "schema2"), "schema2 was created again");
+    // Waiting, not failing: the restarts stopped with the drop.
+    assert!(pgfleet.events("worker_restarted").len() <= restarts + 1);
+}

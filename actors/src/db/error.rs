@@ -95,6 +95,11 @@ pub enum DbError {
     MissingSchema { schema: String },
     #[error("table {table} does not exist, and workers.create_schema is false")]
     MissingTable { table: String },
+    /// The table (or its schema) was there and is gone: dropped while
+    /// pgfleet folded it (a tenant leaving). Never created again behind the
+    /// operator's back (SPEC §2, §11): the worker waits for it to return.
+    #[error("{table} no longer exists (dropped while pgfleet folded it): it is not created again, and is folded again if it comes back")]
+    TableGone { table: String },
     #[error("the total of {table} would overflow integer, so nothing was folded ({detail})")]
     Overflow { table: String, detail: String },
     /// Any other error the server reported, with its SQLSTATE.
@@ -204,6 +209,26 @@ impl DbError {
         }
     }
 
+    /// For a table that existed while pgfleet folded it: "it is missing"
+    /// (undefined_table 42P01 or invalid_schema_name 3F000 from a fold, or
+    /// what initialisation found) means it was dropped.
+    pub fn vanished(self, table: impl std::fmt::Display) -> DbError {
+        let gone = match &self {
+            DbError::MissingSchema { .. } | DbError::MissingTable { .. } => true,
+            DbError::Statement {
+                code: Some(code), ..
+            } => *code == SqlState::UNDEFINED_TABLE || *code == SqlState::INVALID_SCHEMA_NAME,
+            _ => false,
+        };
+        if gone {
+            DbError::TableGone {
+                table: table.to_string(),
+            }
+        } else {
+            self
+        }
+    }
+
     /// The SQLSTATE the server sent, when it sent one.
     pub fn code(&self) -> Option<&SqlState> {
         match self {
@@ -228,6 +253,7 @@ impl DbError {
             DbError::Permission(_) => "permission",
             DbError::MissingSchema { .. } => "missing_schema",
             DbError::MissingTable { .. } => "missing_table",
+            DbError::TableGone { .. } => "table_dropped",
             DbError::Overflow { .. } => "overflow",
             DbError::Statement { .. } => "statement",
             DbError::PreparedStatementLost(_) => "prepared_statement_lost",
@@ -284,4 +310,43 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_that_existed_and_is_missing_was_dropped() {
+        let missing = [
+            DbError::MissingSchema {
+                schema: "s".into(),
+            },
+            DbError::MissingTable {
+                table: "s.counted".into(),
+            },
+            DbError::Statement {
+                code: Some(SqlState::UNDEFINED_TABLE),
+                text: "relation does not exist".into(),
+            },
+            DbError::Statement {
+                code: Some(SqlState::INVALID_SCHEMA_NAME),
+                text: "schema does not exist".into(),
+            },
+        ];
+        for error in missing {
+            let gone = error.vanished("s.counted");
+            assert_eq!(gone.kind(), "table_dropped", "{gone}");
+            assert!(gone.to_string().contains("not created again"), "{gone}");
+        }
+        // Anything else stays what it is.
+        let denied = DbError::Permission("permission denied".into()).vanished("s.counted");
+        assert_eq!(denied.kind(), "permission");
+        let other = DbError::Statement {
+            code: Some(SqlState::NUMERIC_VALUE_OUT_OF_RANGE),
+            text: "overflow".into(),
+        }
+        .vanished("s.counted");
+        assert_eq!(other.kind(), "statement");
+    }
 }

@@ -78,7 +78,7 @@ pub fn render(status: &Status) -> String {
         let n = count(state);
         let class = match state {
             WorkerState::GivenUp | WorkerState::Restarting if n > 0 => "bad",
-            WorkerState::WaitingForLock if n > 0 => "warn",
+            WorkerState::WaitingForLock | WorkerState::TableDropped if n > 0 => "warn",
             _ => "",
         };
         row(&state_label(state), n.to_string(), class);
@@ -143,7 +143,7 @@ pub fn render(status: &Status) -> String {
 fn worker_row(html: &mut String, w: &WorkerStatus) {
     let class = match w.state {
         WorkerState::GivenUp | WorkerState::Restarting => "bad",
-        WorkerState::Starting | WorkerState::WaitingForLock => "warn",
+        WorkerState::Starting | WorkerState::WaitingForLock | WorkerState::TableDropped => "warn",
         WorkerState::Running => "",
     };
     let mut state = state_label(w.state);

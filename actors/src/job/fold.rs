@@ -18,6 +18,10 @@ pub struct FoldJob {
     /// The `worker` of worker_spi's log line: `worker 4` or the schema.
     worker: Arc<str>,
     create_schema: bool,
+    /// The table existed while this pgfleet ran the schema (an earlier
+    /// worker of it initialised): if it is missing now, it was dropped,
+    /// and is waited for, never created again.
+    existed: bool,
     /// `database.lock_timeout`: how long initialisation waits for a lock.
     init_lock_timeout: std::time::Duration,
     vacuum_after: u64,
@@ -37,6 +41,7 @@ impl FoldJob {
             )),
             worker: Arc::clone(&target.worker),
             create_schema: settings.workers.create_schema,
+            existed: false,
             init_lock_timeout: settings.database.lock_timeout,
             vacuum_after: settings.workers.vacuum_after,
             rows_since_vacuum: 0,
@@ -44,6 +49,13 @@ impl FoldJob {
             last_total: None,
             fold_lines_at_info: settings.fold_lines_at_info(),
         }
+    }
+
+    /// The schema's table existed under an earlier worker of this pgfleet
+    /// (see [`FoldJob::existed`]).
+    pub fn after_it_existed(mut self, existed: bool) -> Self {
+        self.existed = existed;
+        self
     }
 
     fn vacuum(&self) -> Step<()> {
@@ -65,14 +77,25 @@ impl Job for FoldJob {
 
     fn initialise(&self) -> Step<InitOutcome> {
         let sql = Arc::clone(&self.sql);
-        let (create, lock_timeout) = (self.create_schema, self.init_lock_timeout);
+        let (existed, lock_timeout) = (self.existed, self.init_lock_timeout);
+        // worker_spi creates a missing schema when its worker starts, never
+        // one that was there and went away.
+        let create = self.create_schema && !existed;
         Box::new(move |conn| {
             let sql = Arc::clone(&sql);
-            async move { db::initialise(conn, &sql, create, lock_timeout).await }.boxed_local()
+            async move {
+                let found = db::initialise(conn, &sql, create, lock_timeout).await;
+                match found {
+                    Err(error) if existed => Err(error.vanished(sql.display_name())),
+                    found => found,
+                }
+            }
+            .boxed_local()
         })
     }
 
     fn initialised(&mut self, found: InitOutcome, log: &Logger) {
+        self.existed = true;
         if let Some(existing) = found.case_twin {
             let schema = &self.sql.schema;
             warn!(log, "schema {schema:?} did not exist but {existing:?} does: PostgreSQL names are case-sensitive when quoted, as worker_spi quotes them, so {schema:?} was created as a new schema beside {existing:?}";
@@ -93,7 +116,9 @@ impl Job for FoldJob {
                     panic!("test hook: a panic in the fold of {}", sql.schema);
                 }
                 let started = Instant::now();
-                let outcome = db::fold(conn, &sql).await?;
+                let outcome = db::fold(conn, &sql)
+                    .await
+                    .map_err(|error| error.vanished(sql.display_name()))?;
                 Ok((outcome, started.elapsed()))
             }
             .boxed_local()

@@ -47,6 +47,9 @@ pub enum WorkerState {
     /// table (a migration, ALTER TABLE, CREATE INDEX): it tries again at
     /// its next tick, and is `running` again after its next fold.
     WaitingForLock,
+    /// Its table existed and was dropped (a tenant leaving): it is not
+    /// created again; the worker folds again if it comes back.
+    TableDropped,
     /// Failed; the restart policy will start it again after a delay.
     Restarting,
     /// Failed and given up by the restart policy; a reload tries again.
@@ -54,10 +57,11 @@ pub enum WorkerState {
 }
 
 impl WorkerState {
-    pub const ALL: [WorkerState; 5] = [
+    pub const ALL: [WorkerState; 6] = [
         WorkerState::Starting,
         WorkerState::Running,
         WorkerState::WaitingForLock,
+        WorkerState::TableDropped,
         WorkerState::Restarting,
         WorkerState::GivenUp,
     ];
@@ -67,6 +71,7 @@ impl WorkerState {
             WorkerState::Starting => "starting",
             WorkerState::Running => "running",
             WorkerState::WaitingForLock => "waiting_for_lock",
+            WorkerState::TableDropped => "table_dropped",
             WorkerState::Restarting => "restarting",
             WorkerState::GivenUp => "given_up",
         }
@@ -83,7 +88,7 @@ impl WorkerState {
         match self {
             WorkerState::GivenUp => 0,
             WorkerState::Restarting => 1,
-            WorkerState::WaitingForLock => 2,
+            WorkerState::WaitingForLock | WorkerState::TableDropped => 2,
             WorkerState::Starting => 3,
             WorkerState::Running => 4,
         }
@@ -435,7 +440,10 @@ impl Status {
         inner.rows_folded.fetch_add(folded, Ordering::Relaxed);
         inner.fold_duration.observe(took.as_secs_f64());
         self.update(schema, generation, |worker| {
-            if worker.state == WorkerState::WaitingForLock {
+            if matches!(
+                worker.state,
+                WorkerState::WaitingForLock | WorkerState::TableDropped
+            ) {
                 worker.set_state(WorkerState::Running);
             }
             worker.folds += 1;
@@ -446,11 +454,10 @@ impl Status {
         });
     }
 
-    /// The worker's fold gave up waiting for a lock on its table.
-    pub fn worker_waiting_for_lock(&self, schema: &str, generation: u64) {
-        self.update(schema, generation, |worker| {
-            worker.set_state(WorkerState::WaitingForLock)
-        });
+    /// The worker waits: for a lock on its table, or for its dropped
+    /// table to come back (`state` says which).
+    pub fn worker_waiting(&self, schema: &str, generation: u64, state: WorkerState) {
+        self.update(schema, generation, |worker| worker.set_state(state));
     }
 
     /// A tick was not folded; `reason` as in `worker_tick_skipped`.
