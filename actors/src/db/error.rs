@@ -319,9 +319,7 @@ mod tests {
     #[test]
     fn a_table_that_existed_and_is_missing_was_dropped() {
         let missing = [
-            DbError::MissingSchema {
-                schema: "s".into(),
-            },
+            DbError::MissingSchema { schema: "s".into() },
             DbError::MissingTable {
                 table: "s.counted".into(),
             },

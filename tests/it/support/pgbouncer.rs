@@ -90,29 +90,34 @@ impl PgBouncer {
         for file in [&ini, &users] {
             fs::set_permissions(file, fs::Permissions::from_mode(0o644)).expect("chmod");
         }
-        let mut command = Command::new(program());
-        command
-            .arg(&ini)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // PgBouncer, like PostgreSQL, refuses to run as root.
-        if let Some(user) = server_user().unwrap_or_else(|why| panic!("{why}")) {
-            command.uid(user.uid).gid(user.gid);
-        }
-        let child = command.spawn().expect("start pgbouncer");
+        let child = spawn(&ini, dir.path());
         let bouncer = PgBouncer { port, child, dir };
+        bouncer.wait_listening();
+        bouncer
+    }
+
+    /// Kills PgBouncer (as a crash or an operator's restart would: every
+    /// client and server connection gone) and starts it again, same
+    /// configuration, same port.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let ini = self.dir.path().join("pgbouncer.ini");
+        self.child = spawn(&ini, self.dir.path());
+        self.wait_listening();
+    }
+
+    fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "pgbouncer did not listen on port {port}:\n{}",
-                bouncer.log()
+                "pgbouncer did not listen on port {}:\n{}",
+                self.port,
+                self.log()
             );
             sleep(Duration::from_millis(50));
         }
-        bouncer
     }
 
     pub fn port(&self) -> u16 {
@@ -182,6 +187,22 @@ impl PgBouncer {
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("pgbouncer.log")).unwrap_or_default()
     }
+}
+
+/// PgBouncer on `ini`, in `dir`, as the harness's server user.
+fn spawn(ini: &std::path::Path, dir: &std::path::Path) -> Child {
+    let mut command = Command::new(program());
+    command
+        .arg(ini)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // PgBouncer, like PostgreSQL, refuses to run as root.
+    if let Some(user) = server_user().unwrap_or_else(|why| panic!("{why}")) {
+        command.uid(user.uid).gid(user.gid);
+    }
+    command.spawn().expect("start pgbouncer")
 }
 
 impl Drop for PgBouncer {
