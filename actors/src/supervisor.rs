@@ -37,7 +37,8 @@ use crate::policy::{Decision, RestartHistory};
 use crate::settings::{SchemaTarget, Settings};
 use crate::status::{DbHealth, PoolGauges, Status, WorkerState, HEARTBEAT_INTERVAL};
 use crate::worker::{
-    worker_log, FleetHandles, Reconfigure, Stop, WorkerActor, WorkerError, WorkerSpec,
+    reload_fold_window, worker_log, FleetHandles, Reconfigure, Stop, WorkerActor, WorkerError,
+    WorkerSpec,
 };
 
 /// A worker's last word: `failure` is None when it stopped because it was
@@ -608,6 +609,7 @@ impl Supervisor {
                     naptime: self.settings.naptime,
                     settings: Arc::clone(&self.settings),
                     db: self.db.clone(),
+                    reload_window: reload_fold_window(self.slots.len(), self.settings.naptime),
                 });
             }
         }
