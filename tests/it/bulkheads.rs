@@ -15,7 +15,7 @@ const SCHEMAS: usize = 120;
 const LOCKED: usize = 90;
 const NAPTIME: Duration = Duration::from_millis(500);
 /// How long the measured window of the lock lasts.
-const WINDOW: Duration = Duration::from_secs(6);
+const WINDOW: Duration = Duration::from_secs(8);
 
 /// Folds so far of each schema, from `/workers`.
 fn folds(address: SocketAddr) -> BTreeMap<String, u64> {
@@ -88,8 +88,10 @@ fn a_migration_does_not_stall_the_others(db: &TestDb, extra_yaml: &str, env: &[(
         share * 100.0,
         baseline * 100.0
     );
+    // A window's edges count a tick more or less per schema: a share may
+    // pass 100% by a few points, and counts as 100%.
     assert!(
-        share >= 0.9 * baseline,
+        share >= 0.9 * baseline.min(1.0),
         "the unlocked schemas folded {share:.3} of their ticks during the lock, {baseline:.3} without"
     );
     let locked_folds: u64 = locked.iter().map(|s| after[s] - before[s]).sum();
