@@ -792,7 +792,14 @@ async fn lane_answer<T>(
         let silent_until = lease.last_answer() + deadline;
         match tokio::time::timeout_at(silent_until.into(), &mut answer).await {
             Ok(answer) => return Ok(answer),
-            Err(_) if lease.last_answer() + deadline > Instant::now() => continue,
+            // The lane answered meanwhile (and still counts: a fold that
+            // gave up on it discards it).
+            Err(_)
+                if !lease.client().is_discarded()
+                    && lease.last_answer() + deadline > Instant::now() =>
+            {
+                continue
+            }
             Err(_) => return Err(()),
         }
     }

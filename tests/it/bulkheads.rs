@@ -215,8 +215,9 @@ fn a_migration_does_not_stall_the_others_through_transaction_pooling_pgbouncer()
 fn folds_queued_behind_locked_ones_are_not_an_outage() {
     let db = cluster().create_database();
     let schemas = schema_names(40);
-    // Each locked fold ends after 1 s (statement_timeout); the server
-    // counts as stalled after 1.5 s without any answer.
+    // Each locked fold gives up after 1 s (fold_lock_timeout); the server
+    // counts as stalled after 2.5 s (statement_timeout + connect_timeout)
+    // without an answer.
     let yaml = "naptime: 200ms\nworkers:\n  total: 40\ndatabase:\n  pool_size: 2\n  \
                 statement_timeout: 2s\n  connect_timeout: 500ms\n  fold_lock_timeout: 1s\n\
                 log:\n  summary_every: 0s\n";
@@ -271,7 +272,6 @@ fn a_dropped_schema_is_waited_for(create_schema: bool) {
     let db = cluster().create_database();
     let schemas = schema_names(3);
     let yaml = format!("workers:\n  total: 3\n  create_schema: {create_schema}\n");
-    let (pgfleet, address) = start(&db, &yaml, &[]);
     if !create_schema {
         for schema in &schemas {
             execute(
@@ -280,6 +280,7 @@ fn a_dropped_schema_is_waited_for(create_schema: bool) {
             );
         }
     }
+    let (pgfleet, address) = start(&db, &yaml, &[]);
     ready(&pgfleet, &db, &schemas);
     execute(&db, "DROP SCHEMA schema2 CASCADE");
     let dropped = pgfleet.wait_schema_event("worker_table_dropped", "schema2");

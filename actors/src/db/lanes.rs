@@ -190,7 +190,9 @@ impl LaneLease {
     }
 
     /// When the lane last answered a fold (or took its first one): a fold
-    /// queued behind others can start on the server from then on.
+    /// queued behind others can start on the server from then on. A fold
+    /// that gave up on its answer discards the connection, and its share's
+    /// release does not count as an answer.
     pub fn last_answer(&self) -> Instant {
         self.lane.last_answer.get()
     }
@@ -200,7 +202,9 @@ impl Drop for LaneLease {
     fn drop(&mut self) {
         let lane = &self.lane;
         let now = Instant::now();
-        lane.last_answer.set(now);
+        if !lane.conn.is_discarded() {
+            lane.last_answer.set(now);
+        }
         let left = lane.in_flight.get().saturating_sub(1);
         lane.in_flight.set(left);
         lane.room.notify_one();
