@@ -117,6 +117,15 @@ pub struct Supervisor {
     exit_code: i32,
 }
 
+/// Why a failed worker starts again (`worker_restarted`'s `reason`).
+#[derive(Clone, Copy)]
+enum RestartReason {
+    /// Its backoff ran out.
+    Backoff,
+    /// A reload came first: the operator may have fixed the cause.
+    Reload,
+}
+
 struct Slot {
     target: SchemaTarget,
     /// Boxed: only a worker that failed has one (a fleet of 100,000
@@ -392,13 +401,13 @@ impl Supervisor {
         }
     }
 
-    /// Starts a failed worker again: its backoff ran out (`reason`
-    /// "backoff"), or a reload came first ("reload").
+    /// Starts a failed worker again: its backoff ran out, or a reload came
+    /// first.
     fn restart_worker(
         &mut self,
         schema: &str,
         attempt: u32,
-        reason: &'static str,
+        reason: RestartReason,
         ctx: &mut Context<Self>,
     ) {
         let Some(target) = self
@@ -417,9 +426,9 @@ impl Supervisor {
         if let Some(slot) = self.slots.get_mut(schema) {
             slot.state = state;
         }
-        let why = match reason {
-            "reload" => " at once: a reload may have fixed its cause",
-            _ => "",
+        let (why, reason) = match reason {
+            RestartReason::Backoff => ("", "backoff"),
+            RestartReason::Reload => (" at once: a reload may have fixed its cause", "reload"),
         };
         info!(self.worker_log(&target, generation), "{} restarted{why} (attempt {attempt})", target.worker;
             "event" => "worker_restarted", "attempt" => attempt, "reason" => reason);
@@ -496,7 +505,7 @@ impl Supervisor {
                 self.status.worker_restarting(schema, generation, delay);
                 let schema = schema.to_owned();
                 let handle = ctx.run_later(delay, move |supervisor, ctx| {
-                    supervisor.restart_worker(&schema, attempt, "backoff", ctx);
+                    supervisor.restart_worker(&schema, attempt, RestartReason::Backoff, ctx);
                 });
                 slot.state = SlotState::Restarting {
                     handle,
@@ -575,6 +584,9 @@ impl Supervisor {
                         if let Some(slot) = self.slots.get_mut(&schema) {
                             slot.state = state;
                         }
+                        // Told of the reload like the others: it folds
+                        // as soon as it has initialised, not at its slot.
+                        to_reconfigure.push_back(schema);
                     }
                     // The operator may have fixed the cause (a GRANT, a
                     // table): the restart waiting out its backoff runs now.
@@ -583,7 +595,8 @@ impl Supervisor {
                     } => {
                         let (handle, attempt) = (*handle, *attempt);
                         ctx.cancel_future(handle);
-                        self.restart_worker(&schema, attempt, "reload", ctx);
+                        self.restart_worker(&schema, attempt, RestartReason::Reload, ctx);
+                        to_reconfigure.push_back(schema);
                     }
                 },
             }

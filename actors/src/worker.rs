@@ -427,7 +427,8 @@ impl<J: Job> WorkerActor<J> {
                         // each is discarded as it is found. Only a failed
                         // connection attempt says the server is gone.
                         conn.discard();
-                        if attempt < MAX_ATTEMPTS_ON_LOST_CONNECTIONS {
+                        // Not after a cancel: the worker is stopping.
+                        if attempt < MAX_ATTEMPTS_ON_LOST_CONNECTIONS && !cancel_sent {
                             continue;
                         }
                         Err(DbError::ConnectionLost(reason))
@@ -559,6 +560,11 @@ impl<J: Job> WorkerActor<J> {
     /// fail.
     fn handle_error(&mut self, error: DbError, ctx: &mut Context<Self>) {
         match error {
+            // The stop's cancel ends the statement in flight (57014), or the
+            // stop came while the work failed: neither is news.
+            other if self.stop_requested => {
+                debug!(self.log(), "statement ended by the stop: {other}");
+            }
             // Logged once for all workers by the Database (database_lost,
             // database_refused).
             DbError::Unreachable(_) | DbError::ConnectionLost(_) | DbError::Refused { .. } => {
@@ -596,9 +602,6 @@ impl<J: Job> WorkerActor<J> {
                     }
                 }
             }
-            other if self.stop_requested => {
-                debug!(self.log(), "statement ended by the stop: {other}");
-            }
             other => self.fail(other.into(), ctx),
         }
     }
@@ -634,8 +637,8 @@ impl<J: Job> WorkerActor<J> {
         match what {
             WaitingFor::Lock => {
                 status.worker_waiting(schema, generation, WorkerState::WaitingForLock);
-                warn!(self.log(), "{worker} waits for a lock on {table}: another session holds it (a migration, ALTER TABLE, CREATE INDEX?); \
-                                   it tries again at each tick without holding a connection meanwhile: {reason}";
+                warn!(self.log(), "{worker} waits for a lock on {table}: another session holds the table (a migration, ALTER TABLE, CREATE INDEX?) \
+                                   or its total row; it tries again at each tick without holding a connection meanwhile: {reason}";
                     "event" => "worker_waiting_for_lock", "error" => reason.clone(),
                     "skipped" => self.ticks_skipped);
             }

@@ -354,3 +354,29 @@ fn a_restarted_worker_does_not_create_a_dropped_schema_again() {
     // Waiting, not failing: the restarts stopped with the drop.
     assert!(pgfleet.events("worker_restarted").len() <= restarts + 1);
 }
+
+/// A 42P01 that is not about the table itself (a trigger on it naming a
+/// relation that is gone) is the fold's own failure, not a dropped table:
+/// pgfleet asks the catalog before it says "dropped" and waits quietly.
+#[test]
+fn a_missing_relation_in_a_trigger_is_a_failure_not_a_drop() {
+    let db = cluster().create_database();
+    let pgfleet = Pgfleet::start(&db, "workers:\n  total: 1\nrestart:\n  policy: never\n");
+    ready(&pgfleet, &db, &schema_names(1));
+    execute(
+        &db,
+        "CREATE FUNCTION public.audit_fold() RETURNS trigger LANGUAGE plpgsql AS \
+           $$BEGIN INSERT INTO public.gone_long_ago VALUES (1); RETURN OLD; END$$; \
+         CREATE TRIGGER audit_fold BEFORE DELETE ON schema1.counted \
+           FOR EACH ROW EXECUTE FUNCTION public.audit_fold(); \
+         INSERT INTO schema1.counted VALUES ('delta', 1)",
+    );
+    let failed = pgfleet.wait_schema_event("worker_failed", "schema1");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("42P01") && e.contains("gone_long_ago")),
+        "{failed}"
+    );
+    assert!(pgfleet.events("worker_table_dropped").is_empty());
+}

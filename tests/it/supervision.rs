@@ -2,6 +2,8 @@
 //! worker made to fail for real: a total that would overflow integer fails
 //! every fold until someone fixes the row.
 
+use std::time::Duration;
+
 use crate::support::cluster::cluster;
 use crate::support::pgfleet::{execute, Pgfleet, PATIENCE};
 
@@ -125,11 +127,15 @@ fn a_reloaded_restart_policy_decides_the_next_failure() {
 }
 
 /// A reload is the operator's "I fixed it": a worker waiting out its
-/// backoff starts again at once (SPEC §11), not after `restart.delay`.
+/// backoff starts again at once (SPEC §11), not after `restart.delay`, and
+/// folds as soon as it has initialised (SPEC §2: a reload folds at once),
+/// not at its slot of a long naptime.
 #[test]
 fn a_reload_restarts_a_worker_waiting_in_backoff_at_once() {
     let db = cluster().create_database();
-    let yaml = "workers:\n  schemas: [tenant]\n  create_schema: false\n\
+    // A long naptime: the fold after the reload must not wait for the
+    // worker's slot either.
+    let yaml = "naptime: 5m\nworkers:\n  schemas: [tenant]\n  create_schema: false\n\
                 restart:\n  delay: 5m\n  jitter: 0.0\n";
     let pgfleet = Pgfleet::start(&db, yaml);
     let failed = pgfleet.wait_schema_event("worker_failed", "tenant");
@@ -161,6 +167,11 @@ fn a_reload_restarts_a_worker_waiting_in_backoff_at_once() {
     pgfleet.wait_for_from(mark, "the fold after the fix", |e| {
         e["event"] == "worker_tick" && e["schema"] == "tenant" && e["total"] == 4
     });
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "folded {:?} after the reload",
+        asked.elapsed()
+    );
     // Any restart before five minutes is the reload's.
     eprintln!(
         "MEASURED a worker in a 5 min backoff folded {:?} after the reload",

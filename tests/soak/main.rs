@@ -73,7 +73,19 @@ fn options() -> Result<Option<Options>, String> {
             "--help" | "-h" => {
                 return Err("usage: scripts/soak.sh [--seconds N] [--seed S]".into());
             }
-            // libtest's flags, as cargo test or nextest pass them.
+            "--list" => {
+                println!("soak: test");
+                std::process::exit(0);
+            }
+            // (Its value is taken either way.)
+            "--skip"
+                if args
+                    .next()
+                    .is_some_and(|skip| "soak".contains(skip.as_str())) =>
+            {
+                return Ok(None);
+            }
+            // libtest's other flags, as cargo test or nextest pass them.
             flag if flag.starts_with('-') => {}
             filter if !"soak".contains(filter) => return Ok(None),
             _ => {}
@@ -152,7 +164,7 @@ struct Fleet {
 impl Fleet {
     fn yaml(&self) -> String {
         format!(
-            "workers:\n  schemas: [{}]\nrestart:\n  delay: 500ms\n  max_restarts: 1000\nlog:\n  summary_every: 0s\n",
+            "workers:\n  schemas: [{}]\nrestart:\n  delay: 500ms\n  max_delay: 5s\n  max_restarts: 1000\nlog:\n  summary_every: 0s\n",
             self.schemas[..self.configured].join(", ")
         )
     }

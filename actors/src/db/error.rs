@@ -213,13 +213,10 @@ impl DbError {
     /// (undefined_table 42P01 or invalid_schema_name 3F000 from a fold, or
     /// what initialisation found) means it was dropped.
     pub fn vanished(self, table: impl std::fmt::Display) -> DbError {
-        let gone = match &self {
-            DbError::MissingSchema { .. } | DbError::MissingTable { .. } => true,
-            DbError::Statement {
-                code: Some(code), ..
-            } => *code == SqlState::UNDEFINED_TABLE || *code == SqlState::INVALID_SCHEMA_NAME,
-            _ => false,
-        };
+        let gone = matches!(
+            self,
+            DbError::MissingSchema { .. } | DbError::MissingTable { .. }
+        ) || self.is_missing_relation();
         if gone {
             DbError::TableGone {
                 table: table.to_string(),
@@ -227,6 +224,14 @@ impl DbError {
         } else {
             self
         }
+    }
+
+    /// undefined_table (42P01) or invalid_schema_name (3F000): a relation
+    /// the statement names does not exist (the table, or one a trigger on
+    /// it uses: see `db::confirm_table_gone`).
+    pub fn is_missing_relation(&self) -> bool {
+        matches!(self, DbError::Statement { code: Some(code), .. }
+            if *code == SqlState::UNDEFINED_TABLE || *code == SqlState::INVALID_SCHEMA_NAME)
     }
 
     /// The SQLSTATE the server sent, when it sent one.

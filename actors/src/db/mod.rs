@@ -28,7 +28,7 @@ use lanes::Joined;
 pub use lanes::LaneLease;
 pub use manager::{Manager, PgClient};
 pub use outage::{OutageGate, OutageSoFar};
-pub use statements::{fold, initialise, vacuum, FoldOutcome, InitOutcome};
+pub use statements::{confirm_table_gone, fold, initialise, vacuum, FoldOutcome, InitOutcome};
 
 use crate::conninfo::ProcessEnvironment;
 use crate::settings::DatabaseSettings;

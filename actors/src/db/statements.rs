@@ -269,3 +269,23 @@ pub async fn vacuum(conn: &PgConnection, sql: &TableSql) -> Result<(), DbError> 
         .await
         .map_err(|e| DbError::from_statement(&e))
 }
+
+/// A fold failed with `error`, 42P01 or 3F000: is it the table itself that
+/// is gone ([`DbError::TableGone`]), or a relation something else names (a
+/// trigger's, a rule's), which is the fold's own failure? Asked on the
+/// same connection, as the unnamed statement; when the question fails
+/// too, the error stays what it was.
+pub async fn confirm_table_gone(conn: &PgClient, sql: &TableSql, error: DbError) -> DbError {
+    let qualified = sql.qualified();
+    let gone = conn
+        .query_typed_one(
+            "SELECT to_regclass($1) IS NULL",
+            &[(&qualified, Type::TEXT)],
+        )
+        .await
+        .map(|row| row.get::<_, bool>(0));
+    match gone {
+        Ok(true) => error.vanished(sql.display_name()),
+        _ => error,
+    }
+}

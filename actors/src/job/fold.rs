@@ -62,7 +62,14 @@ impl FoldJob {
         let sql = Arc::clone(&self.sql);
         Box::new(move |conn| {
             let sql = Arc::clone(&sql);
-            async move { db::vacuum(conn, &sql).await }.boxed_local()
+            // VACUUM names the table alone: 42P01 means it was dropped
+            // since the fold before.
+            async move {
+                db::vacuum(conn, &sql)
+                    .await
+                    .map_err(|error| error.vanished(sql.display_name()))
+            }
+            .boxed_local()
         })
     }
 }
@@ -116,9 +123,12 @@ impl Job for FoldJob {
                     panic!("test hook: a panic in the fold of {}", sql.schema);
                 }
                 let started = Instant::now();
-                let outcome = db::fold(conn, &sql)
-                    .await
-                    .map_err(|error| error.vanished(sql.display_name()))?;
+                let outcome = match db::fold(conn, &sql).await {
+                    Err(error) if error.is_missing_relation() => {
+                        return Err(db::confirm_table_gone(conn, &sql, error).await)
+                    }
+                    outcome => outcome?,
+                };
                 Ok((outcome, started.elapsed()))
             }
             .boxed_local()

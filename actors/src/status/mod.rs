@@ -77,9 +77,10 @@ impl WorkerState {
         }
     }
 
-    /// Initialised and folding, or about to: a worker waiting for a lock
-    /// still runs (readiness does not fail because a migration runs).
-    pub fn is_initialised(self) -> bool {
+    /// Running, for readiness: folding, or waiting for a lock (the fold's
+    /// or, rarely, the initialisation's): readiness does not fail because
+    /// a migration runs.
+    pub fn counts_as_running(self) -> bool {
         matches!(self, WorkerState::Running | WorkerState::WaitingForLock)
     }
 
@@ -547,7 +548,7 @@ impl Status {
             .fleet()
             .workers
             .values()
-            .filter(|w| w.state.is_initialised())
+            .filter(|w| w.state.counts_as_running())
             .count();
         if running == 0 {
             reasons.push("no worker runs".into());
