@@ -10,11 +10,13 @@
 //!   total row is missing, or deleted concurrently);
 //! - it updates the total only when it deleted something, so an idle tick
 //!   writes no row version, no WAL and needs no commit flush;
-//! - it still reads the total, for the log line and the metrics.
+//! - it still reads the total, for the log line and the metrics;
+//! - it returns the total as text, with the `value` column's type by name
+//!   (see `counter`), so its answer has one shape whatever the column is.
 //!
-//! Integer overflow needs no code: `integer + bigint` is assigned back to an
-//! `integer` column, which fails with SQLSTATE 22003 and rolls the whole
-//! statement back.
+//! Overflow needs no code: the sum is assigned back to the `value` column
+//! (`integer + bigint` to an `integer`, `bigint + numeric` to a `bigint`),
+//! which fails with SQLSTATE 22003 and rolls the whole statement back.
 
 use std::sync::Arc;
 
@@ -73,10 +75,14 @@ const COLUMNS: &str = "(type text CHECK (type IN ('total', 'delta')), value inte
 /// instances: (class, hashtext(schema)) as a transaction advisory lock.
 pub const INIT_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('pgfleet.init'), hashtext($1))";
 
-/// $1 = schema name, $2 = quoted qualified table name.
+/// $1 = schema name, $2 = quoted qualified table name: whether the schema
+/// and the table exist, and the type of the table's `value` column (NULL
+/// when the table or the column is missing).
 pub const INIT_PROBE: &str =
     "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1), \
-     to_regclass($2) IS NOT NULL";
+     to_regclass($2) IS NOT NULL, \
+     (SELECT atttypid::regtype::text FROM pg_catalog.pg_attribute \
+       WHERE attrelid = to_regclass($2) AND attname = 'value' AND attnum > 0 AND NOT attisdropped)";
 
 impl TableSql {
     pub fn new(schema: Arc<str>, table: Arc<str>) -> Self {
@@ -129,6 +135,13 @@ impl TableSql {
     }
 
     /// The fold (see the module's doc for how it differs from worker_spi's).
+    /// Its answer, one row: `rows` folded (`bigint`), the `total` after it
+    /// (`text`, NULL without a total row), the `value` column's `type`
+    /// (`text`), and the deltas `waiting` for a total row (`bigint`, only
+    /// without one).
+    ///
+    /// `result` is materialised so that the total is read once, not once
+    /// per column that uses it.
     pub fn fold(&self) -> String {
         let qualified = self.qualified();
         format!(
@@ -148,13 +161,13 @@ impl TableSql {
                    FROM folded \
                   WHERE counter.type = 'total' AND folded.rows > 0 \
                  RETURNING counter.value\
-             ), result AS (\
+             ), result AS MATERIALIZED (\
                  SELECT folded.rows, coalesce(\
                           (SELECT value FROM updated), \
                           (SELECT value FROM {qualified} WHERE type = 'total')) AS total \
                    FROM folded\
              ) \
-             SELECT rows, total, \
+             SELECT rows, total::text AS total, pg_typeof(total)::text AS type, \
                     CASE WHEN total IS NULL \
                          THEN (SELECT count(*) FROM {qualified} WHERE type = 'delta') END AS waiting \
                FROM result"
@@ -205,5 +218,20 @@ mod tests {
         let fold = sql.fold();
         assert!(fold.contains("\"x\"\"; DROP TABLE t; --\".\"counted\""));
         assert!(!fold.contains("\"x\"; DROP"));
+    }
+
+    /// The answer's shape does not depend on the column's type: every
+    /// column is cast to one type in the statement itself.
+    #[test]
+    fn the_answer_has_one_shape_whatever_the_value_type() {
+        let sql = TableSql::new("schema1".into(), "counted".into());
+        let fold = sql.fold();
+        let answer = &fold[fold.rfind(") SELECT").expect("the final SELECT")..];
+        assert!(answer.contains("total::text AS total"), "{answer}");
+        assert!(
+            answer.contains("pg_typeof(total)::text AS type"),
+            "{answer}"
+        );
+        assert!(answer.contains("SELECT rows,"), "{answer}");
     }
 }

@@ -115,7 +115,7 @@ pub fn worker_log(base: &Logger, target: &SchemaTarget, generation: u64) -> Logg
 /// | bytes | what |
 /// | ---: | --- |
 /// | 976 | this actor: its tokio task (768: `WorkerActor`, 256 of them, inside actix's `Context`; `a_worker_stays_small` keeps it within 400), its mailbox and address |
-/// | 263 | its entry in [`Status`] (`/workers`, metrics): counters and times, 136 bytes in a B-tree's nodes; a failing worker's record boxed apart |
+/// | 271 | its entry in [`Status`] (`/workers`, metrics): counters and times, 144 bytes in a B-tree's nodes (263 measured at 136; 8 more since a total may be a `bigint` or `numeric`); a failing worker's record boxed apart |
 /// | 195 | the Supervisor's slot: state, generation, the worker's address (a failing worker's restart history boxed apart) |
 /// | 128 | actix's `run_interval` ticker |
 /// | 64 | the schema's and worker's names, one allocation each, shared by the slot, the worker, its job and its status entry ([`SchemaTarget`]) |
@@ -501,11 +501,11 @@ impl<J: Job> WorkerActor<J> {
                     worker.spec.fleet.status.fold_done(
                         &worker.spec.target.schema,
                         worker.spec.generation,
-                        report.took,
-                        report.rows,
-                        report.total,
+                        &report,
                     );
-                    if let Some(step) = maintenance {
+                    if let Some(fault) = report.fault {
+                        worker.handle_error(fault, ctx);
+                    } else if let Some(step) = maintenance {
                         worker.maintain(step, ctx);
                     }
                 }

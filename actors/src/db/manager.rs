@@ -100,6 +100,14 @@ impl PgClient {
         }
     }
 
+    /// `sql`'s prepared fold is of no use any more (its plan's result type
+    /// changed): closed, and prepared again at its next fold.
+    pub fn forget_prepared_fold(&self, sql: &TableSql) {
+        if let Some(cache) = self.statements.borrow_mut().as_mut() {
+            cache.remove(sql.id);
+        }
+    }
+
     /// A prepared fold failed with `error`: Ok when the fold should run
     /// again unprepared (see `prepared`), else the error to report.
     pub fn prepared_fold_failed(&self, error: DbError) -> Result<(), DbError> {

@@ -158,6 +158,7 @@ fn worker_row(html: &mut String, w: &WorkerStatus) {
         .map_or_else(|| "never".to_owned(), |at| format!("{} ago", ago(at)));
     let total = w
         .last_total
+        .as_ref()
         .map_or_else(|| "-".to_owned(), |t| t.to_string());
     let error = w.last_error().unwrap_or("");
     let _ = write!(

@@ -1,6 +1,13 @@
 //! worker_spi's job: create the schema and table as worker_spi does, fold
 //! the deltas into the total at each tick, log worker_spi's line, and
 //! VACUUM after `workers.vacuum_after` folded rows.
+//!
+//! The `value` column's type is read at initialisation, and again from
+//! every fold's answer: a column altered under the worker (`integer` to
+//! `bigint`, the usual way out of an overflow) is taken up by the next
+//! fold, said once (`worker_table_changed`), and folds on. Nothing needs
+//! preparing again: the fold's answer has the same shape for every type
+//! (see `counter`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,7 +16,8 @@ use futures_util::FutureExt;
 use slog::{debug, info, warn, Logger};
 
 use super::{Job, RunReport, SharedStep, Step};
-use crate::db::{self, FoldOutcome, InitOutcome};
+use crate::counter::{Total, ValueType};
+use crate::db::{self, DbError, FoldOutcome, InitOutcome};
 use crate::settings::{SchemaTarget, Settings};
 use crate::sql::TableSql;
 
@@ -23,7 +31,10 @@ pub struct FoldJob {
     vacuum_after: u64,
     rows_since_vacuum: u64,
     told_no_total: bool,
-    last_total: Option<i32>,
+    /// The `value` column's type: from initialisation, then from each
+    /// fold's answer.
+    value_type: ValueType,
+    last_total: Option<Total>,
     /// `log.fold_lines` for this fleet: worker_tick at info, else debug.
     fold_lines_at_info: bool,
 }
@@ -41,8 +52,44 @@ impl FoldJob {
             vacuum_after: settings.workers.vacuum_after,
             rows_since_vacuum: 0,
             told_no_total: false,
+            // worker_spi's, until initialisation reads the table's.
+            value_type: ValueType::Integer,
             last_total: None,
             fold_lines_at_info: settings.fold_lines_at_info(),
+        }
+    }
+
+    /// Takes up the `value` column's type as a fold found it. A change is
+    /// said once; a type pgfleet does not fold is the worker's failure,
+    /// after the fold that found it (which committed) has been reported.
+    fn check_value_type(
+        &mut self,
+        found: Result<ValueType, String>,
+        log: &Logger,
+    ) -> Option<DbError> {
+        let table = self.sql.display_name();
+        let was = self.value_type;
+        match found {
+            Ok(found) if found == was => None,
+            Ok(found) => {
+                self.value_type = found;
+                let limit = found.max().map_or_else(
+                    || "no practical limit".to_owned(),
+                    |max| format!("up to {max}"),
+                );
+                info!(log, "the value column of {table} is now {found} (was {was}): folding goes on, totals {limit}";
+                    "event" => "worker_table_changed", "value_type" => found.name(), "was" => was.name());
+                None
+            }
+            Err(found) => {
+                warn!(log, "the value column of {table} is now {found} (was {was}), which pgfleet does not fold";
+                    "event" => "worker_table_changed", "value_type" => found.clone(), "was" => was.name());
+                Some(DbError::ValueType {
+                    table: table.to_string(),
+                    qualified: self.sql.qualified(),
+                    found: Some(found),
+                })
+            }
         }
     }
 
@@ -73,6 +120,7 @@ impl Job for FoldJob {
     }
 
     fn initialised(&mut self, found: InitOutcome, log: &Logger) {
+        self.value_type = found.value_type;
         if let Some(existing) = found.case_twin {
             let schema = &self.sql.schema;
             warn!(log, "schema {schema:?} did not exist but {existing:?} does: PostgreSQL names are case-sensitive when quoted, as worker_spi quotes them, so {schema:?} was created as a new schema beside {existing:?}";
@@ -82,6 +130,7 @@ impl Job for FoldJob {
 
     fn run(&self) -> SharedStep<Self::Ran> {
         let sql = Arc::clone(&self.sql);
+        let value_type = self.value_type;
         #[cfg(feature = "test-hooks")]
         let panic_here =
             crate::test_hooks::panic_wanted(crate::test_hooks::PanicPoint::Fold, &self.sql.schema);
@@ -93,7 +142,7 @@ impl Job for FoldJob {
                     panic!("test hook: a panic in the fold of {}", sql.schema);
                 }
                 let started = Instant::now();
-                let outcome = db::fold(conn, &sql).await?;
+                let outcome = db::fold(conn, &sql, value_type).await?;
                 Ok((outcome, started.elapsed()))
             }
             .boxed_local()
@@ -102,12 +151,14 @@ impl Job for FoldJob {
 
     fn ran(&mut self, (outcome, took): Self::Ran, log: &Logger) -> (RunReport, Option<Step<()>>) {
         self.rows_since_vacuum += outcome.folded as u64;
-        match outcome.total {
+        let fault = self.check_value_type(outcome.value_type, log);
+        match &outcome.total {
             Some(total) => {
                 self.told_no_total = false;
                 // Formatted only if a drain writes it.
                 let (worker, table) = (&self.worker, self.sql.display_name());
-                if self.fold_lines_at_info && (outcome.folded > 0 || self.last_total != Some(total))
+                if self.fold_lines_at_info
+                    && (outcome.folded > 0 || self.last_total.as_ref() != Some(total))
                 {
                     info!(log, "{worker}: count in {table} is now {total}";
                         "event" => "worker_tick", "total" => total, "folded" => outcome.folded);
@@ -124,11 +175,12 @@ impl Job for FoldJob {
             }
             None => {}
         }
-        self.last_total = outcome.total;
+        self.last_total.clone_from(&outcome.total);
         let report = RunReport {
             took,
             rows: outcome.folded as u64,
             total: outcome.total,
+            fault,
         };
         let vacuum_due = self.vacuum_after > 0 && self.rows_since_vacuum >= self.vacuum_after;
         (report, vacuum_due.then(|| self.vacuum()))

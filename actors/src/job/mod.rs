@@ -20,6 +20,7 @@ use slog::Logger;
 
 pub use fold::FoldJob;
 
+use crate::counter::Total;
 use crate::db::{DbError, PgClient, PgConnection};
 use crate::settings::Settings;
 
@@ -35,11 +36,16 @@ pub type SharedStep<T> =
     Box<dyn for<'c> Fn(&'c PgClient) -> LocalBoxFuture<'c, Result<T, DbError>>>;
 
 /// What one run did, for the status and the metrics.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RunReport {
     pub took: Duration,
     pub rows: u64,
-    pub total: Option<i32>,
+    pub total: Option<Total>,
+    /// What the run found that the job cannot go on with, after its work
+    /// was done (a table changed into one it does not handle): the run is
+    /// reported as done, since it committed, then the worker ends with
+    /// this error, as if the next run had met it.
+    pub fault: Option<DbError>,
 }
 
 pub trait Job: Unpin + 'static {

@@ -260,8 +260,6 @@ fn gauge(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::super::Status;
     use crate::settings::SchemaTarget;
 
@@ -283,7 +281,7 @@ mod tests {
             .store(10, std::sync::atomic::Ordering::Relaxed);
         spawn(&status, "plain");
         spawn(&status, "we\"ird\\");
-        status.fold_done("plain", 1, Duration::from_millis(2), 3, Some(3));
+        status.fold_done("plain", 1, &super::super::tests::report(3, Some(3)));
         let text = status.encode_metrics().expect("encode");
         assert!(
             text.contains("pgfleet_folds_total{schema=\"plain\"} 1"),
@@ -311,8 +309,8 @@ mod tests {
             .store(1, std::sync::atomic::Ordering::Relaxed);
         spawn(&status, "a");
         spawn(&status, "b");
-        status.fold_done("a", 1, Duration::from_millis(2), 3, Some(3));
-        status.fold_done("b", 1, Duration::from_millis(2), 4, Some(4));
+        status.fold_done("a", 1, &super::super::tests::report(3, Some(3)));
+        status.fold_done("b", 1, &super::super::tests::report(4, Some(4)));
         let text = status.encode_metrics().expect("encode");
         assert!(!text.contains("schema="), "{text}");
         assert!(text.contains("pgfleet_folds_total 2"), "{text}");
