@@ -1,5 +1,6 @@
 //! The counter table's numbers as pgfleet reads them back: the type of its
-//! `value` column, and a total of any such type.
+//! `value` column, a total of any such type, and the backlog of deltas a
+//! fold left behind.
 //!
 //! worker_spi's column is `integer`. A counter of page views outgrows it,
 //! and the first thing a user does is `ALTER TABLE … ALTER value TYPE
@@ -156,6 +157,42 @@ impl slog::Value for Total {
     }
 }
 
+/// Deltas a fold left in its table because it took a full batch
+/// (`workers.fold_batch`), counted in the fold's own snapshot. Counting
+/// stops at [`Backlog::COUNT_BATCHES`] batches, so that the count never
+/// costs more than those batches would: beyond it, `at_least` is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub left: u64,
+    /// Counting stopped: there are at least `left`.
+    pub at_least: bool,
+}
+
+impl Backlog {
+    /// How many batches' worth of deltas a full fold counts, at most.
+    pub const COUNT_BATCHES: i64 = 10;
+
+    /// From what a full batch's fold saw: `seen` deltas (its deleted ones
+    /// included: a statement does not see its own deletions) counted up to
+    /// `cap`, of which it folded `folded`.
+    pub fn from_count(seen: i64, cap: i64, folded: i64) -> Self {
+        Backlog {
+            left: u64::try_from(seen.saturating_sub(folded)).unwrap_or(0),
+            at_least: seen >= cap,
+        }
+    }
+}
+
+impl fmt::Display for Backlog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.at_least {
+            write!(f, "at least {}", self.left)
+        } else {
+            write!(f, "{}", self.left)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +260,21 @@ mod tests {
     #[test]
     fn an_optional_total_stays_small() {
         assert_eq!(std::mem::size_of::<Option<Total>>(), 16);
+    }
+
+    #[test]
+    fn a_backlog_is_what_the_fold_saw_less_what_it_folded() {
+        let exact = Backlog::from_count(250, 1000, 100);
+        assert_eq!(
+            exact,
+            Backlog {
+                left: 150,
+                at_least: false
+            }
+        );
+        assert_eq!(exact.to_string(), "150");
+        let capped = Backlog::from_count(1000, 1000, 100);
+        assert_eq!(capped.to_string(), "at least 900");
+        assert_eq!(Backlog::from_count(100, 1000, 100).left, 0);
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests: one test binary, so that all tests share one
 //! throwaway PostgreSQL cluster (see `support::cluster`).
 
+mod backlog;
 mod bulkheads;
 mod cli;
 mod connecting;

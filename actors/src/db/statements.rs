@@ -18,8 +18,8 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{SimpleQueryMessage, Statement};
 
 use super::{DbError, PgClient, PgConnection};
-use crate::counter::{Total, ValueType};
-use crate::sql::{TableSql, INIT_LOCK, INIT_PROBE};
+use crate::counter::{Backlog, Total, ValueType};
+use crate::sql::{FoldBatch, TableSql, INIT_LOCK, INIT_PROBE};
 
 /// What `initialise` found, for the worker to log: this module has no
 /// logger, and the warning belongs with the worker's other lines.
@@ -166,38 +166,63 @@ pub struct FoldOutcome {
     /// when pgfleet does not fold that type (the column was changed since
     /// the worker initialised: the fold ran, and committed).
     pub value_type: Result<ValueType, String>,
-    /// Deltas left alone because there is no total row to fold them into.
-    pub waiting: i64,
+    /// Without a total row: the deltas left alone, to be folded once one
+    /// exists (counted up to the cap, as a backlog is).
+    pub waiting: Option<Backlog>,
+    /// When the fold took a full batch: the deltas it left.
+    pub backlog: Option<Backlog>,
 }
 
 impl FoldOutcome {
     /// The fold's answer (see [`TableSql::fold`]), read the same way from
     /// either protocol. Cannot fail: the statement casts every column to
-    /// one type, and any text is a [`Total`].
-    fn from_answer(
-        rows: Option<i64>,
-        total: Option<&str>,
-        value_type: Option<&str>,
-        waiting: Option<i64>,
-    ) -> Self {
-        let value_type = value_type.unwrap_or_default();
+    /// one type, and any text is a [`Total`]. `batch`: the most deltas the
+    /// fold could take.
+    fn from_answer(answer: Answer<'_>, batch: i64) -> Self {
+        let value_type = answer.value_type.unwrap_or_default();
+        let folded = answer.rows.unwrap_or(0);
+        let cap = FoldBatch::count_cap(batch);
+        let counted = |folded| {
+            answer
+                .deltas
+                .map(|deltas| Backlog::from_count(deltas, cap, folded))
+        };
         FoldOutcome {
-            folded: rows.unwrap_or(0),
-            total: total.map(Total::parse),
+            folded,
+            total: answer.total.map(Total::parse),
             value_type: ValueType::from_name(value_type).ok_or_else(|| value_type.to_owned()),
-            waiting: waiting.unwrap_or(0),
+            waiting: if answer.total.is_none() {
+                counted(0)
+            } else {
+                None
+            },
+            backlog: if folded >= batch {
+                counted(folded)
+            } else {
+                None
+            },
         }
     }
+}
+
+/// The fold's answer, its columns as read (see [`TableSql::fold`]).
+#[derive(Debug, Default)]
+struct Answer<'a> {
+    rows: Option<i64>,
+    total: Option<&'a str>,
+    value_type: Option<&'a str>,
+    deltas: Option<i64>,
 }
 
 /// Runs the fold on `conn`: one statement in one round trip, prepared
 /// when this connection keeps it prepared (see `prepared`; the first fold
 /// of a schema on a connection also prepares it), else as text.
-/// `value_type`: the column's type as the worker knows it, for the
-/// overflow error.
+/// It deletes at most `batch` deltas. `value_type`: the column's type as
+/// the worker knows it, for the overflow error.
 pub async fn fold(
     conn: &PgClient,
     sql: &TableSql,
+    batch: i64,
     value_type: ValueType,
 ) -> Result<FoldOutcome, DbError> {
     let prepared = match conn.prepared_fold(sql).await {
@@ -208,7 +233,7 @@ pub async fn fold(
         }
     };
     if let Some(statement) = prepared {
-        match fold_prepared(conn, &statement, sql, value_type).await {
+        match fold_prepared(conn, &statement, sql, batch, value_type).await {
             // The plan's result type changed under it (the statement never
             // ran): it is prepared again at the next fold.
             Err(error) if is_changed_result_type(&error) => conn.forget_prepared_fold(sql),
@@ -217,7 +242,7 @@ pub async fn fold(
             done => return done,
         }
     }
-    fold_unprepared(conn, sql, value_type).await
+    fold_unprepared(conn, sql, batch, value_type).await
 }
 
 /// 0A000 from a prepared statement: "cached plan must not change result
@@ -241,18 +266,21 @@ async fn fold_prepared(
     conn: &PgClient,
     statement: &Statement,
     sql: &TableSql,
+    batch: i64,
     value_type: ValueType,
 ) -> Result<FoldOutcome, DbError> {
+    let cap = FoldBatch::count_cap(batch);
+    let limits: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&batch, &cap];
     let row = match conn.set_local() {
         None => conn
-            .query_one(statement, &[])
+            .query_one(statement, &limits)
             .await
             .map_err(|e| fold_error(&e, sql, value_type))?,
         Some(set_local) => {
             let begin = format!("BEGIN; {set_local}");
             let (begun, row, committed) = tokio::join!(
                 conn.batch_execute(&begin),
-                conn.query_one(statement, &[]),
+                conn.query_one(statement, &limits),
                 conn.batch_execute("COMMIT"),
             );
             // A failed BEGIN aborts the transaction, so the fold did not
@@ -266,12 +294,13 @@ async fn fold_prepared(
     // The statement fixes each column's type (bigint, text, text, bigint),
     // whatever the table's: these reads match them by construction.
     let unexpected = |e: tokio_postgres::Error| DbError::UnexpectedReply(e.to_string());
-    Ok(FoldOutcome::from_answer(
-        row.try_get(0).map_err(unexpected)?,
-        row.try_get(1).map_err(unexpected)?,
-        row.try_get(2).map_err(unexpected)?,
-        row.try_get(3).map_err(unexpected)?,
-    ))
+    let answer = Answer {
+        rows: row.try_get(0).map_err(unexpected)?,
+        total: row.try_get(1).map_err(unexpected)?,
+        value_type: row.try_get(2).map_err(unexpected)?,
+        deltas: row.try_get(3).map_err(unexpected)?,
+    };
+    Ok(FoldOutcome::from_answer(answer, batch))
 }
 
 /// An error of the fold statement itself; 22003 is the total's overflow.
@@ -294,11 +323,13 @@ fn fold_error(error: &tokio_postgres::Error, sql: &TableSql, value_type: ValueTy
 async fn fold_unprepared(
     conn: &PgClient,
     sql: &TableSql,
+    batch: i64,
     value_type: ValueType,
 ) -> Result<FoldOutcome, DbError> {
+    let fold = sql.fold(FoldBatch::Rows(batch));
     let text = match conn.set_local() {
-        Some(set_local) => format!("{set_local}{}", sql.fold()),
-        None => sql.fold(),
+        Some(set_local) => format!("{set_local}{fold}"),
+        None => fold,
     };
     let messages = conn
         .simple_query(&text)
@@ -314,12 +345,13 @@ async fn fold_unprepared(
     let text = |index: usize| row.try_get(index).ok().flatten();
     // Counts, printed by PostgreSQL: digits that always parse.
     let count = |index: usize| text(index).and_then(|n| n.parse::<i64>().ok());
-    Ok(FoldOutcome::from_answer(
-        count(0),
-        text(1),
-        text(2),
-        count(3),
-    ))
+    let answer = Answer {
+        rows: count(0),
+        total: text(1),
+        value_type: text(2),
+        deltas: count(3),
+    };
+    Ok(FoldOutcome::from_answer(answer, batch))
 }
 
 /// VACUUM cannot run in a transaction, so behind a pooler it runs with the
@@ -334,22 +366,44 @@ pub async fn vacuum(conn: &PgConnection, sql: &TableSql) -> Result<(), DbError> 
 mod tests {
     use super::*;
 
+    fn answer<'a>(rows: i64, total: Option<&'a str>, value_type: &'a str) -> Answer<'a> {
+        Answer {
+            rows: Some(rows),
+            total,
+            value_type: Some(value_type),
+            ..Answer::default()
+        }
+    }
+
     #[test]
     fn an_answer_is_read_whatever_the_column_holds() {
-        let folded = FoldOutcome::from_answer(Some(3), Some("5000000000"), Some("bigint"), None);
+        let folded = FoldOutcome::from_answer(answer(3, Some("5000000000"), "bigint"), 100);
         assert_eq!(folded.folded, 3);
         assert_eq!(folded.total, Some(Total::Int(5_000_000_000)));
         assert_eq!(folded.value_type, Ok(ValueType::BigInt));
-        let exact = FoldOutcome::from_answer(Some(2), Some("0.75"), Some("numeric"), None);
+        let exact = FoldOutcome::from_answer(answer(2, Some("0.75"), "numeric"), 100);
         assert_eq!(exact.total, Some(Total::parse("0.75")));
         assert_eq!(exact.value_type, Ok(ValueType::Numeric));
     }
 
     #[test]
     fn an_answer_without_a_total_says_what_waits() {
-        let waiting = FoldOutcome::from_answer(Some(0), None, Some("integer"), Some(3));
+        let waiting = FoldOutcome::from_answer(
+            Answer {
+                deltas: Some(3),
+                ..answer(0, None, "integer")
+            },
+            100,
+        );
         assert_eq!(waiting.total, None);
-        assert_eq!(waiting.waiting, 3);
+        assert_eq!(
+            waiting.waiting,
+            Some(Backlog {
+                left: 3,
+                at_least: false
+            })
+        );
+        assert_eq!(waiting.backlog, None);
         assert_eq!(waiting.value_type, Ok(ValueType::Integer));
     }
 
@@ -357,8 +411,43 @@ mod tests {
     /// is read all the same, and says what it found.
     #[test]
     fn an_answer_names_a_type_pgfleet_does_not_fold() {
-        let float = FoldOutcome::from_answer(Some(1), Some("0.75"), Some("double precision"), None);
+        let float = FoldOutcome::from_answer(answer(1, Some("0.75"), "double precision"), 100);
         assert_eq!(float.folded, 1);
         assert_eq!(float.value_type, Err("double precision".to_owned()));
+    }
+
+    #[test]
+    fn a_full_batch_says_the_backlog_it_left() {
+        let partial = FoldOutcome::from_answer(answer(7, Some("7"), "integer"), 10);
+        assert_eq!(partial.backlog, None);
+        let full = FoldOutcome::from_answer(
+            Answer {
+                deltas: Some(35),
+                ..answer(10, Some("10"), "integer")
+            },
+            10,
+        );
+        assert_eq!(
+            full.backlog,
+            Some(Backlog {
+                left: 25,
+                at_least: false
+            })
+        );
+        // Counting stops at ten batches' worth.
+        let capped = FoldOutcome::from_answer(
+            Answer {
+                deltas: Some(100),
+                ..answer(10, Some("10"), "integer")
+            },
+            10,
+        );
+        assert_eq!(
+            capped.backlog,
+            Some(Backlog {
+                left: 90,
+                at_least: true
+            })
+        );
     }
 }

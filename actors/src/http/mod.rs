@@ -213,6 +213,10 @@ struct WorkerView<'a> {
     /// A number for a whole total within bigint's range, else the exact
     /// text as a string (see `counter::Total`).
     last_total: Option<&'a Total>,
+    /// Deltas the last fold left because its batch was full; 0 when none.
+    backlog: u64,
+    /// The backlog was counted up to ten batches' worth: at least that.
+    backlog_at_least: bool,
     folds: u64,
     rows_folded: u64,
     failures: u64,
@@ -235,6 +239,8 @@ impl<'a> From<&'a WorkerStatus> for WorkerView<'a> {
             last_fold_at: w.last_fold_at.map(rfc3339),
             last_fold_ms: w.last_fold_duration.map(|d| d.as_secs_f64() * 1000.0),
             last_total: w.last_total.as_ref(),
+            backlog: w.backlog().left,
+            backlog_at_least: w.backlog().at_least,
             folds: w.folds,
             rows_folded: w.rows_folded,
             failures: w.failures(),

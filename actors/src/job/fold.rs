@@ -8,6 +8,14 @@
 //! fold, said once (`worker_table_changed`), and folds on. Nothing needs
 //! preparing again: the fold's answer has the same shape for every type
 //! (see `counter`).
+//!
+//! A fold deletes at most `workers.fold_batch` deltas. One that took a
+//! full batch asks to run again after a pause as long as the batch took
+//! (see [`RunReport::again_after`]), batch after batch, until one is not
+//! full: a backlog of millions of deltas is folded in statements that each
+//! end within `statement_timeout`, at most half of the time of the
+//! connection it shares with other schemas, and said at its start
+//! (`worker_backlog`) and end (`worker_caught_up`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +24,7 @@ use futures_util::FutureExt;
 use slog::{debug, info, warn, Logger};
 
 use super::{Job, RunReport, SharedStep, Step};
-use crate::counter::{Total, ValueType};
+use crate::counter::{Backlog, Total, ValueType};
 use crate::db::{self, DbError, FoldOutcome, InitOutcome};
 use crate::settings::{SchemaTarget, Settings};
 use crate::sql::TableSql;
@@ -35,8 +43,37 @@ pub struct FoldJob {
     /// fold's answer.
     value_type: ValueType,
     last_total: Option<Total>,
+    /// `workers.fold_batch`: the most deltas one fold deletes.
+    fold_batch: i64,
+    /// While a backlog is folded batch after batch (boxed: rare).
+    catching_up: Option<Box<CatchUp>>,
     /// `log.fold_lines` for this fleet: worker_tick at info, else debug.
     fold_lines_at_info: bool,
+}
+
+/// A backlog being folded: since when, and how much so far.
+struct CatchUp {
+    since: Instant,
+    rows: u64,
+    batches: u64,
+}
+
+/// The `backlog` fields of a worker_tick line: only a fold that took a
+/// full batch has them.
+struct BacklogFields(Option<Backlog>);
+
+impl slog::KV for BacklogFields {
+    fn serialize(
+        &self,
+        _record: &slog::Record<'_>,
+        serializer: &mut dyn slog::Serializer,
+    ) -> slog::Result {
+        if let Some(backlog) = self.0 {
+            serializer.emit_u64("backlog", backlog.left)?;
+            serializer.emit_bool("backlog_at_least", backlog.at_least)?;
+        }
+        Ok(())
+    }
 }
 
 impl FoldJob {
@@ -55,7 +92,44 @@ impl FoldJob {
             // worker_spi's, until initialisation reads the table's.
             value_type: ValueType::Integer,
             last_total: None,
+            fold_batch: i64::from(settings.workers.fold_batch),
+            catching_up: None,
             fold_lines_at_info: settings.fold_lines_at_info(),
+        }
+    }
+
+    /// Follows a backlog from its first full batch to the first fold that
+    /// is not full, and says so at both ends.
+    fn follow_backlog(&mut self, outcome: &FoldOutcome, took: std::time::Duration, log: &Logger) {
+        let rows = outcome.folded as u64;
+        let (worker, table) = (&self.worker, self.sql.display_name());
+        match (outcome.backlog, &mut self.catching_up) {
+            (Some(backlog), None) => {
+                self.catching_up = Some(Box::new(CatchUp {
+                    since: Instant::now()
+                        .checked_sub(took)
+                        .unwrap_or_else(Instant::now),
+                    rows,
+                    batches: 1,
+                }));
+                info!(log, "{worker}: {table} has a backlog: {backlog} deltas left after a batch of {rows}; \
+                            folding batch after batch until it has caught up";
+                    "event" => "worker_backlog", "backlog" => backlog.left,
+                    "backlog_at_least" => backlog.at_least, "fold_batch" => self.fold_batch);
+            }
+            (_, Some(catch_up)) => {
+                catch_up.rows += rows;
+                catch_up.batches += 1;
+                if outcome.backlog.is_none() {
+                    let elapsed_ms = catch_up.since.elapsed().as_millis() as u64;
+                    info!(log, "{worker}: {table} caught up: {} deltas folded in {} batches in {elapsed_ms} ms",
+                        catch_up.rows, catch_up.batches;
+                        "event" => "worker_caught_up", "rows" => catch_up.rows,
+                        "batches" => catch_up.batches, "elapsed_ms" => elapsed_ms);
+                    self.catching_up = None;
+                }
+            }
+            (None, None) => {}
         }
     }
 
@@ -130,7 +204,7 @@ impl Job for FoldJob {
 
     fn run(&self) -> SharedStep<Self::Ran> {
         let sql = Arc::clone(&self.sql);
-        let value_type = self.value_type;
+        let (batch, value_type) = (self.fold_batch, self.value_type);
         #[cfg(feature = "test-hooks")]
         let panic_here =
             crate::test_hooks::panic_wanted(crate::test_hooks::PanicPoint::Fold, &self.sql.schema);
@@ -142,7 +216,7 @@ impl Job for FoldJob {
                     panic!("test hook: a panic in the fold of {}", sql.schema);
                 }
                 let started = Instant::now();
-                let outcome = db::fold(conn, &sql, value_type).await?;
+                let outcome = db::fold(conn, &sql, batch, value_type).await?;
                 Ok((outcome, started.elapsed()))
             }
             .boxed_local()
@@ -151,7 +225,8 @@ impl Job for FoldJob {
 
     fn ran(&mut self, (outcome, took): Self::Ran, log: &Logger) -> (RunReport, Option<Step<()>>) {
         self.rows_since_vacuum += outcome.folded as u64;
-        let fault = self.check_value_type(outcome.value_type, log);
+        let fault = self.check_value_type(outcome.value_type.clone(), log);
+        let backlog = BacklogFields(outcome.backlog);
         match &outcome.total {
             Some(total) => {
                 self.told_no_total = false;
@@ -161,28 +236,42 @@ impl Job for FoldJob {
                     && (outcome.folded > 0 || self.last_total.as_ref() != Some(total))
                 {
                     info!(log, "{worker}: count in {table} is now {total}";
-                        "event" => "worker_tick", "total" => total, "folded" => outcome.folded);
+                        "event" => "worker_tick", "total" => total, "folded" => outcome.folded, backlog);
                 } else {
                     debug!(log, "{worker}: count in {table} is now {total}";
-                        "event" => "worker_tick", "total" => total, "folded" => 0);
+                        "event" => "worker_tick", "total" => total, "folded" => outcome.folded, backlog);
                 }
             }
-            None if outcome.waiting > 0 && !self.told_no_total => {
-                self.told_no_total = true;
-                warn!(log, "{} has no total row (or its value is NULL): its {} delta rows are kept, \
-                            and folded once a total row exists", self.sql.display_name(), outcome.waiting;
-                    "event" => "worker_no_total", "waiting" => outcome.waiting);
-            }
-            None => {}
+            None => match outcome.waiting {
+                Some(waiting) if waiting.left > 0 && !self.told_no_total => {
+                    self.told_no_total = true;
+                    warn!(log, "{} has no total row (or its value is NULL): {waiting} delta rows are kept, \
+                                and folded once a total row exists", self.sql.display_name();
+                        "event" => "worker_no_total", "waiting" => waiting.left,
+                        "waiting_at_least" => waiting.at_least);
+                }
+                _ => {}
+            },
         }
         self.last_total.clone_from(&outcome.total);
+        self.follow_backlog(&outcome, took, log);
         let report = RunReport {
             took,
             rows: outcome.folded as u64,
             total: outcome.total,
+            backlog: outcome.backlog,
+            // As long as the batch took: the connection it shares is the
+            // other schemas' at least half the time.
+            again_after: outcome.backlog.map(|_| took),
             fault,
         };
-        let vacuum_due = self.vacuum_after > 0 && self.rows_since_vacuum >= self.vacuum_after;
+        // Not while a backlog is folded: a VACUUM between two batches would
+        // take a connection of its own each time (the batches prune the
+        // pages they empty as they go), and the one after the last batch
+        // cleans the lot.
+        let vacuum_due = self.vacuum_after > 0
+            && self.rows_since_vacuum >= self.vacuum_after
+            && self.catching_up.is_none();
         (report, vacuum_due.then(|| self.vacuum()))
     }
 
@@ -196,6 +285,7 @@ impl Job for FoldJob {
     fn reconfigure(&mut self, settings: &Settings) {
         self.init_lock_timeout = settings.database.lock_timeout;
         self.vacuum_after = settings.workers.vacuum_after;
+        self.fold_batch = i64::from(settings.workers.fold_batch);
         self.fold_lines_at_info = settings.fold_lines_at_info();
     }
 }

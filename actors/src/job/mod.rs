@@ -20,7 +20,7 @@ use slog::Logger;
 
 pub use fold::FoldJob;
 
-use crate::counter::Total;
+use crate::counter::{Backlog, Total};
 use crate::db::{DbError, PgClient, PgConnection};
 use crate::settings::Settings;
 
@@ -41,6 +41,11 @@ pub struct RunReport {
     pub took: Duration,
     pub rows: u64,
     pub total: Option<Total>,
+    /// When the run took a full batch: the work it left.
+    pub backlog: Option<Backlog>,
+    /// The job has more to do now (a backlog): run again after this pause
+    /// rather than at the next tick (the worker waits at most a naptime).
+    pub again_after: Option<Duration>,
     /// What the run found that the job cannot go on with, after its work
     /// was done (a table changed into one it does not handle): the run is
     /// reported as done, since it committed, then the worker ends with
