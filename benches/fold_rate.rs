@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use common::{cpu_seconds, free_listen, median, Scrape};
-use pgfleet_actors::sql::TableSql;
+use pgfleet_actors::sql::{FoldBatch, TableSql};
 use support::cluster::{cluster, TestDb};
 use support::pgfleet::{execute, Pgfleet};
 
@@ -37,6 +37,8 @@ const SCHEMAS: usize = 64;
 const CONNECTIONS: usize = 4;
 const SECONDS: u64 = 5;
 const ROUNDS: usize = 3;
+/// `workers.fold_batch`'s default.
+const FOLD_BATCH: i64 = 100_000;
 /// Folds per pipeline in pgbench's pipeline mode.
 const PIPELINE: usize = 8;
 
@@ -168,17 +170,27 @@ fn pgbench_scripts(db: &TestDb, mode: &str, pipeline: usize, own_transactions: b
     let mut args: Vec<String> = Vec::new();
     for n in 1..=SCHEMAS {
         let path = dir.path().join(format!("fold{n}.sql"));
-        let mut script = String::new();
+        // The batch limits as pgbench variables: parameters of the
+        // prepared statement (as pgfleet prepares it), literals in simple
+        // mode (as pgfleet sends it unprepared).
+        let mut script = format!(
+            "\\set batch {FOLD_BATCH}\n\\set cap {}\n",
+            FoldBatch::count_cap(FOLD_BATCH)
+        );
         if pipeline > 1 {
             script.push_str("\\startpipeline\n");
         }
         for k in 0..pipeline {
             let schema = (n - 1 + k) % SCHEMAS + 1;
             let sql = TableSql::new(format!("schema{schema}").into(), "counted".into());
+            let fold = sql
+                .fold(FoldBatch::Parameters)
+                .replace("$1", ":batch")
+                .replace("$2", ":cap");
             if own_transactions {
-                let _ = writeln!(script, "BEGIN;\n{};\nCOMMIT;", sql.fold());
+                let _ = writeln!(script, "BEGIN;\n{fold};\nCOMMIT;");
             } else {
-                let _ = writeln!(script, "{};", sql.fold());
+                let _ = writeln!(script, "{fold};");
             }
         }
         if pipeline > 1 {

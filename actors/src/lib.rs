@@ -27,7 +27,8 @@
 //!   read as libpq reads them, and passwords masked.
 //! - [`db`]: connections (hosts, TLS modes, poolers), the pool, the outage
 //!   gate, errors sorted by whose problem they are, the privilege check, and
-//!   the statements run; [`sql`]: their text, identifiers quoted.
+//!   the statements run; [`sql`]: their text, identifiers quoted;
+//!   [`counter`]: the `value` column's types, and totals of any of them.
 //! - [`log_level`]: the log level, live.
 //! - [`fleet_summary`]: the periodic `fleet_summary` log line.
 //! - [`status`]: the fleet's state, written by the actors as things
@@ -37,6 +38,7 @@
 pub mod config_actor;
 pub mod config_watch;
 pub mod conninfo;
+pub mod counter;
 pub mod db;
 pub mod fleet_summary;
 pub mod http;

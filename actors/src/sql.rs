@@ -10,11 +10,25 @@
 //!   total row is missing, or deleted concurrently);
 //! - it updates the total only when it deleted something, so an idle tick
 //!   writes no row version, no WAL and needs no commit flush;
-//! - it still reads the total, for the log line and the metrics.
+//! - it still reads the total, for the log line and the metrics;
+//! - it deletes at most `workers.fold_batch` deltas (see [`FoldBatch`]);
+//! - it returns the total as text, with the `value` column's type by name
+//!   (see `counter`), so its answer has one shape whatever the column is.
 //!
-//! Integer overflow needs no code: `integer + bigint` is assigned back to an
-//! `integer` column, which fails with SQLSTATE 22003 and rolls the whole
-//! statement back.
+//! Overflow needs no code: the sum is assigned back to the `value` column
+//! (`integer + bigint` to an `integer`, `bigint + numeric` to a `bigint`),
+//! which fails with SQLSTATE 22003 and rolls the whole statement back.
+//!
+//! **Batches.** A backlog of millions of deltas (pgfleet stopped for hours
+//! while the writers went on) cannot be deleted in one statement within
+//! `statement_timeout`: every fold would be cancelled, and the schema would
+//! never catch up. So one fold deletes at most a batch: the `ctid`s of up
+//! to that many deltas, then those rows by `ctid` (a TID scan). Each batch
+//! is one atomic statement, so `total + remaining deltas` is right after
+//! every one, and a fold that took a full batch counts what is left (up to
+//! [`Backlog::COUNT_BATCHES`](crate::counter::Backlog::COUNT_BATCHES)
+//! batches' worth, so the count is bounded too) for the worker to fold
+//! again soon.
 
 use std::sync::Arc;
 
@@ -73,10 +87,42 @@ const COLUMNS: &str = "(type text CHECK (type IN ('total', 'delta')), value inte
 /// instances: (class, hashtext(schema)) as a transaction advisory lock.
 pub const INIT_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('pgfleet.init'), hashtext($1))";
 
-/// $1 = schema name, $2 = quoted qualified table name.
+/// $1 = schema name, $2 = quoted qualified table name: whether the schema
+/// and the table exist, and the type of the table's `value` column (NULL
+/// when the table or the column is missing).
 pub const INIT_PROBE: &str =
     "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1), \
-     to_regclass($2) IS NOT NULL";
+     to_regclass($2) IS NOT NULL, \
+     (SELECT atttypid::regtype::text FROM pg_catalog.pg_attribute \
+       WHERE attrelid = to_regclass($2) AND attname = 'value' AND attnum > 0 AND NOT attisdropped)";
+
+/// How a fold's batch size reaches its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FoldBatch {
+    /// `$1` (the most deltas to fold) and `$2` (the most to count after a
+    /// full batch), both `bigint`: the prepared fold, so that a reload
+    /// that changes `workers.fold_batch` needs no new statement.
+    Parameters,
+    /// At most this many deltas, written into the text (a fold sent as
+    /// text, which has no parameters).
+    Rows(i64),
+}
+
+impl FoldBatch {
+    /// The most deltas a full batch's fold counts to report the backlog
+    /// left: [`Backlog::COUNT_BATCHES`](crate::counter::Backlog::COUNT_BATCHES) batches.
+    pub fn count_cap(batch: i64) -> i64 {
+        batch.saturating_mul(crate::counter::Backlog::COUNT_BATCHES)
+    }
+
+    /// The batch's and the count's limits, as SQL.
+    fn limits(self) -> (String, String) {
+        match self {
+            FoldBatch::Parameters => ("$1".into(), "$2".into()),
+            FoldBatch::Rows(rows) => (rows.to_string(), Self::count_cap(rows).to_string()),
+        }
+    }
+}
 
 impl TableSql {
     pub fn new(schema: Arc<str>, table: Arc<str>) -> Self {
@@ -129,8 +175,19 @@ impl TableSql {
     }
 
     /// The fold (see the module's doc for how it differs from worker_spi's).
-    pub fn fold(&self) -> String {
+    /// Its answer, one row: `rows` folded (`bigint`), the `total` after it
+    /// (`text`, NULL without a total row), the `value` column's `type`
+    /// (`text`), and, when there is no total row (all deltas wait) or the
+    /// batch was full (a backlog), the `deltas` it saw (`bigint`, counted up
+    /// to the cap; its own deletions included, since a statement does not
+    /// see them). One count for both: each subquery costs every fold its
+    /// set-up, run or not (measured: 9% of an idle prepared fold).
+    ///
+    /// `result` is materialised so that the total is read once, not once
+    /// per column that uses it (measured: 8% of an idle prepared fold).
+    pub fn fold(&self, batch: FoldBatch) -> String {
         let qualified = self.qualified();
+        let (limit, cap) = batch.limits();
         format!(
             "WITH total_row AS (\
                  SELECT value FROM {qualified} \
@@ -139,7 +196,11 @@ impl TableSql {
                     FOR UPDATE\
              ), deleted AS (\
                  DELETE FROM {qualified} \
-                  WHERE type = 'delta' AND EXISTS (SELECT FROM total_row) \
+                  WHERE ctid = ANY (ARRAY(\
+                            SELECT ctid FROM {qualified} \
+                             WHERE type = 'delta' AND EXISTS (SELECT FROM total_row) \
+                             LIMIT {limit})) \
+                    AND type = 'delta' \
                  RETURNING value\
              ), folded AS (\
                  SELECT count(*) AS rows, coalesce(sum(value), 0) AS sum FROM deleted\
@@ -148,15 +209,16 @@ impl TableSql {
                    FROM folded \
                   WHERE counter.type = 'total' AND folded.rows > 0 \
                  RETURNING counter.value\
-             ), result AS (\
+             ), result AS MATERIALIZED (\
                  SELECT folded.rows, coalesce(\
                           (SELECT value FROM updated), \
                           (SELECT value FROM {qualified} WHERE type = 'total')) AS total \
                    FROM folded\
              ) \
-             SELECT rows, total, \
-                    CASE WHEN total IS NULL \
-                         THEN (SELECT count(*) FROM {qualified} WHERE type = 'delta') END AS waiting \
+             SELECT rows, total::text AS total, pg_typeof(total)::text AS type, \
+                    CASE WHEN total IS NULL OR rows >= {limit} \
+                         THEN (SELECT count(*) FROM (SELECT FROM {qualified} WHERE type = 'delta' \
+                                                      LIMIT {cap}) AS deltas) END AS deltas \
                FROM result"
         )
     }
@@ -202,8 +264,46 @@ mod tests {
     #[test]
     fn hostile_names_stay_inside_quotes() {
         let sql = TableSql::new("x\"; DROP TABLE t; --".into(), "counted".into());
-        let fold = sql.fold();
+        let fold = sql.fold(FoldBatch::Rows(10));
         assert!(fold.contains("\"x\"\"; DROP TABLE t; --\".\"counted\""));
         assert!(!fold.contains("\"x\"; DROP"));
+    }
+
+    #[test]
+    fn a_fold_as_text_carries_its_batch_and_count_limits() {
+        let sql = TableSql::new("schema1".into(), "counted".into());
+        let fold = sql.fold(FoldBatch::Rows(100_000));
+        assert!(fold.contains("LIMIT 100000)"), "{fold}");
+        assert!(fold.contains("rows >= 100000"), "{fold}");
+        assert!(fold.contains("LIMIT 1000000)"), "{fold}");
+        assert!(fold.contains("total IS NULL OR rows >= 100000"), "{fold}");
+        assert!(!fold.contains('$'), "a text fold has no parameters: {fold}");
+    }
+
+    #[test]
+    fn a_prepared_fold_takes_its_limits_as_parameters() {
+        let sql = TableSql::new("schema1".into(), "counted".into());
+        let fold = sql.fold(FoldBatch::Parameters);
+        assert!(
+            fold.contains("LIMIT $1)") && fold.contains("rows >= $1"),
+            "{fold}"
+        );
+        assert!(fold.contains("LIMIT $2)"), "{fold}");
+        assert_eq!(FoldBatch::count_cap(i64::MAX), i64::MAX);
+    }
+
+    /// The answer's shape does not depend on the column's type: every
+    /// column is cast to one type in the statement itself.
+    #[test]
+    fn the_answer_has_one_shape_whatever_the_value_type() {
+        let sql = TableSql::new("schema1".into(), "counted".into());
+        let fold = sql.fold(FoldBatch::Rows(1));
+        let answer = &fold[fold.rfind(") SELECT").expect("the final SELECT")..];
+        assert!(answer.contains("total::text AS total"), "{answer}");
+        assert!(
+            answer.contains("pg_typeof(total)::text AS type"),
+            "{answer}"
+        );
+        assert!(answer.contains("SELECT rows,"), "{answer}");
     }
 }

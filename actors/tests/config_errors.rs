@@ -73,6 +73,8 @@ const FILE_ERRORS: &[(&str, &str, &str)] = &[
     ("workers:\n  schemas: {a: 1}\n", "workers.schemas", "list of schema names"),
     ("workers:\n  create_schema: maybe\n", "workers.create_schema", "maybe"),
     ("workers:\n  vacuum_after: lots\n", "workers.vacuum_after", "lots"),
+    ("workers:\n  fold_batch: 0\n", "workers.fold_batch", "at least 1"),
+    ("workers:\n  fold_batch: 5000000000\n", "workers.fold_batch", "too large"),
     ("workers: 3\n", "workers", "is a section"),
     ("workers:\n  totl: 3\n", "workers.totl", "did you mean `workers.total`"),
     ("restart:\n  policy: always\n", "restart.policy", "backoff, never"),

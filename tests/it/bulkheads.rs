@@ -30,6 +30,28 @@ fn folds(address: SocketAddr) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// `pgfleet_ticks_skipped_total` by reason.
+fn skipped_by_reason(address: SocketAddr) -> BTreeMap<String, f64> {
+    let samples = scrape(address);
+    [
+        "waiting_for_lock",
+        "fold_in_flight",
+        "waiting_for_connection",
+        "pool_exhausted",
+        "timed_out",
+    ]
+    .into_iter()
+    .map(|reason| {
+        let n = value(
+            &samples,
+            "pgfleet_ticks_skipped_total",
+            &[("reason", reason)],
+        );
+        (reason.to_owned(), n.unwrap_or(0.0))
+    })
+    .collect()
+}
+
 /// The share of their ticks `schemas` fold over `window`, from `/workers`.
 fn fold_share(address: SocketAddr, schemas: &[String], window: Duration) -> f64 {
     let before = folds(address);
@@ -79,14 +101,26 @@ fn a_migration_does_not_stall_the_others(db: &TestDb, extra_yaml: &str, env: &[(
         pgfleet.events("worker_waiting_for_lock").len() >= LOCKED
     });
     let before = folds(address);
+    let skipped_before = skipped_by_reason(address);
     let share = fold_share(address, free, WINDOW);
     let after = folds(address);
+    let skipped: Vec<String> = skipped_by_reason(address)
+        .into_iter()
+        .map(|(reason, n)| {
+            format!(
+                "{reason} {}",
+                n - skipped_before.get(&reason).unwrap_or(&0.0)
+            )
+        })
+        .collect();
     eprintln!(
         "MEASURED a migration locking {LOCKED} of {SCHEMAS} tables for {WINDOW:?} ({extra_yaml:?}): \
-         the {} others folded {:.1}% of their ticks, against {:.1}% without the lock just before",
+         the {} others folded {:.1}% of their ticks, against {:.1}% without the lock just before; \
+         ticks skipped meanwhile: {}",
         free.len(),
         share * 100.0,
-        baseline * 100.0
+        baseline * 100.0,
+        skipped.join(", ")
     );
     // A window's edges count a tick more or less per schema: a share may
     // pass 100% by a few points, and counts as 100%.

@@ -384,7 +384,7 @@ fn readyz_follows_the_database_and_healthz_the_process() {
     assert_eq!(get(address, "/healthz").status, 200);
 }
 
-const FIELDS: [&str; 17] = [
+const FIELDS: [&str; 19] = [
     "schema",
     "worker",
     "generation",
@@ -393,6 +393,8 @@ const FIELDS: [&str; 17] = [
     "last_fold_at",
     "last_fold_ms",
     "last_total",
+    "backlog",
+    "backlog_at_least",
     "folds",
     "rows_folded",
     "failures",

@@ -1,6 +1,7 @@
 //! Integration tests: one test binary, so that all tests share one
 //! throwaway PostgreSQL cluster (see `support::cluster`).
 
+mod backlog;
 mod bulkheads;
 mod cli;
 mod connecting;
@@ -19,4 +20,5 @@ mod shutdown;
 mod startup;
 mod supervision;
 mod support;
+mod value_types;
 mod worker;

@@ -15,7 +15,8 @@
 //!   migration): the schema waits, retried at its next tick; never a
 //!   failure, never an outage;
 //! - **timed out** (`statement_timeout`): retried next tick;
-//! - anything else (overflow, a missing table, a missing privilege) is the
+//! - anything else (overflow, a missing table, a `value` column of a type
+//!   pgfleet does not fold, a missing privilege) is the
 //!   worker's own failure, for the Supervisor and its restart policy.
 //!
 //! Sorting looks at the SQLSTATE, never at the server's message text, which
@@ -24,6 +25,8 @@
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
+
+use crate::counter::{ValueType, FOLDED_TYPES};
 
 /// Why the server would not let pgfleet in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,8 +103,23 @@ pub enum DbError {
     /// operator's back (SPEC §2, §11): the worker waits for it to return.
     #[error("{table} no longer exists (dropped while pgfleet folded it): it is not created again, and is folded again if it comes back")]
     TableGone { table: String },
-    #[error("the total of {table} would overflow integer, so nothing was folded ({detail})")]
-    Overflow { table: String, detail: String },
+    /// 22003: the sum does not fit the `value` column. `table` as the log
+    /// shows it, `qualified` quoted for the statement that widens it.
+    #[error("{}", overflow_text(table, qualified, *value_type, detail))]
+    Overflow {
+        table: String,
+        qualified: String,
+        value_type: ValueType,
+        detail: String,
+    },
+    /// The `value` column is missing, or of a type pgfleet does not fold.
+    #[error("{}", value_type_text(table, qualified, found.as_deref()))]
+    ValueType {
+        table: String,
+        qualified: String,
+        /// The column's type; None when there is no `value` column.
+        found: Option<String>,
+    },
     /// Any other error the server reported, with its SQLSTATE.
     #[error("{text}")]
     Statement {
@@ -115,6 +133,35 @@ pub enum DbError {
     PreparedStatementLost(String),
     #[error("unexpected reply to the fold: {0}")]
     UnexpectedReply(String),
+}
+
+fn overflow_text(table: &str, qualified: &str, value_type: ValueType, detail: &str) -> String {
+    let max = value_type
+        .max()
+        .map(|max| format!(" (at most {max})"))
+        .unwrap_or_default();
+    let widen = value_type
+        .wider()
+        .map(|wider| {
+            format!(
+                "; widen the column, and pgfleet picks the change up: \
+                 ALTER TABLE {qualified} ALTER value TYPE {wider}"
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "the total of {table} would overflow {value_type}{max}, so nothing was folded ({detail}){widen}"
+    )
+}
+
+fn value_type_text(table: &str, qualified: &str, found: Option<&str>) -> String {
+    match found {
+        None => format!("{table} has no value column, so it is not a worker_spi counter table"),
+        Some(found) => format!(
+            "the value column of {table} is {found}: pgfleet folds {FOLDED_TYPES} counters, \
+             exactly (ALTER TABLE {qualified} ALTER value TYPE numeric keeps fractions)"
+        ),
+    }
 }
 
 fn refusal_title(kind: Refusal) -> &'static str {
@@ -260,6 +307,7 @@ impl DbError {
             DbError::MissingTable { .. } => "missing_table",
             DbError::TableGone { .. } => "table_dropped",
             DbError::Overflow { .. } => "overflow",
+            DbError::ValueType { .. } => "value_type",
             DbError::Statement { .. } => "statement",
             DbError::PreparedStatementLost(_) => "prepared_statement_lost",
             DbError::UnexpectedReply(_) => "unexpected_reply",

@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bb8::ManageConnection;
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 
 use super::connect::Connector;
 use super::prepared::{Lookup, PreparedPolicy, StatementCache};
 use super::DbError;
-use crate::sql::TableSql;
+use crate::sql::{FoldBatch, TableSql};
 
 pub struct Manager {
     connector: Arc<Connector>,
@@ -89,7 +90,7 @@ impl PgClient {
             Lookup::Room => {
                 let statement = self
                     .client
-                    .prepare_typed(&sql.fold(), &[])
+                    .prepare_typed(&sql.fold(FoldBatch::Parameters), &[Type::INT8, Type::INT8])
                     .await
                     .map_err(|e| DbError::from_statement(&e))?;
                 if let Some(cache) = self.statements.borrow_mut().as_mut() {
@@ -97,6 +98,14 @@ impl PgClient {
                 }
                 Ok(Some(statement))
             }
+        }
+    }
+
+    /// `sql`'s prepared fold is of no use any more (its plan's result type
+    /// changed): closed, and prepared again at its next fold.
+    pub fn forget_prepared_fold(&self, sql: &TableSql) {
+        if let Some(cache) = self.statements.borrow_mut().as_mut() {
+            cache.remove(sql.id);
         }
     }
 

@@ -193,6 +193,13 @@ impl<S: Clone> StatementCache<S> {
         }
     }
 
+    /// Drops `id`'s statement (which closes it on the server), if kept.
+    pub fn remove(&mut self, id: u64) {
+        if self.entries.pop(&id).is_some() {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -275,6 +282,23 @@ mod tests {
         assert_eq!(held.load(Ordering::Relaxed), 1);
         assert_eq!(cache.lookup(1, now), Lookup::Hit("s1"));
         assert_eq!(cache.lookup(2, now), Lookup::Full);
+    }
+
+    /// A statement whose plan changed shape is dropped, and the next fold
+    /// prepares it again.
+    #[test]
+    fn a_removed_statement_is_prepared_again() {
+        let held = Arc::new(AtomicUsize::new(0));
+        let mut cache = StatementCache::new(NonZeroUsize::MIN, Arc::clone(&held));
+        let now = Instant::now();
+        cache.insert(1, "s1", now);
+        cache.remove(1);
+        cache.remove(1);
+        assert_eq!(held.load(Ordering::Relaxed), 0);
+        assert_eq!(cache.lookup(1, now), Lookup::Room);
+        cache.insert(1, "s1 again", now);
+        assert_eq!(cache.lookup(1, now), Lookup::Hit("s1 again"));
+        assert_eq!(held.load(Ordering::Relaxed), 1);
     }
 
     #[test]

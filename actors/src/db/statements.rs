@@ -18,11 +18,12 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{SimpleQueryMessage, Statement};
 
 use super::{DbError, PgClient, PgConnection};
-use crate::sql::{TableSql, INIT_LOCK, INIT_PROBE};
+use crate::counter::{Backlog, Total, ValueType};
+use crate::sql::{FoldBatch, TableSql, INIT_LOCK, INIT_PROBE};
 
 /// What `initialise` found, for the worker to log: this module has no
 /// logger, and the warning belongs with the worker's other lines.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitOutcome {
     /// The schema was missing, but one whose name differs only in case
     /// exists (`orders` for a configured `Orders`). worker_spi quotes
@@ -30,6 +31,9 @@ pub struct InitOutcome {
     /// sits beside the old one: almost always a configuration mistake, so
     /// worth a warning, yet a legal name, so not an error.
     pub case_twin: Option<String>,
+    /// The type of the table's `value` column (worker_spi's `integer` when
+    /// pgfleet created the table).
+    pub value_type: ValueType,
 }
 
 /// Makes sure the schema and table exist, as worker_spi does at start,
@@ -99,13 +103,28 @@ async fn initialise_once(
         .await
         .map_err(pg)?;
     let (schema_exists, table_exists): (bool, bool) = (row.get(0), row.get(1));
-    let mut outcome = InitOutcome::default();
+    let found_type: Option<String> = row.get(2);
+    let mut outcome = InitOutcome {
+        case_twin: None,
+        // What pgfleet creates; replaced below when the table exists.
+        value_type: ValueType::Integer,
+    };
     if !schema_exists && create {
         outcome.case_twin = tx
             .query_typed_opt(CASE_TWIN, &[(&schema, Type::TEXT)])
             .await
             .map_err(pg)?
             .map(|row| row.get(0));
+    }
+    if table_exists {
+        outcome.value_type = found_type
+            .as_deref()
+            .and_then(ValueType::from_name)
+            .ok_or_else(|| DbError::ValueType {
+                table: sql.display_name().to_string(),
+                qualified: sql.qualified(),
+                found: found_type.clone(),
+            })?;
     }
     match (schema_exists, table_exists, create) {
         (true, true, _) => {}
@@ -136,21 +155,76 @@ async fn initialise_once(
 }
 
 /// What one fold found and did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoldOutcome {
     /// Delta rows deleted and added to the total.
     pub folded: i64,
     /// The total after the fold; None when the table has no (non-NULL)
     /// total row.
-    pub total: Option<i32>,
-    /// Deltas left alone because there is no total row to fold them into.
-    pub waiting: i64,
+    pub total: Option<Total>,
+    /// The `value` column's type as the fold found it; `Err` with its name
+    /// when pgfleet does not fold that type (the column was changed since
+    /// the worker initialised: the fold ran, and committed).
+    pub value_type: Result<ValueType, String>,
+    /// Without a total row: the deltas left alone, to be folded once one
+    /// exists (counted up to the cap, as a backlog is).
+    pub waiting: Option<Backlog>,
+    /// When the fold took a full batch: the deltas it left.
+    pub backlog: Option<Backlog>,
+}
+
+impl FoldOutcome {
+    /// The fold's answer (see [`TableSql::fold`]), read the same way from
+    /// either protocol. Cannot fail: the statement casts every column to
+    /// one type, and any text is a [`Total`]. `batch`: the most deltas the
+    /// fold could take.
+    fn from_answer(answer: Answer<'_>, batch: i64) -> Self {
+        let value_type = answer.value_type.unwrap_or_default();
+        let folded = answer.rows.unwrap_or(0);
+        let cap = FoldBatch::count_cap(batch);
+        let counted = |folded| {
+            answer
+                .deltas
+                .map(|deltas| Backlog::from_count(deltas, cap, folded))
+        };
+        FoldOutcome {
+            folded,
+            total: answer.total.map(Total::parse),
+            value_type: ValueType::from_name(value_type).ok_or_else(|| value_type.to_owned()),
+            waiting: if answer.total.is_none() {
+                counted(0)
+            } else {
+                None
+            },
+            backlog: if folded >= batch {
+                counted(folded)
+            } else {
+                None
+            },
+        }
+    }
+}
+
+/// The fold's answer, its columns as read (see [`TableSql::fold`]).
+#[derive(Debug, Default)]
+struct Answer<'a> {
+    rows: Option<i64>,
+    total: Option<&'a str>,
+    value_type: Option<&'a str>,
+    deltas: Option<i64>,
 }
 
 /// Runs the fold on `conn`: one statement in one round trip, prepared
 /// when this connection keeps it prepared (see `prepared`; the first fold
 /// of a schema on a connection also prepares it), else as text.
-pub async fn fold(conn: &PgClient, sql: &TableSql) -> Result<FoldOutcome, DbError> {
+/// It deletes at most `batch` deltas. `value_type`: the column's type as
+/// the worker knows it, for the overflow error.
+pub async fn fold(
+    conn: &PgClient,
+    sql: &TableSql,
+    batch: i64,
+    value_type: ValueType,
+) -> Result<FoldOutcome, DbError> {
     let prepared = match conn.prepared_fold(sql).await {
         Ok(statement) => statement,
         Err(error) => {
@@ -159,13 +233,25 @@ pub async fn fold(conn: &PgClient, sql: &TableSql) -> Result<FoldOutcome, DbErro
         }
     };
     if let Some(statement) = prepared {
-        match fold_prepared(conn, &statement, sql).await {
+        match fold_prepared(conn, &statement, sql, batch, value_type).await {
+            // The plan's result type changed under it (the statement never
+            // ran): it is prepared again at the next fold.
+            Err(error) if is_changed_result_type(&error) => conn.forget_prepared_fold(sql),
             // The statement went missing (a pooler): it never ran.
             Err(error) => conn.prepared_fold_failed(error)?,
             done => return done,
         }
     }
-    fold_unprepared(conn, sql).await
+    fold_unprepared(conn, sql, batch, value_type).await
+}
+
+/// 0A000 from a prepared statement: "cached plan must not change result
+/// type", raised when the server plans it again after its table changed,
+/// before it runs. The fold's answer is cast to fixed types so that an
+/// `ALTER` of the value column does not change it; should a change of the
+/// table ever change it anyway, that is the table's news, not a failure.
+fn is_changed_result_type(error: &DbError) -> bool {
+    error.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED)
 }
 
 /// The prepared fold. Behind a pooler (`database.prepared: on` there)
@@ -180,43 +266,50 @@ async fn fold_prepared(
     conn: &PgClient,
     statement: &Statement,
     sql: &TableSql,
+    batch: i64,
+    value_type: ValueType,
 ) -> Result<FoldOutcome, DbError> {
+    let cap = FoldBatch::count_cap(batch);
+    let limits: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&batch, &cap];
     let row = match conn.set_local() {
         None => conn
-            .query_one(statement, &[])
+            .query_one(statement, &limits)
             .await
-            .map_err(|e| fold_error(&e, sql))?,
+            .map_err(|e| fold_error(&e, sql, value_type))?,
         Some(set_local) => {
             let begin = format!("BEGIN; {set_local}");
             let (begun, row, committed) = tokio::join!(
                 conn.batch_execute(&begin),
-                conn.query_one(statement, &[]),
+                conn.query_one(statement, &limits),
                 conn.batch_execute("COMMIT"),
             );
             // A failed BEGIN aborts the transaction, so the fold did not
             // run; a failed COMMIT leaves it unknown: either way an error.
             begun.map_err(|e| DbError::from_statement(&e))?;
-            let row = row.map_err(|e| fold_error(&e, sql))?;
+            let row = row.map_err(|e| fold_error(&e, sql, value_type))?;
             committed.map_err(|e| DbError::from_statement(&e))?;
             row
         }
     };
+    // The statement fixes each column's type (bigint, text, text, bigint),
+    // whatever the table's: these reads match them by construction.
     let unexpected = |e: tokio_postgres::Error| DbError::UnexpectedReply(e.to_string());
-    Ok(FoldOutcome {
-        folded: row.try_get(0).map_err(unexpected)?,
+    let answer = Answer {
+        rows: row.try_get(0).map_err(unexpected)?,
         total: row.try_get(1).map_err(unexpected)?,
-        waiting: row
-            .try_get::<_, Option<i64>>(2)
-            .map_err(unexpected)?
-            .unwrap_or(0),
-    })
+        value_type: row.try_get(2).map_err(unexpected)?,
+        deltas: row.try_get(3).map_err(unexpected)?,
+    };
+    Ok(FoldOutcome::from_answer(answer, batch))
 }
 
 /// An error of the fold statement itself; 22003 is the total's overflow.
-fn fold_error(error: &tokio_postgres::Error, sql: &TableSql) -> DbError {
+fn fold_error(error: &tokio_postgres::Error, sql: &TableSql, value_type: ValueType) -> DbError {
     if error.code() == Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE) {
         DbError::Overflow {
             table: sql.display_name().to_string(),
+            qualified: sql.qualified(),
+            value_type,
             detail: super::describe(error),
         }
     } else {
@@ -227,15 +320,21 @@ fn fold_error(error: &tokio_postgres::Error, sql: &TableSql) -> DbError {
 /// The fold as text, through the simple protocol: the server parses and
 /// plans it each time. Behind a pooler the timeouts go in the same
 /// message, as `SET LOCAL`s of the implicit transaction it runs in.
-async fn fold_unprepared(conn: &PgClient, sql: &TableSql) -> Result<FoldOutcome, DbError> {
+async fn fold_unprepared(
+    conn: &PgClient,
+    sql: &TableSql,
+    batch: i64,
+    value_type: ValueType,
+) -> Result<FoldOutcome, DbError> {
+    let fold = sql.fold(FoldBatch::Rows(batch));
     let text = match conn.set_local() {
-        Some(set_local) => format!("{set_local}{}", sql.fold()),
-        None => sql.fold(),
+        Some(set_local) => format!("{set_local}{fold}"),
+        None => fold,
     };
     let messages = conn
         .simple_query(&text)
         .await
-        .map_err(|e| fold_error(&e, sql))?;
+        .map_err(|e| fold_error(&e, sql, value_type))?;
     let row = messages
         .iter()
         .find_map(|message| match message {
@@ -243,23 +342,16 @@ async fn fold_unprepared(conn: &PgClient, sql: &TableSql) -> Result<FoldOutcome,
             _ => None,
         })
         .ok_or_else(|| DbError::UnexpectedReply("no row".into()))?;
-    let number = |index: usize| -> Result<Option<i64>, DbError> {
-        row.try_get(index)
-            .map_err(|e| DbError::UnexpectedReply(e.to_string()))?
-            .map(|text: &str| {
-                text.parse::<i64>()
-                    .map_err(|e| DbError::UnexpectedReply(e.to_string()))
-            })
-            .transpose()
+    let text = |index: usize| row.try_get(index).ok().flatten();
+    // Counts, printed by PostgreSQL: digits that always parse.
+    let count = |index: usize| text(index).and_then(|n| n.parse::<i64>().ok());
+    let answer = Answer {
+        rows: count(0),
+        total: text(1),
+        value_type: text(2),
+        deltas: count(3),
     };
-    let total = number(1)?
-        .map(|t| i32::try_from(t).map_err(|e| DbError::UnexpectedReply(e.to_string())))
-        .transpose()?;
-    Ok(FoldOutcome {
-        folded: number(0)?.unwrap_or(0),
-        total,
-        waiting: number(2)?.unwrap_or(0),
-    })
+    Ok(FoldOutcome::from_answer(answer, batch))
 }
 
 /// VACUUM cannot run in a transaction, so behind a pooler it runs with the
@@ -287,5 +379,95 @@ pub async fn confirm_table_gone(conn: &PgClient, sql: &TableSql, error: DbError)
     match gone {
         Ok(true) => error.vanished(sql.display_name()),
         _ => error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer<'a>(rows: i64, total: Option<&'a str>, value_type: &'a str) -> Answer<'a> {
+        Answer {
+            rows: Some(rows),
+            total,
+            value_type: Some(value_type),
+            ..Answer::default()
+        }
+    }
+
+    #[test]
+    fn an_answer_is_read_whatever_the_column_holds() {
+        let folded = FoldOutcome::from_answer(answer(3, Some("5000000000"), "bigint"), 100);
+        assert_eq!(folded.folded, 3);
+        assert_eq!(folded.total, Some(Total::Int(5_000_000_000)));
+        assert_eq!(folded.value_type, Ok(ValueType::BigInt));
+        let exact = FoldOutcome::from_answer(answer(2, Some("0.75"), "numeric"), 100);
+        assert_eq!(exact.total, Some(Total::parse("0.75")));
+        assert_eq!(exact.value_type, Ok(ValueType::Numeric));
+    }
+
+    #[test]
+    fn an_answer_without_a_total_says_what_waits() {
+        let waiting = FoldOutcome::from_answer(
+            Answer {
+                deltas: Some(3),
+                ..answer(0, None, "integer")
+            },
+            100,
+        );
+        assert_eq!(waiting.total, None);
+        assert_eq!(
+            waiting.waiting,
+            Some(Backlog {
+                left: 3,
+                at_least: false
+            })
+        );
+        assert_eq!(waiting.backlog, None);
+        assert_eq!(waiting.value_type, Ok(ValueType::Integer));
+    }
+
+    /// A column changed to a type pgfleet does not fold: the fold that ran
+    /// is read all the same, and says what it found.
+    #[test]
+    fn an_answer_names_a_type_pgfleet_does_not_fold() {
+        let float = FoldOutcome::from_answer(answer(1, Some("0.75"), "double precision"), 100);
+        assert_eq!(float.folded, 1);
+        assert_eq!(float.value_type, Err("double precision".to_owned()));
+    }
+
+    #[test]
+    fn a_full_batch_says_the_backlog_it_left() {
+        let partial = FoldOutcome::from_answer(answer(7, Some("7"), "integer"), 10);
+        assert_eq!(partial.backlog, None);
+        let full = FoldOutcome::from_answer(
+            Answer {
+                deltas: Some(35),
+                ..answer(10, Some("10"), "integer")
+            },
+            10,
+        );
+        assert_eq!(
+            full.backlog,
+            Some(Backlog {
+                left: 25,
+                at_least: false
+            })
+        );
+        // Counting stops at ten batches' worth.
+        let capped = FoldOutcome::from_answer(
+            Answer {
+                deltas: Some(100),
+                ..answer(10, Some("10"), "integer")
+            },
+            10,
+        );
+        assert_eq!(
+            capped.backlog,
+            Some(Backlog {
+                left: 90,
+                at_least: true
+            })
+        );
     }
 }

@@ -23,6 +23,7 @@ use actix_web::{guard, web, App, FromRequest, Handler, HttpResponse, HttpServer,
 use serde::Serialize;
 use slog::{info, Logger};
 
+use crate::counter::Total;
 use crate::status::{Status, WorkerStatus};
 
 /// A request (its head) must arrive this soon after the connection opens.
@@ -209,7 +210,13 @@ struct WorkerView<'a> {
     state_since: String,
     last_fold_at: Option<String>,
     last_fold_ms: Option<f64>,
-    last_total: Option<i32>,
+    /// A number for a whole total within bigint's range, else the exact
+    /// text as a string (see `counter::Total`).
+    last_total: Option<&'a Total>,
+    /// Deltas the last fold left because its batch was full; 0 when none.
+    backlog: u64,
+    /// The backlog was counted up to ten batches' worth: at least that.
+    backlog_at_least: bool,
     folds: u64,
     rows_folded: u64,
     failures: u64,
@@ -231,7 +238,9 @@ impl<'a> From<&'a WorkerStatus> for WorkerView<'a> {
             state_since: rfc3339(w.state_since),
             last_fold_at: w.last_fold_at.map(rfc3339),
             last_fold_ms: w.last_fold_duration.map(|d| d.as_secs_f64() * 1000.0),
-            last_total: w.last_total,
+            last_total: w.last_total.as_ref(),
+            backlog: w.backlog().left,
+            backlog_at_least: w.backlog().at_least,
             folds: w.folds,
             rows_folded: w.rows_folded,
             failures: w.failures(),

@@ -156,9 +156,14 @@ fn worker_row(html: &mut String, w: &WorkerStatus) {
     let last_fold = w
         .last_fold_at
         .map_or_else(|| "never".to_owned(), |at| format!("{} ago", ago(at)));
-    let total = w
+    let mut total = w
         .last_total
+        .as_ref()
         .map_or_else(|| "-".to_owned(), |t| t.to_string());
+    let backlog = w.backlog();
+    if backlog.left > 0 {
+        total = format!("{total} (backlog {backlog})");
+    }
     let error = w.last_error().unwrap_or("");
     let _ = write!(
         html,

@@ -1,6 +1,21 @@
 //! worker_spi's job: create the schema and table as worker_spi does, fold
 //! the deltas into the total at each tick, log worker_spi's line, and
 //! VACUUM after `workers.vacuum_after` folded rows.
+//!
+//! The `value` column's type is read at initialisation, and again from
+//! every fold's answer: a column altered under the worker (`integer` to
+//! `bigint`, the usual way out of an overflow) is taken up by the next
+//! fold, said once (`worker_table_changed`), and folds on. Nothing needs
+//! preparing again: the fold's answer has the same shape for every type
+//! (see `counter`).
+//!
+//! A fold deletes at most `workers.fold_batch` deltas. One that took a
+//! full batch asks to run again after a pause as long as the batch took
+//! (see [`RunReport::again_after`]), batch after batch, until one is not
+//! full: a backlog of millions of deltas is folded in statements that each
+//! end within `statement_timeout`, at most half of the time of the
+//! connection it shares with other schemas, and said at its start
+//! (`worker_backlog`) and end (`worker_caught_up`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,7 +24,8 @@ use futures_util::FutureExt;
 use slog::{debug, info, warn, Logger};
 
 use super::{Job, RunReport, SharedStep, Step};
-use crate::db::{self, FoldOutcome, InitOutcome};
+use crate::counter::{Backlog, Total, ValueType};
+use crate::db::{self, DbError, FoldOutcome, InitOutcome};
 use crate::settings::{SchemaTarget, Settings};
 use crate::sql::TableSql;
 
@@ -27,9 +43,41 @@ pub struct FoldJob {
     vacuum_after: u64,
     rows_since_vacuum: u64,
     told_no_total: bool,
-    last_total: Option<i32>,
+    /// The `value` column's type: from initialisation, then from each
+    /// fold's answer.
+    value_type: ValueType,
+    last_total: Option<Total>,
+    /// `workers.fold_batch`: the most deltas one fold deletes.
+    fold_batch: i64,
+    /// While a backlog is folded batch after batch (boxed: rare).
+    catching_up: Option<Box<CatchUp>>,
     /// `log.fold_lines` for this fleet: worker_tick at info, else debug.
     fold_lines_at_info: bool,
+}
+
+/// A backlog being folded: since when, and how much so far.
+struct CatchUp {
+    since: Instant,
+    rows: u64,
+    batches: u64,
+}
+
+/// The `backlog` fields of a worker_tick line: only a fold that took a
+/// full batch has them.
+struct BacklogFields(Option<Backlog>);
+
+impl slog::KV for BacklogFields {
+    fn serialize(
+        &self,
+        _record: &slog::Record<'_>,
+        serializer: &mut dyn slog::Serializer,
+    ) -> slog::Result {
+        if let Some(backlog) = self.0 {
+            serializer.emit_u64("backlog", backlog.left)?;
+            serializer.emit_bool("backlog_at_least", backlog.at_least)?;
+        }
+        Ok(())
+    }
 }
 
 impl FoldJob {
@@ -46,7 +94,11 @@ impl FoldJob {
             vacuum_after: settings.workers.vacuum_after,
             rows_since_vacuum: 0,
             told_no_total: false,
+            // worker_spi's, until initialisation reads the table's.
+            value_type: ValueType::Integer,
             last_total: None,
+            fold_batch: i64::from(settings.workers.fold_batch),
+            catching_up: None,
             fold_lines_at_info: settings.fold_lines_at_info(),
         }
     }
@@ -56,6 +108,75 @@ impl FoldJob {
     pub fn after_it_existed(mut self, existed: bool) -> Self {
         self.existed = existed;
         self
+    }
+
+    /// Follows a backlog from its first full batch to the first fold that
+    /// is not full, and says so at both ends.
+    fn follow_backlog(&mut self, outcome: &FoldOutcome, took: std::time::Duration, log: &Logger) {
+        let rows = outcome.folded as u64;
+        let (worker, table) = (&self.worker, self.sql.display_name());
+        match (outcome.backlog, &mut self.catching_up) {
+            (Some(backlog), None) => {
+                self.catching_up = Some(Box::new(CatchUp {
+                    since: Instant::now()
+                        .checked_sub(took)
+                        .unwrap_or_else(Instant::now),
+                    rows,
+                    batches: 1,
+                }));
+                info!(log, "{worker}: {table} has a backlog: {backlog} deltas left after a batch of {rows}; \
+                            folding batch after batch until it has caught up";
+                    "event" => "worker_backlog", "backlog" => backlog.left,
+                    "backlog_at_least" => backlog.at_least, "fold_batch" => self.fold_batch);
+            }
+            (_, Some(catch_up)) => {
+                catch_up.rows += rows;
+                catch_up.batches += 1;
+                if outcome.backlog.is_none() {
+                    let elapsed_ms = catch_up.since.elapsed().as_millis() as u64;
+                    info!(log, "{worker}: {table} caught up: {} deltas folded in {} batches in {elapsed_ms} ms",
+                        catch_up.rows, catch_up.batches;
+                        "event" => "worker_caught_up", "rows" => catch_up.rows,
+                        "batches" => catch_up.batches, "elapsed_ms" => elapsed_ms);
+                    self.catching_up = None;
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Takes up the `value` column's type as a fold found it. A change is
+    /// said once; a type pgfleet does not fold is the worker's failure,
+    /// after the fold that found it (which committed) has been reported.
+    fn check_value_type(
+        &mut self,
+        found: Result<ValueType, String>,
+        log: &Logger,
+    ) -> Option<DbError> {
+        let table = self.sql.display_name();
+        let was = self.value_type;
+        match found {
+            Ok(found) if found == was => None,
+            Ok(found) => {
+                self.value_type = found;
+                let limit = found.max().map_or_else(
+                    || "no practical limit".to_owned(),
+                    |max| format!("up to {max}"),
+                );
+                info!(log, "the value column of {table} is now {found} (was {was}): folding goes on, totals {limit}";
+                    "event" => "worker_table_changed", "value_type" => found.name(), "was" => was.name());
+                None
+            }
+            Err(found) => {
+                warn!(log, "the value column of {table} is now {found} (was {was}), which pgfleet does not fold";
+                    "event" => "worker_table_changed", "value_type" => found.clone(), "was" => was.name());
+                Some(DbError::ValueType {
+                    table: table.to_string(),
+                    qualified: self.sql.qualified(),
+                    found: Some(found),
+                })
+            }
+        }
     }
 
     fn vacuum(&self) -> Step<()> {
@@ -103,6 +224,7 @@ impl Job for FoldJob {
 
     fn initialised(&mut self, found: InitOutcome, log: &Logger) {
         self.existed = true;
+        self.value_type = found.value_type;
         if let Some(existing) = found.case_twin {
             let schema = &self.sql.schema;
             warn!(log, "schema {schema:?} did not exist but {existing:?} does: PostgreSQL names are case-sensitive when quoted, as worker_spi quotes them, so {schema:?} was created as a new schema beside {existing:?}";
@@ -112,6 +234,7 @@ impl Job for FoldJob {
 
     fn run(&self) -> SharedStep<Self::Ran> {
         let sql = Arc::clone(&self.sql);
+        let (batch, value_type) = (self.fold_batch, self.value_type);
         #[cfg(feature = "test-hooks")]
         let panic_here =
             crate::test_hooks::panic_wanted(crate::test_hooks::PanicPoint::Fold, &self.sql.schema);
@@ -123,7 +246,7 @@ impl Job for FoldJob {
                     panic!("test hook: a panic in the fold of {}", sql.schema);
                 }
                 let started = Instant::now();
-                let outcome = match db::fold(conn, &sql).await {
+                let outcome = match db::fold(conn, &sql, batch, value_type).await {
                     Err(error) if error.is_missing_relation() => {
                         return Err(db::confirm_table_gone(conn, &sql, error).await)
                     }
@@ -137,35 +260,53 @@ impl Job for FoldJob {
 
     fn ran(&mut self, (outcome, took): Self::Ran, log: &Logger) -> (RunReport, Option<Step<()>>) {
         self.rows_since_vacuum += outcome.folded as u64;
-        match outcome.total {
+        let fault = self.check_value_type(outcome.value_type.clone(), log);
+        let backlog = BacklogFields(outcome.backlog);
+        match &outcome.total {
             Some(total) => {
                 self.told_no_total = false;
                 // Formatted only if a drain writes it.
                 let (worker, table) = (&self.worker, self.sql.display_name());
-                if self.fold_lines_at_info && (outcome.folded > 0 || self.last_total != Some(total))
+                if self.fold_lines_at_info
+                    && (outcome.folded > 0 || self.last_total.as_ref() != Some(total))
                 {
                     info!(log, "{worker}: count in {table} is now {total}";
-                        "event" => "worker_tick", "total" => total, "folded" => outcome.folded);
+                        "event" => "worker_tick", "total" => total, "folded" => outcome.folded, backlog);
                 } else {
                     debug!(log, "{worker}: count in {table} is now {total}";
-                        "event" => "worker_tick", "total" => total, "folded" => 0);
+                        "event" => "worker_tick", "total" => total, "folded" => outcome.folded, backlog);
                 }
             }
-            None if outcome.waiting > 0 && !self.told_no_total => {
-                self.told_no_total = true;
-                warn!(log, "{} has no total row (or its value is NULL): its {} delta rows are kept, \
-                            and folded once a total row exists", self.sql.display_name(), outcome.waiting;
-                    "event" => "worker_no_total", "waiting" => outcome.waiting);
-            }
-            None => {}
+            None => match outcome.waiting {
+                Some(waiting) if waiting.left > 0 && !self.told_no_total => {
+                    self.told_no_total = true;
+                    warn!(log, "{} has no total row (or its value is NULL): {waiting} delta rows are kept, \
+                                and folded once a total row exists", self.sql.display_name();
+                        "event" => "worker_no_total", "waiting" => waiting.left,
+                        "waiting_at_least" => waiting.at_least);
+                }
+                _ => {}
+            },
         }
-        self.last_total = outcome.total;
+        self.last_total.clone_from(&outcome.total);
+        self.follow_backlog(&outcome, took, log);
         let report = RunReport {
             took,
             rows: outcome.folded as u64,
             total: outcome.total,
+            backlog: outcome.backlog,
+            // As long as the batch took: the connection it shares is the
+            // other schemas' at least half the time.
+            again_after: outcome.backlog.map(|_| took),
+            fault,
         };
-        let vacuum_due = self.vacuum_after > 0 && self.rows_since_vacuum >= self.vacuum_after;
+        // Not while a backlog is folded: a VACUUM between two batches would
+        // take a connection of its own each time (the batches prune the
+        // pages they empty as they go), and the one after the last batch
+        // cleans the lot.
+        let vacuum_due = self.vacuum_after > 0
+            && self.rows_since_vacuum >= self.vacuum_after
+            && self.catching_up.is_none();
         (report, vacuum_due.then(|| self.vacuum()))
     }
 
@@ -179,6 +320,7 @@ impl Job for FoldJob {
     fn reconfigure(&mut self, settings: &Settings) {
         self.init_lock_timeout = settings.database.lock_timeout;
         self.vacuum_after = settings.workers.vacuum_after;
+        self.fold_batch = i64::from(settings.workers.fold_batch);
         self.fold_lines_at_info = settings.fold_lines_at_info();
     }
 }

@@ -20,6 +20,7 @@ use slog::Logger;
 
 pub use fold::FoldJob;
 
+use crate::counter::{Backlog, Total};
 use crate::db::{DbError, PgClient, PgConnection};
 use crate::settings::Settings;
 
@@ -35,11 +36,21 @@ pub type SharedStep<T> =
     Box<dyn for<'c> Fn(&'c PgClient) -> LocalBoxFuture<'c, Result<T, DbError>>>;
 
 /// What one run did, for the status and the metrics.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RunReport {
     pub took: Duration,
     pub rows: u64,
-    pub total: Option<i32>,
+    pub total: Option<Total>,
+    /// When the run took a full batch: the work it left.
+    pub backlog: Option<Backlog>,
+    /// The job has more to do now (a backlog): run again after this pause
+    /// rather than at the next tick (the worker waits at most a naptime).
+    pub again_after: Option<Duration>,
+    /// What the run found that the job cannot go on with, after its work
+    /// was done (a table changed into one it does not handle): the run is
+    /// reported as done, since it committed, then the worker ends with
+    /// this error, as if the next run had met it.
+    pub fault: Option<DbError>,
 }
 
 pub trait Job: Unpin + 'static {

@@ -114,6 +114,9 @@ pub struct WorkersSettings {
     pub create_schema: bool,
     #[serde(deserialize_with = "whole::deserialize")]
     pub vacuum_after: u64,
+    /// The most deltas one fold deletes (see `sql`, "Batches").
+    #[serde(deserialize_with = "whole::deserialize")]
+    pub fold_batch: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -354,6 +357,13 @@ impl Settings {
         let workers = &self.workers;
         if let Err(reason) = check_identifier(&workers.table) {
             bad("workers.table", workers.table.to_string(), &reason);
+        }
+        if workers.fold_batch == 0 {
+            bad(
+                "workers.fold_batch",
+                "0".into(),
+                "must be at least 1: it is the most deltas one fold deletes",
+            );
         }
         let mut seen = std::collections::HashSet::new();
         for schema in &workers.schemas {

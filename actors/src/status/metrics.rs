@@ -84,17 +84,19 @@ impl Collector for FleetCollector {
             return Ok(());
         };
         // Copy what is needed, then encode without holding the lock.
-        let (by_state, per_schema) = {
+        let (by_state, per_schema, backlog) = {
             let fleet = lock(&inner.fleet);
             let mut by_state = [0i64; WorkerState::ALL.len()];
+            let mut backlog = 0u64;
             for worker in fleet.workers.values() {
                 by_state[worker.state as usize] += 1;
+                backlog = backlog.saturating_add(worker.backlog().left);
             }
             let max = inner.per_schema_max.load(Ordering::Relaxed) as usize;
             let small = !fleet.workers.is_empty() && fleet.workers.len() <= max;
             let per_schema: Option<Vec<SchemaCounters>> =
                 small.then(|| fleet.workers.values().map(SchemaCounters::from).collect());
-            (by_state, per_schema)
+            (by_state, per_schema, backlog)
         };
 
         let mut workers = encoder.encode_descriptor(
@@ -156,6 +158,13 @@ impl Collector for FleetCollector {
             "pgfleet_log_lines_dropped",
             "Log lines dropped because the log output stalled or failed.",
             dropped,
+        )?;
+
+        gauge(
+            &mut encoder,
+            "pgfleet_backlog_deltas",
+            "Deltas the schemas' last folds left because their batches (workers.fold_batch) were full, each counted up to ten batches' worth; 0 once every schema has caught up.",
+            i64::try_from(backlog).unwrap_or(i64::MAX),
         )?;
 
         let up = i64::from(super::database(&inner) == DbHealth::Up);
@@ -260,8 +269,6 @@ fn gauge(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::super::Status;
     use crate::settings::SchemaTarget;
 
@@ -283,7 +290,7 @@ mod tests {
             .store(10, std::sync::atomic::Ordering::Relaxed);
         spawn(&status, "plain");
         spawn(&status, "we\"ird\\");
-        status.fold_done("plain", 1, Duration::from_millis(2), 3, Some(3));
+        status.fold_done("plain", 1, &super::super::tests::report(3, Some(3)));
         let text = status.encode_metrics().expect("encode");
         assert!(
             text.contains("pgfleet_folds_total{schema=\"plain\"} 1"),
@@ -311,8 +318,8 @@ mod tests {
             .store(1, std::sync::atomic::Ordering::Relaxed);
         spawn(&status, "a");
         spawn(&status, "b");
-        status.fold_done("a", 1, Duration::from_millis(2), 3, Some(3));
-        status.fold_done("b", 1, Duration::from_millis(2), 4, Some(4));
+        status.fold_done("a", 1, &super::super::tests::report(3, Some(3)));
+        status.fold_done("b", 1, &super::super::tests::report(4, Some(4)));
         let text = status.encode_metrics().expect("encode");
         assert!(!text.contains("schema="), "{text}");
         assert!(text.contains("pgfleet_folds_total 2"), "{text}");
