@@ -257,9 +257,9 @@ impl Database {
             match lanes.join(home, room, Instant::now()) {
                 Joined::Lease(lease) => return Ok(lease),
                 Joined::NewLane if room => break,
-                Joined::HomeFull(lane) => {
+                Joined::HomeFull(space) => {
                     tokio::select! {
-                        () = lane.room() => {}
+                        () = space.wait() => {}
                         () = tokio::time::sleep_until(deadline) => return Err(exhausted()),
                     }
                 }
