@@ -88,6 +88,11 @@ pub enum DbError {
     /// too small for the fleet (or folds are slow), not the database down.
     #[error("no pooled connection came free within {waited:?}; database.pool_size ({size}) may be too small")]
     PoolExhausted { waited: Duration, size: u32 },
+    /// A maintenance step (VACUUM) found no connection it may take
+    /// without making folds wait (see `db::maintenance`): postponed, not
+    /// queued, and tried again after the schema's next fold.
+    #[error("no connection for maintenance: {0}")]
+    MaintenancePostponed(String),
     /// 42501: the role lacks a privilege; `pgfleet --check` names the GRANT.
     #[error("permission denied ({0}); `pgfleet --check` lists the GRANTs the role needs")]
     Permission(String),
@@ -250,6 +255,7 @@ impl DbError {
             DbError::TimedOut { .. } => "timed_out",
             DbError::LockNotAvailable(_) => "waiting_for_lock",
             DbError::PoolExhausted { .. } => "pool_exhausted",
+            DbError::MaintenancePostponed(_) => "maintenance_postponed",
             DbError::Permission(_) => "permission",
             DbError::MissingSchema { .. } => "missing_schema",
             DbError::MissingTable { .. } => "missing_table",
@@ -319,9 +325,7 @@ mod tests {
     #[test]
     fn a_table_that_existed_and_is_missing_was_dropped() {
         let missing = [
-            DbError::MissingSchema {
-                schema: "s".into(),
-            },
+            DbError::MissingSchema { schema: "s".into() },
             DbError::MissingTable {
                 table: "s.counted".into(),
             },

@@ -14,10 +14,14 @@
 //! its first fold or last gave an answer. That bounds what a fold stuck on
 //! a lock holds up: the folds that joined its lane within those
 //! milliseconds wait with it (at most `database.fold_lock_timeout`, a few
-//! milliseconds); later ones go elsewhere. Initialisation and VACUUM, which need a connection of their
-//! own (a transaction, a long statement), go first: each that waits gives
-//! the pool one lane back (an idle one at once, else the least busy one
-//! once it drains), and while any waits, folds take no new connection.
+//! milliseconds); later ones go elsewhere. A schema's initialisation,
+//! which needs a connection of its own (a transaction), goes first: each
+//! that waits gives the pool one lane back (an idle one at once, else the
+//! least busy one once it drains), and while any waits, folds take no new
+//! connection (a start of 100,000 schemas depends on it). VACUUM, which
+//! needs one too, is maintenance and does not go first: it takes a lane
+//! only when that lane has nothing in flight, within a bulkhead of its
+//! own, and is postponed otherwise (see `db::maintenance`).
 //!
 //! # Homes
 //!
@@ -79,13 +83,17 @@ thread_local! {
 #[derive(Default)]
 pub struct LaneSet {
     lanes: RefCell<Vec<Rc<Lane>>>,
-    /// Steps waiting for a connection of their own (initialisation,
-    /// VACUUM). They come first: while there are any, no lane takes new
-    /// folds and no fold takes a connection from the pool, so the lanes
-    /// drain and the pool serves them.
+    /// Steps waiting for a connection of their own (initialisation).
+    /// They come first: while there are any, no lane takes new folds and
+    /// no fold takes a connection from the pool, so the lanes drain and
+    /// the pool serves them.
     own_waiting: Cell<usize>,
     /// Woken when the last of them has its connection.
     own_served: Notify,
+    /// Maintenance steps (VACUUM) waiting for or holding a connection:
+    /// they do not go first, and have a bulkhead of their own (see
+    /// `db::maintenance`).
+    in_maintenance: Cell<usize>,
     /// The pool is gone: lanes that drain park no more.
     retired: Cell<bool>,
     /// Woken at each answer on any lane: a fold that found every lane full
@@ -103,6 +111,16 @@ impl Drop for OwnWaiting {
         if left == 0 {
             self.0.own_served.notify_waiters();
         }
+    }
+}
+
+/// A maintenance step's place in the bulkhead, until dropped.
+pub struct MaintenanceSlot(Rc<LaneSet>);
+
+impl Drop for MaintenanceSlot {
+    fn drop(&mut self) {
+        let left = self.0.in_maintenance.get().saturating_sub(1);
+        self.0.in_maintenance.set(left);
     }
 }
 
@@ -351,6 +369,46 @@ impl LaneSet {
             lane.leave();
         }
         OwnWaiting(Rc::clone(self))
+    }
+
+    /// Maintenance steps waiting for or holding a connection.
+    pub fn in_maintenance(&self) -> usize {
+        self.in_maintenance.get()
+    }
+
+    /// Lanes with nothing in flight (parked for their home).
+    pub fn idle_lanes(&self) -> usize {
+        self.lanes
+            .borrow()
+            .iter()
+            .filter(|lane| lane.in_flight.get() == 0 && lane.good())
+            .count()
+    }
+
+    /// A place in the maintenance bulkhead, counted until dropped.
+    pub fn maintenance_slot(self: &Rc<Self>) -> MaintenanceSlot {
+        self.in_maintenance.set(self.in_maintenance.get() + 1);
+        MaintenanceSlot(Rc::clone(self))
+    }
+
+    /// The connection of the lane idle the longest, taken out of the set
+    /// for a step of its own; `None` when every lane has folds in flight.
+    /// Nothing else holds a lane with nothing in flight (no lease, and
+    /// waiters hold only its [`Room`]), so its connection comes out of it
+    /// whole; were it held, it would go back to the pool instead.
+    pub fn take_idle(&self) -> Option<PgConnection> {
+        let lane = {
+            let mut lanes = self.lanes.borrow_mut();
+            let longest_idle = lanes
+                .iter()
+                .enumerate()
+                .filter(|(_, lane)| lane.in_flight.get() == 0 && lane.good())
+                .min_by_key(|(_, lane)| lane.idle_since.get())
+                .map(|(at, _)| at)?;
+            lanes.swap_remove(longest_idle)
+        };
+        lane.leave();
+        Rc::try_unwrap(lane).ok().map(|lane| lane.conn)
     }
 
     /// Whether steps wait for a connection of their own, and so go first.
