@@ -19,4 +19,5 @@ mod shutdown;
 mod startup;
 mod supervision;
 mod support;
+mod vacuum;
 mod worker;
