@@ -67,13 +67,15 @@ impl SpreadWriters {
             .expect("write script");
             args.extend(["-f".to_owned(), format!("{}@1", Path::new(&path).display())]);
         }
+        // One pgbench thread per core of a 2-core machine at most.
+        let threads = clients.clamp(1, 2).to_string();
         let clients = clients.to_string();
         let child = Command::new(db.pgbench_path())
             // The load needs no TLS (see `writers`).
             .env("PGSSLMODE", "disable")
             .args(["-n", "-h", "127.0.0.1", "-p", &db.port.to_string()])
             .args([
-                "-U", "postgres", "-M", "prepared", "-c", &clients, "-j", "1",
+                "-U", "postgres", "-M", "prepared", "-c", &clients, "-j", &threads,
             ])
             .args(["-R", &rate.to_string(), "-T", "3600"])
             .args(&args)
