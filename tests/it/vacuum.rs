@@ -19,7 +19,7 @@ use crate::http::{json, scrape, start, value};
 use crate::support::cluster::cluster;
 use crate::support::load::{CpuLoad, SpreadWriters};
 use crate::support::pgbouncer::PgBouncer;
-use crate::support::pgfleet::{ready, schema_names};
+use crate::support::pgfleet::{execute, ready, schema_names, Pgfleet};
 
 const SCHEMAS: usize = 50;
 const NAPTIME: Duration = Duration::from_millis(100);
@@ -236,4 +236,75 @@ fn vacuums_of_locked_tables_do_not_take_the_pool_through_a_loaded_transaction_pg
         "the other tables' VACUUMs: {:?}",
         with.vacuums
     );
+}
+
+/// Behind a transaction pooler a VACUUM whose table is locked (here in
+/// `SHARE UPDATE EXCLUSIVE`, which does not block the fold) is postponed
+/// at once, as on a direct connection with `fold_lock_timeout`, instead of
+/// waiting up to `statement_timeout + connect_timeout` (35 s) with its
+/// schema's folds held up behind it: the schema folds on while the lock is
+/// held, and is vacuumed once it goes.
+#[test]
+fn a_locked_tables_vacuum_through_a_transaction_pgbouncer_does_not_hold_up_its_folds() {
+    let db = cluster().create_database();
+    let bouncer = PgBouncer::start(cluster().port(), "transaction", "");
+    let pgfleet = Pgfleet::start_with(
+        &db,
+        "workers:\n  total: 1\n  vacuum_after: 1\n",
+        &[("PGFLEET__DATABASE__URL", &bouncer.url(&db.name))],
+    );
+    ready(&pgfleet, &db, &schema_names(1));
+    let mut holder = db.client();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE schema1.counted IN SHARE UPDATE EXCLUSIVE MODE")
+        .expect("lock");
+    let mark = pgfleet.mark();
+    execute(&db, "INSERT INTO schema1.counted VALUES ('delta', 5)");
+    pgfleet.wait_for_from(mark, "the fold reported", |e| {
+        e["event"] == "worker_tick" && e["total"] == 5
+    });
+    let postponed = pgfleet
+        .wait_for_from(mark, "the VACUUM postponed", |e| {
+            e["event"] == "worker_vacuum_postponed"
+        })
+        .1;
+    assert_eq!(postponed["reason"], "locked", "{postponed}");
+    assert_eq!(postponed["level"], "info", "{postponed}");
+    assert!(
+        postponed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("55P03")),
+        "{postponed}"
+    );
+    // Still locked: the schema folds on.
+    let started = Instant::now();
+    execute(&db, "INSERT INTO schema1.counted VALUES ('delta', 2)");
+    pgfleet.wait_for_from(mark, "a fold while the lock is held", |e| {
+        e["event"] == "worker_tick" && e["total"] == 7
+    });
+    eprintln!(
+        "MEASURED through PgBouncer, a delta folded {:?} after it was written while the table's VACUUM was locked out",
+        started.elapsed()
+    );
+    assert!(pgfleet.events("worker_vacuumed").is_empty());
+    holder.batch_execute("ROLLBACK").expect("release");
+    execute(&db, "INSERT INTO schema1.counted VALUES ('delta', 1)");
+    pgfleet.wait_for_from(mark, "the VACUUM once the lock is gone", |e| {
+        e["event"] == "worker_vacuumed"
+    });
+    // Said once at info while it lasted, not at every try.
+    let at_info = pgfleet
+        .events("worker_vacuum_postponed")
+        .into_iter()
+        .filter(|e| e["level"] == "info")
+        .count();
+    assert_eq!(at_info, 1);
+    for event in ["database_lost", "worker_failed", "worker_tick_skipped"] {
+        let found: Vec<_> = pgfleet
+            .events(event)
+            .into_iter()
+            .filter(|e| e["level"] != "debug")
+            .collect();
+        assert!(found.is_empty(), "{event}: {found:?}");
+    }
 }

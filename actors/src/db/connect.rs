@@ -459,7 +459,8 @@ impl Connector {
 /// `VACUUM (SKIP_LOCKED)` says when it skipped a locked table (the
 /// statement itself succeeds). A notice is read before the answer it
 /// precedes, so the count is up to date when that statement's future
-/// completes. Other notices are logged as the driver logs them.
+/// completes. Other notices are logged as the driver logs them; these
+/// are not, the worker says what they mean.
 async fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>, lock_skips: Arc<AtomicU64>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -471,9 +472,11 @@ where
     while let Some(Ok(message)) = messages.next().await {
         if let tokio_postgres::AsyncMessage::Notice(notice) = message {
             if notice.code() == &SqlState::LOCK_NOT_AVAILABLE {
+                // Reported by the worker (`worker_vacuum_postponed`).
                 lock_skips.fetch_add(1, Ordering::Relaxed);
+            } else {
+                log::info!(target: "tokio_postgres::connection", "{}: {}", notice.severity(), notice.message());
             }
-            log::info!("{}: {}", notice.severity(), notice.message());
         }
     }
 }

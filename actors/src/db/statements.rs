@@ -285,7 +285,7 @@ pub async fn vacuum(conn: &PgConnection, sql: &TableSql) -> Result<(), DbError> 
         .map_err(|e| DbError::from_statement(&e))?;
     if conn.lock_skips() > skips {
         return Err(DbError::LockNotAvailable(format!(
-            "VACUUM (SKIP_LOCKED) skipped {}: another session holds a conflicting lock",
+            "WARNING 55P03: VACUUM (SKIP_LOCKED) skipped {}: another session holds a lock on it",
             sql.display_name()
         )));
     }
