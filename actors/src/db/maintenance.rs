@@ -7,8 +7,7 @@
 //!
 //! - at most [`at_once`] VACUUMs of a pool wait for or hold a connection
 //!   at a time, so however many are due, and however long one takes (a big
-//!   table, a lock it waits for behind a pooler, where no `lock_timeout`
-//!   can reach it), the folds keep the rest of the pool;
+//!   table), the folds keep the rest of the pool;
 //! - a VACUUM takes only a connection nobody is using: an idle pooled one,
 //!   room in the pool to open one, or a lane with no fold in flight. When
 //!   there is none it is postponed, not queued (tried again after its
@@ -22,8 +21,9 @@
 //! of 50 tables locked against VACUUM (`SHARE UPDATE EXCLUSIVE`, as
 //! autovacuum or `CREATE INDEX CONCURRENTLY` hold), their VACUUMs took all
 //! 8 connections and no schema folded at all (0 folds in 10 s, against
-//! 5,000 without VACUUM). The figures that chose this are in BENCHMARKS.md
-//! ("VACUUM beside the folds").
+//! 5,000 without VACUUM). (Nor does a VACUUM wait for a lock any more, see
+//! `statements::vacuum`.) The figures that chose this are in BENCHMARKS.md
+//! ("How the VACUUM fix was chosen").
 
 /// What a maintenance step finds when it asks for a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
