@@ -206,7 +206,7 @@ pub struct LaneLease {
 /// pool's connections out of use for seconds at a time, while those
 /// VACUUMs waited for them and no fold could open a lane. Measured
 /// through PgBouncer on a loaded machine (50 schemas, `naptime: 100ms`):
-/// 1 to 21% of the folds of the same run without VACUUM; 93 to 101%
+/// 1 to 24% of the folds of the same run without VACUUM; 93 to 101%
 /// once waiters no longer held the lane.
 pub struct Room(Rc<Notify>);
 

@@ -27,7 +27,7 @@
 
 /// What a maintenance step finds when it asks for a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Room {
+pub struct Available {
     /// Maintenance steps of this pool that wait for or hold a connection.
     pub in_maintenance: usize,
     /// The bulkhead's size ([`at_once`]).
@@ -83,12 +83,12 @@ pub fn at_once(pool_size: u32) -> usize {
 /// Where a maintenance step gets its connection: from the pool while it
 /// has one idle or room to open one, else from a lane with nothing in
 /// flight; never by waiting, and never beyond the bulkhead.
-pub fn source(room: Room) -> Source {
-    if room.in_maintenance >= room.at_once {
+pub fn source(available: Available) -> Source {
+    if available.in_maintenance >= available.at_once {
         Source::Postpone(Why::Bulkhead)
-    } else if room.pool_idle > 0 || room.pool_open < room.pool_size {
+    } else if available.pool_idle > 0 || available.pool_open < available.pool_size {
         Source::Pool
-    } else if room.idle_lanes > 0 {
+    } else if available.idle_lanes > 0 {
         Source::IdleLane
     } else {
         Source::Postpone(Why::NoFreeConnection)
@@ -99,8 +99,8 @@ pub fn source(room: Room) -> Source {
 mod tests {
     use super::*;
 
-    fn room() -> Room {
-        Room {
+    fn busy() -> Available {
+        Available {
             in_maintenance: 0,
             at_once: 2,
             pool_idle: 0,
@@ -121,47 +121,47 @@ mod tests {
 
     #[test]
     fn a_free_connection_is_taken_from_the_pool_first() {
-        let idle = Room {
+        let idle = Available {
             pool_idle: 1,
             idle_lanes: 3,
-            ..room()
+            ..busy()
         };
         assert_eq!(source(idle), Source::Pool);
-        let not_all_open = Room {
+        let not_all_open = Available {
             pool_open: 5,
             idle_lanes: 3,
-            ..room()
+            ..busy()
         };
         assert_eq!(source(not_all_open), Source::Pool);
     }
 
     #[test]
     fn else_a_lane_with_nothing_in_flight() {
-        let parked = Room {
+        let parked = Available {
             idle_lanes: 1,
-            ..room()
+            ..busy()
         };
         assert_eq!(source(parked), Source::IdleLane);
     }
 
     #[test]
     fn never_waits_behind_folds() {
-        assert_eq!(source(room()), Source::Postpone(Why::NoFreeConnection));
+        assert_eq!(source(busy()), Source::Postpone(Why::NoFreeConnection));
     }
 
     #[test]
     fn never_beyond_the_bulkhead_even_with_connections_free() {
-        let full = Room {
+        let full = Available {
             in_maintenance: 2,
             pool_idle: 8,
             idle_lanes: 8,
-            ..room()
+            ..busy()
         };
         assert_eq!(source(full), Source::Postpone(Why::Bulkhead));
-        let one_left = Room {
+        let one_left = Available {
             in_maintenance: 1,
             pool_idle: 8,
-            ..room()
+            ..busy()
         };
         assert_eq!(source(one_left), Source::Pool);
     }

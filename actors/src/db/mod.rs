@@ -228,7 +228,7 @@ impl Database {
     pub async fn maintenance_connection(&self) -> Result<(PgConnection, MaintenanceSlot), DbError> {
         let lanes = self.lanes();
         let state = self.inner.pool.state();
-        let room = maintenance::Room {
+        let available = maintenance::Available {
             in_maintenance: lanes.in_maintenance(),
             at_once: maintenance::at_once(self.inner.pool.config().max_size),
             pool_idle: state.idle_connections,
@@ -238,7 +238,7 @@ impl Database {
         };
         let postponed =
             |why: maintenance::Why| DbError::MaintenancePostponed(why.describe().into());
-        match maintenance::source(room) {
+        match maintenance::source(available) {
             maintenance::Source::Postpone(why) => Err(postponed(why)),
             maintenance::Source::Pool => {
                 let slot = lanes.maintenance_slot();
