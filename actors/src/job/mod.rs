@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::LocalBoxFuture;
 use slog::Logger;
 
-pub use fold::{vacuum_due, FoldJob};
+pub use fold::FoldJob;
 
 use crate::db::{DbError, PgClient, PgConnection};
 use crate::settings::Settings;
