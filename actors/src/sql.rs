@@ -226,6 +226,12 @@ impl TableSql {
     pub fn vacuum(&self) -> String {
         format!("VACUUM {}", self.qualified())
     }
+
+    /// VACUUM that skips the table, with a warning, rather than wait for
+    /// its lock (PostgreSQL 12 and later).
+    pub fn vacuum_skip_locked(&self) -> String {
+        format!("VACUUM (SKIP_LOCKED) {}", self.qualified())
+    }
 }
 
 #[cfg(test)]

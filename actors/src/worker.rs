@@ -34,7 +34,7 @@ use slog::{debug, info, warn, Logger};
 use tokio_postgres::CancelToken;
 
 use crate::db::{Database, DbError, LaneLease, PgClient, PgConnection};
-use crate::job::{FoldJob, Job, SharedStep, Step};
+use crate::job::{FoldJob, Job, Postponed, SharedStep, Step};
 use crate::settings::{SchemaTarget, Settings};
 use crate::status::{Status, WorkerState};
 use crate::supervisor::{WorkerExited, WorkerStarted};
@@ -209,10 +209,15 @@ type Guarded<T> = Result<Result<T, DbError>, Box<dyn Any + Send>>;
 
 /// What a step needs of its connection.
 enum Work<T> {
-    /// A connection of its own: initialisation (a transaction), VACUUM.
+    /// A connection of its own, before any new fold takes one:
+    /// initialisation (a transaction).
     Own(Step<T>),
     /// A share of one, pipelined with other workers' folds.
     Shared(SharedStep<T>),
+    /// A connection of its own only if one is free, within the
+    /// maintenance bulkhead, else postponed: VACUUM (see
+    /// `db::maintenance`).
+    Maintenance(Step<T>),
 }
 
 /// The connection a step ran on, until its answer has been looked at.
@@ -379,9 +384,17 @@ impl<J: Job> WorkerActor<J> {
             loop {
                 attempt += 1;
                 let deadline = db.answer_deadline();
+                // Held until the answer has been looked at.
+                let mut _maintenance_slot = None;
                 let (answer, held) = match &work {
-                    Work::Own(step) => {
-                        let mut conn = db.own_connection().await?;
+                    Work::Own(step) | Work::Maintenance(step) => {
+                        let mut conn = if let Work::Maintenance(_) = &work {
+                            let (conn, slot) = db.maintenance_connection().await?;
+                            _maintenance_slot = Some(slot);
+                            conn
+                        } else {
+                            db.own_connection().await?
+                        };
                         in_flight.borrow_mut().token = Some(Box::new(conn.cancel_token()));
                         let answer = tokio::time::timeout(deadline, step(&mut conn))
                             .await
@@ -576,18 +589,37 @@ impl<J: Job> WorkerActor<J> {
         self.run_on_database(
             ctx,
             NoAnswer::SlowStatement,
-            Work::Own(step),
-            |worker, result, ctx| match result {
-                Ok(Ok(())) => worker.job.maintained(&worker.log()),
-                // Someone holds the table (autovacuum on it, a migration):
-                // the VACUUM is tried again after the next fold, and never
-                // waits longer than a fold would.
-                Ok(Err(DbError::LockNotAvailable(reason))) => {
-                    info!(worker.log(), "VACUUM postponed, the table is locked: {reason}; tried again after the next fold";
-                        "event" => "worker_vacuum_postponed", "error" => reason.clone());
+            Work::Maintenance(step),
+            |worker, result, ctx| {
+                let status = &worker.spec.fleet.status;
+                match result {
+                    Ok(Ok(())) => {
+                        status.vacuum_ran("done");
+                        worker.job.maintained(&worker.log());
+                    }
+                    // Someone holds the table (autovacuum on it, a
+                    // migration): the VACUUM is tried again after later
+                    // folds, and never waits longer than a fold would.
+                    Ok(Err(DbError::LockNotAvailable(reason))) => {
+                        status.vacuum_ran("locked");
+                        let log = worker.log();
+                        let why = Postponed::Locked(reason);
+                        worker.job.maintenance_postponed(why, Instant::now(), &log);
+                    }
+                    // Maintenance never waits for a connection, nor holds
+                    // more than its share (see `db::maintenance`).
+                    Ok(Err(DbError::MaintenancePostponed(reason))) => {
+                        status.vacuum_ran("postponed");
+                        let log = worker.log();
+                        let why = Postponed::NoConnection(reason);
+                        worker.job.maintenance_postponed(why, Instant::now(), &log);
+                    }
+                    Ok(Err(error)) => {
+                        status.vacuum_ran("failed");
+                        worker.handle_error(error, ctx);
+                    }
+                    Err(panic) => worker.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
                 }
-                Ok(Err(error)) => worker.handle_error(error, ctx),
-                Err(panic) => worker.fail(WorkerError::Panicked(panic_message(&*panic)), ctx),
             },
         );
     }

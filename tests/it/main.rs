@@ -20,5 +20,6 @@ mod shutdown;
 mod startup;
 mod supervision;
 mod support;
+mod vacuum;
 mod value_types;
 mod worker;

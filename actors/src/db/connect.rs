@@ -25,12 +25,10 @@
 //! `PGAPPNAME`, `PGCONNECT_TIMEOUT`) win over pgfleet's keys.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bb8::ManageConnection;
-use bb8_postgres::PostgresConnectionManager;
 use slog::{info, warn, Logger};
 use tokio_postgres::config::{ChannelBinding as WireChannelBinding, SslMode as WireSslMode};
 use tokio_postgres::error::SqlState;
@@ -94,6 +92,8 @@ impl TlsFiles {
 /// A new connection, and how its transactions get their timeouts.
 pub struct Session {
     pub client: Client,
+    /// Lock warnings the server sent on this connection (see [`drive`]).
+    pub lock_skips: Arc<AtomicU64>,
     /// `SET LOCAL …;` to put at the start of every transaction, when the
     /// timeouts could not be set for the whole session.
     pub set_local: Option<Arc<str>>,
@@ -293,25 +293,32 @@ impl Connector {
         with_options: bool,
     ) -> Result<Session, AttemptError> {
         let config = self.driver_config(endpoint, ssl, with_options);
-        let manager = PostgresConnectionManager::new(config, self.tls.clone());
-        let client = match tokio::time::timeout(self.connect_timeout, manager.connect()).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(error)) => {
-                if error.code() == Some(&SqlState::PROTOCOL_VIOLATION) {
-                    return Err(AttemptError::Protocol(error));
-                }
-                return Err(AttemptError::Db(self.classify(&error)));
-            }
-            Err(_) => {
-                return Err(AttemptError::Db(DbError::Unreachable(format!(
-                    "no answer from the server within {:?} (connect_timeout)",
-                    self.connect_timeout
-                ))))
-            }
+        let connecting = async {
+            let (client, connection) = config.connect(self.tls.clone()).await?;
+            let lock_skips = Arc::new(AtomicU64::new(0));
+            tokio::spawn(drive(connection, Arc::clone(&lock_skips)));
+            Ok::<_, tokio_postgres::Error>((client, lock_skips))
         };
+        let (client, lock_skips) =
+            match tokio::time::timeout(self.connect_timeout, connecting).await {
+                Ok(Ok(connected)) => connected,
+                Ok(Err(error)) => {
+                    if error.code() == Some(&SqlState::PROTOCOL_VIOLATION) {
+                        return Err(AttemptError::Protocol(error));
+                    }
+                    return Err(AttemptError::Db(self.classify(&error)));
+                }
+                Err(_) => {
+                    return Err(AttemptError::Db(DbError::Unreachable(format!(
+                        "no answer from the server within {:?} (connect_timeout)",
+                        self.connect_timeout
+                    ))))
+                }
+            };
         let per_transaction = !with_options || self.options_refused.load(Ordering::Relaxed);
         Ok(Session {
             client,
+            lock_skips,
             set_local: per_transaction.then(|| self.set_local_text()),
             tls: ssl != WireSslMode::Disable,
         })
@@ -443,6 +450,34 @@ impl Connector {
             config.options(options.trim());
         }
         config
+    }
+}
+
+/// Runs a connection's I/O until it ends, as the driver's own future does
+/// (and as bb8-postgres spawns it), and counts in `lock_skips` the
+/// warnings with SQLSTATE 55P03 that the server sends on it: what
+/// `VACUUM (SKIP_LOCKED)` says when it skipped a locked table (the
+/// statement itself succeeds). A notice is read before the answer it
+/// precedes, so the count is up to date when that statement's future
+/// completes. Other notices are logged as the driver logs them; these
+/// are not, the worker says what they mean.
+async fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>, lock_skips: Arc<AtomicU64>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    // `None` or an error ends the connection; the client sees it closed.
+    while let Some(Ok(message)) = messages.next().await {
+        if let tokio_postgres::AsyncMessage::Notice(notice) = message {
+            if notice.code() == &SqlState::LOCK_NOT_AVAILABLE {
+                // Reported by the worker (`worker_vacuum_postponed`).
+                lock_skips.fetch_add(1, Ordering::Relaxed);
+            } else {
+                log::info!(target: "tokio_postgres::connection", "{}: {}", notice.severity(), notice.message());
+            }
+        }
     }
 }
 

@@ -91,6 +91,11 @@ pub enum DbError {
     /// too small for the fleet (or folds are slow), not the database down.
     #[error("no pooled connection came free within {waited:?}; database.pool_size ({size}) may be too small")]
     PoolExhausted { waited: Duration, size: u32 },
+    /// A maintenance step (VACUUM) found no connection it may take
+    /// without making folds wait (see `db::maintenance`): postponed, not
+    /// queued, and tried again after the schema's next fold.
+    #[error("no connection for maintenance: {0}")]
+    MaintenancePostponed(String),
     /// 42501: the role lacks a privilege; `pgfleet --check` names the GRANT.
     #[error("permission denied ({0}); `pgfleet --check` lists the GRANTs the role needs")]
     Permission(String),
@@ -302,6 +307,7 @@ impl DbError {
             DbError::TimedOut { .. } => "timed_out",
             DbError::LockNotAvailable(_) => "waiting_for_lock",
             DbError::PoolExhausted { .. } => "pool_exhausted",
+            DbError::MaintenancePostponed(_) => "maintenance_postponed",
             DbError::Permission(_) => "permission",
             DbError::MissingSchema { .. } => "missing_schema",
             DbError::MissingTable { .. } => "missing_table",

@@ -14,10 +14,14 @@
 //! its first fold or last gave an answer. That bounds what a fold stuck on
 //! a lock holds up: the folds that joined its lane within those
 //! milliseconds wait with it (at most `database.fold_lock_timeout`, a few
-//! milliseconds); later ones go elsewhere. Initialisation and VACUUM, which need a connection of their
-//! own (a transaction, a long statement), go first: each that waits gives
-//! the pool one lane back (an idle one at once, else the least busy one
-//! once it drains), and while any waits, folds take no new connection.
+//! milliseconds); later ones go elsewhere. A schema's initialisation,
+//! which needs a connection of its own (a transaction), goes first: each
+//! that waits gives the pool one lane back (an idle one at once, else the
+//! least busy one once it drains), and while any waits, folds take no new
+//! connection (a start of 100,000 schemas depends on it). VACUUM, which
+//! needs one too, is maintenance and does not go first: it takes a lane
+//! only when that lane has nothing in flight, within a bulkhead of its
+//! own, and is postponed otherwise (see `db::maintenance`).
 //!
 //! # Homes
 //!
@@ -79,13 +83,17 @@ thread_local! {
 #[derive(Default)]
 pub struct LaneSet {
     lanes: RefCell<Vec<Rc<Lane>>>,
-    /// Steps waiting for a connection of their own (initialisation,
-    /// VACUUM). They come first: while there are any, no lane takes new
-    /// folds and no fold takes a connection from the pool, so the lanes
-    /// drain and the pool serves them.
+    /// Steps waiting for a connection of their own (initialisation).
+    /// They come first: while there are any, no lane takes new folds and
+    /// no fold takes a connection from the pool, so the lanes drain and
+    /// the pool serves them.
     own_waiting: Cell<usize>,
     /// Woken when the last of them has its connection.
     own_served: Notify,
+    /// Maintenance steps (VACUUM) waiting for or holding a connection:
+    /// they do not go first, and have a bulkhead of their own (see
+    /// `db::maintenance`).
+    in_maintenance: Cell<usize>,
     /// The pool is gone: lanes that drain park no more.
     retired: Cell<bool>,
     /// Woken at each answer on any lane: a fold that found every lane full
@@ -106,13 +114,26 @@ impl Drop for OwnWaiting {
     }
 }
 
+/// A maintenance step's place in the bulkhead, until dropped.
+pub struct MaintenanceSlot(Rc<LaneSet>);
+
+impl Drop for MaintenanceSlot {
+    fn drop(&mut self) {
+        let left = self.0.in_maintenance.get().saturating_sub(1);
+        self.0.in_maintenance.set(left);
+    }
+}
+
 pub struct Lane {
     conn: PgConnection,
     /// Given back to the pool once drained, for a step that needs a
     /// connection of its own.
     closing: Cell<bool>,
     /// Woken at each answer: a fold waiting for room in its home lane.
-    room: Notify,
+    /// Shared with those waiters rather than the lane itself, so that a
+    /// waiter never keeps the lane's connection out of the pool; woken
+    /// all at once when the lane leaves the set ([`Lane::leave`]).
+    room: Rc<Notify>,
     /// The home this lane serves; `None` for a lane opened while the
     /// home had one (it goes back to the pool once drained).
     home: Option<usize>,
@@ -152,11 +173,11 @@ impl Lane {
             && now.saturating_duration_since(self.last_answer.get()) >= OPEN_FOR
     }
 
-    /// Until the lane answers a fold, or stops answering (the sweep wakes
-    /// its waiters then, and they go elsewhere). Waiters keep their turn:
-    /// each answer wakes one.
-    pub async fn room(&self) {
-        self.room.notified().await;
+    /// The lane is out of the set (drained and not parked, given back to
+    /// the pool, or taken for a step of its own): whoever waited for room
+    /// in it looks again at once, elsewhere.
+    fn leave(&self) {
+        self.room.notify_waiters();
     }
 
     /// Parked: nothing in flight for at least `for_at_least`.
@@ -173,11 +194,36 @@ pub struct LaneLease {
     set: Rc<LaneSet>,
 }
 
+/// Room in a full home lane, waited for without holding the lane, so a
+/// lane that leaves the set while folds wait for it gives its connection
+/// back to the pool at once, and wakes them to look elsewhere.
+///
+/// Holding the lane itself here (as before) kept its connection checked
+/// out until each waiter's deadline (`connect_timeout`) once the lane had
+/// drained and left the set, since nothing woke them: a lane leaves when
+/// a step waits for a connection of its own, so frequent VACUUMs behind a
+/// pooler (one fold per lane, many folds waiting for room) took the
+/// pool's connections out of use for seconds at a time, while those
+/// VACUUMs waited for them and no fold could open a lane. Measured
+/// through PgBouncer on a loaded machine (50 schemas, `naptime: 100ms`):
+/// 1 to 24% of the folds of the same run without VACUUM; 93 to 101%
+/// once waiters no longer held the lane.
+pub struct Room(Rc<Notify>);
+
+impl Room {
+    /// Until the lane answers a fold, stops answering (the sweep wakes
+    /// its waiters then, and they go elsewhere), or leaves the set.
+    /// Waiters keep their turn: each answer wakes one.
+    pub async fn wait(&self) {
+        self.0.notified().await;
+    }
+}
+
 /// What a fold does next (see [`LaneSet::join`]).
 pub enum Joined {
     Lease(LaneLease),
-    /// Its home lane is full: wait for an answer on it ([`Lane::room`]).
-    HomeFull(Rc<Lane>),
+    /// Its home lane is full: wait for an answer on it ([`Room::wait`]).
+    HomeFull(Room),
     /// Take a connection from the pool, for a new lane.
     NewLane,
     /// Steps that need a connection of their own go first.
@@ -221,6 +267,7 @@ impl Drop for LaneLease {
                     .lanes
                     .borrow_mut()
                     .retain(|other| !Rc::ptr_eq(other, lane));
+                lane.leave();
             }
         }
     }
@@ -257,7 +304,7 @@ impl LaneSet {
                 .find(|lane| lane.home == Some(home) && lane.open(now));
             match home_lane {
                 Some(lane) if lane.has_room() => Rc::clone(lane),
-                Some(lane) => return Joined::HomeFull(Rc::clone(lane)),
+                Some(lane) => return Joined::HomeFull(Room(Rc::clone(&lane.room))),
                 None if pool_has_room && !own_first => return Joined::NewLane,
                 None => match lanes
                     .iter()
@@ -284,7 +331,7 @@ impl LaneSet {
         let lane = Rc::new(Lane {
             conn,
             closing: Cell::new(false),
-            room: Notify::new(),
+            room: Rc::default(),
             home: vacant.then_some(home),
             in_flight: Cell::new(0),
             last_answer: Cell::new(now),
@@ -322,8 +369,50 @@ impl LaneSet {
             }
         };
         // Dropped outside the borrow: back to the pool.
-        drop(idle);
+        if let Some(lane) = idle {
+            lane.leave();
+        }
         OwnWaiting(Rc::clone(self))
+    }
+
+    /// Maintenance steps waiting for or holding a connection.
+    pub fn in_maintenance(&self) -> usize {
+        self.in_maintenance.get()
+    }
+
+    /// Lanes with nothing in flight (parked for their home).
+    pub fn idle_lanes(&self) -> usize {
+        self.lanes
+            .borrow()
+            .iter()
+            .filter(|lane| lane.in_flight.get() == 0 && lane.good())
+            .count()
+    }
+
+    /// A place in the maintenance bulkhead, counted until dropped.
+    pub fn maintenance_slot(self: &Rc<Self>) -> MaintenanceSlot {
+        self.in_maintenance.set(self.in_maintenance.get() + 1);
+        MaintenanceSlot(Rc::clone(self))
+    }
+
+    /// The connection of the lane idle the longest, taken out of the set
+    /// for a step of its own; `None` when every lane has folds in flight.
+    /// Nothing else holds a lane with nothing in flight (no lease, and
+    /// waiters hold only its [`Room`]), so its connection comes out of it
+    /// whole; were it held, it would go back to the pool instead.
+    pub fn take_idle(&self) -> Option<PgConnection> {
+        let lane = {
+            let mut lanes = self.lanes.borrow_mut();
+            let longest_idle = lanes
+                .iter()
+                .enumerate()
+                .filter(|(_, lane)| lane.in_flight.get() == 0 && lane.good())
+                .min_by_key(|(_, lane)| lane.idle_since.get())
+                .map(|(at, _)| at)?;
+            lanes.swap_remove(longest_idle)
+        };
+        lane.leave();
+        Rc::try_unwrap(lane).ok().map(|lane| lane.conn)
     }
 
     /// Whether steps wait for a connection of their own, and so go first.
@@ -354,7 +443,9 @@ impl LaneSet {
             idle
         };
         // Dropped here, outside the borrow: each goes back to the pool.
-        drop(idle);
+        for lane in idle {
+            lane.leave();
+        }
     }
 
     fn lease(self: &Rc<Self>, lane: Rc<Lane>, now: Instant) -> LaneLease {

@@ -9,6 +9,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,6 +42,8 @@ impl Manager {
 pub struct PgClient {
     client: Client,
     discarded: Cell<bool>,
+    /// Lock warnings (55P03) the server sent on this connection.
+    lock_skips: Arc<AtomicU64>,
     set_local: Option<Arc<str>>,
     statements: RefCell<Option<StatementCache<Statement>>>,
     prepared: Arc<PreparedPolicy>,
@@ -54,6 +57,12 @@ impl PgClient {
 
     pub fn is_discarded(&self) -> bool {
         self.discarded.get()
+    }
+
+    /// How many warnings with SQLSTATE 55P03 the server sent on this
+    /// connection so far: `VACUUM (SKIP_LOCKED)` skipped a locked table.
+    pub fn lock_skips(&self) -> u64 {
+        self.lock_skips.load(Ordering::Relaxed)
     }
 
     /// `SET LOCAL …; ` to start each transaction with, when the session's
@@ -141,6 +150,7 @@ impl ManageConnection for Manager {
         Ok(PgClient {
             client: session.client,
             discarded: Cell::new(false),
+            lock_skips: session.lock_skips,
             statements: RefCell::new(self.prepared.cache_for(session.set_local.is_some())),
             set_local: session.set_local,
             prepared: Arc::clone(&self.prepared),

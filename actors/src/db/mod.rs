@@ -4,11 +4,13 @@
 //! One bb8 pool serves every worker: a fold is one short statement, so a
 //! handful of connections serve thousands of schemas. Folds run prepared
 //! (`prepared`) and share connections, pipelined (`lanes`);
-//! initialisation and VACUUM take a connection of their own.
+//! initialisation takes a connection of its own, first; VACUUM takes one
+//! only when it is free, in a bulkhead of its own (`maintenance`).
 
 pub mod connect;
 mod error;
 mod lanes;
+pub mod maintenance;
 mod manager;
 mod outage;
 mod prepared;
@@ -25,7 +27,7 @@ use slog::{error, info, warn, Logger};
 pub use connect::{Connector, Session};
 pub use error::{describe, DbError, Refusal};
 use lanes::Joined;
-pub use lanes::LaneLease;
+pub use lanes::{LaneLease, MaintenanceSlot};
 pub use manager::{Manager, PgClient};
 pub use outage::{OutageGate, OutageSoFar};
 pub use statements::{confirm_table_gone, fold, initialise, vacuum, FoldOutcome, InitOutcome};
@@ -218,6 +220,45 @@ impl Database {
         self.connection().await
     }
 
+    /// A connection for maintenance (VACUUM) and its place in the
+    /// maintenance bulkhead, both held until the step has answered; or
+    /// [`DbError::MaintenancePostponed`] at once when the bulkhead is full
+    /// or no connection is free. It never waits for a connection, and
+    /// folds never wait for it (see `maintenance`).
+    pub async fn maintenance_connection(&self) -> Result<(PgConnection, MaintenanceSlot), DbError> {
+        let lanes = self.lanes();
+        let state = self.inner.pool.state();
+        let available = maintenance::Available {
+            in_maintenance: lanes.in_maintenance(),
+            at_once: maintenance::at_once(self.inner.pool.config().max_size),
+            pool_idle: state.idle_connections,
+            pool_open: state.connections,
+            pool_size: self.inner.pool.config().max_size,
+            idle_lanes: lanes.idle_lanes(),
+        };
+        let postponed =
+            |why: maintenance::Why| DbError::MaintenancePostponed(why.describe().into());
+        match maintenance::source(available) {
+            maintenance::Source::Postpone(why) => Err(postponed(why)),
+            maintenance::Source::Pool => {
+                let slot = lanes.maintenance_slot();
+                Ok((self.connection().await?, slot))
+            }
+            maintenance::Source::IdleLane => {
+                if !self.inner.gate.admit(Instant::now()) {
+                    return Err(DbError::Unreachable(
+                        "waiting for the next connection attempt".into(),
+                    ));
+                }
+                let slot = lanes.maintenance_slot();
+                match lanes.take_idle() {
+                    Some(conn) => Ok((conn, slot)),
+                    None => Err(postponed(maintenance::Why::NoFreeConnection)),
+                }
+            }
+        }
+    }
+
     /// This pool's lanes on this thread.
     fn lanes(&self) -> std::rc::Rc<lanes::LaneSet> {
         lanes::LaneSet::of(self.inner.id, || {
@@ -257,9 +298,9 @@ impl Database {
             match lanes.join(home, room, Instant::now()) {
                 Joined::Lease(lease) => return Ok(lease),
                 Joined::NewLane if room => break,
-                Joined::HomeFull(lane) => {
+                Joined::HomeFull(space) => {
                     tokio::select! {
-                        () = lane.room() => {}
+                        () = space.wait() => {}
                         () = tokio::time::sleep_until(deadline) => return Err(exhausted()),
                     }
                 }
@@ -275,8 +316,8 @@ impl Database {
                         () = tokio::time::sleep_until(deadline) => return Err(exhausted()),
                     }
                 }
-                // Initialisation (or VACUUM) first; as long as waiting for
-                // a pooled connection may take.
+                // Initialisation first; as long as waiting for a pooled
+                // connection may take.
                 Joined::OwnFirst => {
                     tokio::select! {
                         () = lanes.own_served() => {}

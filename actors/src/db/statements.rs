@@ -354,12 +354,34 @@ async fn fold_unprepared(
     Ok(FoldOutcome::from_answer(answer, batch))
 }
 
-/// VACUUM cannot run in a transaction, so behind a pooler it runs with the
-/// server's own timeouts; pgfleet's answer deadline still bounds the wait.
+/// VACUUM waits for its table's lock no longer than a fold would: on a
+/// direct connection the session's `lock_timeout` (`fold_lock_timeout`)
+/// ends the wait with 55P03. Behind a pooler no `lock_timeout` can reach
+/// it (VACUUM cannot run in a transaction, so not after a `SET LOCAL`,
+/// and a plain `SET` would stay on the server connection for the next
+/// client), and it would wait up to pgfleet's answer deadline, its schema
+/// not folding meanwhile and a connection held: so it goes with
+/// `SKIP_LOCKED` (PostgreSQL 12 and later), which does not wait at all,
+/// and whose skip (a warning with 55P03, not an error) is read from the
+/// connection ([`PgClient::lock_skips`](super::PgClient::lock_skips)).
 pub async fn vacuum(conn: &PgConnection, sql: &TableSql) -> Result<(), DbError> {
-    conn.batch_execute(&sql.vacuum())
+    let behind_pooler = conn.set_local().is_some();
+    let skips = conn.lock_skips();
+    let statement = if behind_pooler {
+        sql.vacuum_skip_locked()
+    } else {
+        sql.vacuum()
+    };
+    conn.batch_execute(&statement)
         .await
-        .map_err(|e| DbError::from_statement(&e))
+        .map_err(|e| DbError::from_statement(&e))?;
+    if conn.lock_skips() > skips {
+        return Err(DbError::LockNotAvailable(format!(
+            "WARNING 55P03: VACUUM (SKIP_LOCKED) skipped {}: another session holds a lock on it",
+            sql.display_name()
+        )));
+    }
+    Ok(())
 }
 
 /// A fold failed with `error`, 42P01 or 3F000: is it the table itself that

@@ -23,7 +23,7 @@ use std::time::Instant;
 use futures_util::FutureExt;
 use slog::{debug, info, warn, Logger};
 
-use super::{Job, RunReport, SharedStep, Step};
+use super::{Job, Postponed, RunReport, SharedStep, Step};
 use crate::counter::{Backlog, Total, ValueType};
 use crate::db::{self, DbError, FoldOutcome, InitOutcome};
 use crate::settings::{SchemaTarget, Settings};
@@ -42,6 +42,9 @@ pub struct FoldJob {
     init_lock_timeout: std::time::Duration,
     vacuum_after: u64,
     rows_since_vacuum: u64,
+    /// When its VACUUM last found the table locked, while that lasts (its
+    /// last try, for [`vacuum_due`]; logged once, not at every try).
+    vacuum_locked: Option<Instant>,
     told_no_total: bool,
     /// The `value` column's type: from initialisation, then from each
     /// fold's answer.
@@ -80,6 +83,23 @@ impl slog::KV for BacklogFields {
     }
 }
 
+/// Whether a VACUUM is due after a fold: `vacuum_after` rows folded since
+/// the last one (0 = never), and, while the table was found locked
+/// (`locked_at`, the last try), at most once per
+/// [`LOCK_RETRY_EVERY`](crate::worker::LOCK_RETRY_EVERY), as a locked
+/// fold retries: a table locked for minutes does not take a maintenance
+/// connection after every fold.
+pub fn vacuum_due(
+    rows_since_vacuum: u64,
+    vacuum_after: u64,
+    locked_at: Option<Instant>,
+    now: Instant,
+) -> bool {
+    let retry_due = locked_at
+        .is_none_or(|at| now.saturating_duration_since(at) >= crate::worker::LOCK_RETRY_EVERY);
+    vacuum_after > 0 && rows_since_vacuum >= vacuum_after && retry_due
+}
+
 impl FoldJob {
     pub fn new(target: &SchemaTarget, settings: &Settings) -> Self {
         FoldJob {
@@ -93,6 +113,7 @@ impl FoldJob {
             init_lock_timeout: settings.database.lock_timeout,
             vacuum_after: settings.workers.vacuum_after,
             rows_since_vacuum: 0,
+            vacuum_locked: None,
             told_no_total: false,
             // worker_spi's, until initialisation reads the table's.
             value_type: ValueType::Integer,
@@ -304,10 +325,13 @@ impl Job for FoldJob {
         // take a connection of its own each time (the batches prune the
         // pages they empty as they go), and the one after the last batch
         // cleans the lot.
-        let vacuum_due = self.vacuum_after > 0
-            && self.rows_since_vacuum >= self.vacuum_after
-            && self.catching_up.is_none();
-        (report, vacuum_due.then(|| self.vacuum()))
+        let due = vacuum_due(
+            self.rows_since_vacuum,
+            self.vacuum_after,
+            self.vacuum_locked,
+            Instant::now(),
+        ) && self.catching_up.is_none();
+        (report, due.then(|| self.vacuum()))
     }
 
     fn maintained(&mut self, log: &Logger) {
@@ -315,6 +339,28 @@ impl Job for FoldJob {
             self.sql.display_name(), self.rows_since_vacuum;
             "event" => "worker_vacuumed", "rows" => self.rows_since_vacuum);
         self.rows_since_vacuum = 0;
+        self.vacuum_locked = None;
+    }
+
+    fn maintenance_postponed(&mut self, why: Postponed, now: Instant, log: &Logger) {
+        let table = self.sql.display_name();
+        match why {
+            // Once per episode at info: a table locked for minutes would
+            // otherwise say so at every try.
+            Postponed::Locked(reason) => {
+                if self.vacuum_locked.replace(now).is_none() {
+                    info!(log, "VACUUM of {table} postponed, the table is locked: {reason}; tried again after later folds, at most once a second";
+                        "event" => "worker_vacuum_postponed", "reason" => "locked", "error" => reason.clone());
+                } else {
+                    debug!(log, "VACUUM of {table} postponed again, the table is still locked: {reason}";
+                        "event" => "worker_vacuum_postponed", "reason" => "locked", "error" => reason.clone());
+                }
+            }
+            Postponed::NoConnection(reason) => {
+                debug!(log, "VACUUM of {table} postponed: {reason}; tried again after the next fold";
+                    "event" => "worker_vacuum_postponed", "reason" => "no_connection", "error" => reason.clone());
+            }
+        }
     }
 
     fn reconfigure(&mut self, settings: &Settings) {
@@ -322,5 +368,36 @@ impl Job for FoldJob {
         self.vacuum_after = settings.workers.vacuum_after;
         self.fold_batch = i64::from(settings.workers.fold_batch);
         self.fold_lines_at_info = settings.fold_lines_at_info();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn vacuum_comes_due_after_vacuum_after_rows() {
+        let now = Instant::now();
+        assert!(!vacuum_due(299, 300, None, now));
+        assert!(vacuum_due(300, 300, None, now));
+        assert!(vacuum_due(5_000, 300, None, now));
+    }
+
+    #[test]
+    fn vacuum_after_0_never_vacuums() {
+        assert!(!vacuum_due(u64::MAX, 0, None, Instant::now()));
+    }
+
+    #[test]
+    fn a_locked_table_is_tried_again_at_most_once_a_second() {
+        let locked = Instant::now();
+        let ms = Duration::from_millis;
+        assert!(!vacuum_due(300, 300, Some(locked), locked + ms(100)));
+        assert!(!vacuum_due(300, 300, Some(locked), locked + ms(999)));
+        assert!(vacuum_due(300, 300, Some(locked), locked + ms(1_000)));
+        // Not before vacuum_after rows, locked or not.
+        assert!(!vacuum_due(10, 300, Some(locked), locked + ms(5_000)));
     }
 }

@@ -13,7 +13,7 @@
 
 mod fold;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::LocalBoxFuture;
 use slog::Logger;
@@ -34,6 +34,18 @@ pub type Step<T> =
 /// with other workers' folds, pipelined (see `db::lanes`).
 pub type SharedStep<T> =
     Box<dyn for<'c> Fn(&'c PgClient) -> LocalBoxFuture<'c, Result<T, DbError>>>;
+
+/// Why a maintenance step (VACUUM) did not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Postponed {
+    /// Another session holds a lock on the table (autovacuum on it, a
+    /// migration, `CREATE INDEX CONCURRENTLY`): it gave up at once
+    /// rather than wait.
+    Locked(String),
+    /// No connection was free for maintenance, or the maintenance
+    /// bulkhead was full (see `db::maintenance`): routine under load.
+    NoConnection(String),
+}
 
 /// What one run did, for the status and the metrics.
 #[derive(Debug, Clone)]
@@ -80,6 +92,10 @@ pub trait Job: Unpin + 'static {
 
     /// The maintenance step succeeded.
     fn maintained(&mut self, log: &Logger);
+
+    /// The maintenance step did not run, and nothing is wrong: it is
+    /// tried again after a later run (see [`Postponed`]).
+    fn maintenance_postponed(&mut self, why: Postponed, now: Instant, log: &Logger);
 
     /// A reload changed the settings (the job keeps what it uses).
     fn reconfigure(&mut self, settings: &Settings);

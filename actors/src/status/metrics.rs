@@ -44,6 +44,14 @@ pub(super) fn registry(inner: &Arc<Inner>) -> Registry {
         "Ticks that did not fold, by reason (see the worker_tick_skipped log event)",
         inner.ticks_skipped.clone(),
     );
+    for result in ["done", "locked", "postponed", "failed"] {
+        let _ = inner.vacuums.get_or_create(&[("result", result)]);
+    }
+    registry.register(
+        "pgfleet_vacuums",
+        "Workers' VACUUMs (workers.vacuum_after), by result: done, locked (gave up waiting for the table's lock), postponed (no connection free for maintenance), failed",
+        inner.vacuums.clone(),
+    );
     // Both results exist from the start, so a rate() has a series to read.
     for result in ["applied", "rejected"] {
         let _ = inner.config_reloads.get_or_create(&[("result", result)]);

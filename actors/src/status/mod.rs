@@ -295,6 +295,7 @@ struct Inner {
     pool: Mutex<Option<PoolProbe>>,
     log_lines_dropped: Mutex<Option<Arc<AtomicU64>>>,
     ticks_skipped: Family<[(&'static str, &'static str); 1], Counter>,
+    vacuums: Family<[(&'static str, &'static str); 1], Counter>,
     config_reloads: Family<[(&'static str, &'static str); 1], Counter>,
     fold_duration: Histogram,
     tick_lateness: Histogram,
@@ -334,6 +335,7 @@ impl Status {
             pool: Mutex::new(None),
             log_lines_dropped: Mutex::new(None),
             ticks_skipped: Family::default(),
+            vacuums: Family::default(),
             config_reloads: Family::default(),
             fold_duration: Histogram::new(metrics::FOLD_DURATION_BUCKETS),
             tick_lateness: Histogram::new(metrics::TICK_LATENESS_BUCKETS),
@@ -491,6 +493,16 @@ impl Status {
             .ticks_skipped_total
             .fetch_add(1, Ordering::Relaxed);
         self.update(schema, generation, |worker| worker.ticks_skipped += 1);
+    }
+
+    /// A worker's VACUUM ended: `done`, `locked` (it gave up waiting for
+    /// the table's lock), `postponed` (no connection free for maintenance)
+    /// or `failed` (timed out, or an error).
+    pub fn vacuum_ran(&self, result: &'static str) {
+        self.inner
+            .vacuums
+            .get_or_create(&[("result", result)])
+            .inc();
     }
 
     /// A tick ran `lateness` after its scheduled slot.

@@ -1,4 +1,5 @@
 pub mod cluster;
+pub mod load;
 pub mod pgbouncer;
 pub mod pgfleet;
 pub mod proxy;
