@@ -36,7 +36,7 @@ use tokio_postgres::CancelToken;
 use crate::db::{Database, DbError, LaneLease, PgClient, PgConnection};
 use crate::job::{FoldJob, Job, Postponed, SharedStep, Step};
 use crate::settings::{SchemaTarget, Settings};
-use crate::status::{Status, WorkerState};
+use crate::status::{FoldDone, Status, WorkerState};
 use crate::supervisor::{WorkerExited, WorkerStarted};
 
 /// Why a worker ended.
@@ -174,11 +174,7 @@ impl WaitingFor {
     }
 }
 
-/// While it waits, a schema tries again at most this often (or at each
-/// tick, when the naptime is longer): a short naptime times hundreds of
-/// locked tables would otherwise spend the shared connections on folds
-/// that wait `database.fold_lock_timeout` each and give up.
-pub const LOCK_RETRY_EVERY: Duration = Duration::from_secs(1);
+pub use crate::job::LOCK_RETRY_EVERY;
 
 /// The statement in flight, for `Stop`: its cancel token while it runs,
 /// and whether a cancel was sent for it. A connection that got a cancel is
@@ -538,7 +534,12 @@ impl<J: Job> WorkerActor<J> {
                     worker.spec.fleet.status.fold_done(
                         &worker.spec.target.schema,
                         worker.spec.generation,
-                        &report,
+                        FoldDone {
+                            took: report.took,
+                            rows: report.rows,
+                            total: report.total.as_ref(),
+                            backlog: report.backlog,
+                        },
                     );
                     if let Some(fault) = report.fault {
                         worker.handle_error(fault, ctx);

@@ -86,7 +86,7 @@ impl slog::KV for BacklogFields {
 /// Whether a VACUUM is due after a fold: `vacuum_after` rows folded since
 /// the last one (0 = never), and, while the table was found locked
 /// (`locked_at`, the last try), at most once per
-/// [`LOCK_RETRY_EVERY`](crate::worker::LOCK_RETRY_EVERY), as a locked
+/// [`LOCK_RETRY_EVERY`](super::LOCK_RETRY_EVERY), as a locked
 /// fold retries: a table locked for minutes does not take a maintenance
 /// connection after every fold.
 pub fn vacuum_due(
@@ -95,8 +95,8 @@ pub fn vacuum_due(
     locked_at: Option<Instant>,
     now: Instant,
 ) -> bool {
-    let retry_due = locked_at
-        .is_none_or(|at| now.saturating_duration_since(at) >= crate::worker::LOCK_RETRY_EVERY);
+    let retry_due =
+        locked_at.is_none_or(|at| now.saturating_duration_since(at) >= super::LOCK_RETRY_EVERY);
     vacuum_after > 0 && rows_since_vacuum >= vacuum_after && retry_due
 }
 

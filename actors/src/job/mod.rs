@@ -47,6 +47,12 @@ pub enum Postponed {
     NoConnection(String),
 }
 
+/// While it waits, a schema tries again at most this often (or at each
+/// tick, when the naptime is longer): a short naptime times hundreds of
+/// locked tables would otherwise spend the shared connections on folds
+/// that wait `database.fold_lock_timeout` each and give up.
+pub const LOCK_RETRY_EVERY: Duration = Duration::from_secs(1);
+
 /// What one run did, for the status and the metrics.
 #[derive(Debug, Clone)]
 pub struct RunReport {

@@ -298,7 +298,8 @@ mod tests {
             .store(10, std::sync::atomic::Ordering::Relaxed);
         spawn(&status, "plain");
         spawn(&status, "we\"ird\\");
-        status.fold_done("plain", 1, &super::super::tests::report(3, Some(3)));
+        let three = crate::counter::Total::from(3);
+        status.fold_done("plain", 1, super::super::tests::report(3, Some(&three)));
         let text = status.encode_metrics().expect("encode");
         assert!(
             text.contains("pgfleet_folds_total{schema=\"plain\"} 1"),
@@ -326,8 +327,12 @@ mod tests {
             .store(1, std::sync::atomic::Ordering::Relaxed);
         spawn(&status, "a");
         spawn(&status, "b");
-        status.fold_done("a", 1, &super::super::tests::report(3, Some(3)));
-        status.fold_done("b", 1, &super::super::tests::report(4, Some(4)));
+        let (three, four) = (
+            crate::counter::Total::from(3),
+            crate::counter::Total::from(4),
+        );
+        status.fold_done("a", 1, super::super::tests::report(3, Some(&three)));
+        status.fold_done("b", 1, super::super::tests::report(4, Some(&four)));
         let text = status.encode_metrics().expect("encode");
         assert!(!text.contains("schema="), "{text}");
         assert!(text.contains("pgfleet_folds_total 2"), "{text}");

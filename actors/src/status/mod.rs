@@ -27,7 +27,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::counter::{Backlog, Total};
-use crate::job::RunReport;
 use crate::settings::{SchemaTarget, Settings};
 
 /// The Supervisor beats this often ...
@@ -218,6 +217,17 @@ impl WorkerStatus {
             }
         }
     }
+}
+
+/// What a fold did, as the status keeps it (a job's run report, see
+/// `job::RunReport`, without what only the worker acts on).
+#[derive(Debug, Clone, Copy)]
+pub struct FoldDone<'a> {
+    pub took: Duration,
+    pub rows: u64,
+    pub total: Option<&'a Total>,
+    /// When the fold took a full batch: the work it left.
+    pub backlog: Option<Backlog>,
 }
 
 /// What the workers last learnt about the database.
@@ -451,7 +461,7 @@ impl Status {
 
     /// A fold ran: `report.rows` delta rows, leaving `report.total` (None:
     /// no total row), in `report.took`.
-    pub fn fold_done(&self, schema: &str, generation: u64, report: &RunReport) {
+    pub fn fold_done(&self, schema: &str, generation: u64, report: FoldDone<'_>) {
         let inner = &self.inner;
         inner.folds.fetch_add(1, Ordering::Relaxed);
         inner.rows_folded.fetch_add(report.rows, Ordering::Relaxed);
@@ -467,7 +477,7 @@ impl Status {
             worker.rows_folded += report.rows;
             worker.last_fold_at = Some(SystemTime::now());
             worker.last_fold_duration = Some(report.took);
-            worker.last_total.clone_from(&report.total);
+            worker.last_total = report.total.cloned();
             let backlog = report.backlog.unwrap_or(Backlog {
                 left: 0,
                 at_least: false,
@@ -702,7 +712,7 @@ mod tests {
         status.worker_spawned(&target("s"), 1, false);
         status.worker_spawned(&target("s"), 2, true);
         status.worker_initialised("s", 1);
-        status.fold_done("s", 1, &report(5, Some(5)));
+        status.fold_done("s", 1, report(5, Some(&Total::from(5))));
         let worker = status.worker("s").expect("entry");
         assert_eq!(worker.generation, 2);
         assert_eq!(worker.state, WorkerState::Starting);
@@ -748,14 +758,12 @@ mod tests {
     }
 
     /// A fold of `rows` deltas, leaving `total`.
-    pub(super) fn report(rows: u64, total: Option<i64>) -> RunReport {
-        RunReport {
+    pub(super) fn report(rows: u64, total: Option<&Total>) -> FoldDone<'_> {
+        FoldDone {
             took: Duration::from_millis(1),
             rows,
-            total: total.map(Total::from),
+            total,
             backlog: None,
-            again_after: None,
-            fault: None,
         }
     }
 
