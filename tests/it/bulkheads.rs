@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::http::{json, scrape, start, value};
+use crate::http::{folds, json, scrape, start, value};
 use crate::support::cluster::{cluster, TestDb};
 use crate::support::pgbouncer::PgBouncer;
 use crate::support::pgfleet::{eventually, execute, ready, schema_names, Pgfleet};
@@ -16,19 +16,6 @@ const LOCKED: usize = 90;
 const NAPTIME: Duration = Duration::from_millis(500);
 /// How long the measured window of the lock lasts.
 const WINDOW: Duration = Duration::from_secs(8);
-
-/// Folds so far of each schema, from `/workers`.
-fn folds(address: SocketAddr) -> BTreeMap<String, u64> {
-    json(address, "/workers")
-        .as_array()
-        .expect("/workers is an array")
-        .iter()
-        .map(|w| {
-            let schema = w["schema"].as_str().expect("schema").to_owned();
-            (schema, w["folds"].as_u64().expect("folds"))
-        })
-        .collect()
-}
 
 /// `pgfleet_ticks_skipped_total` by reason.
 fn skipped_by_reason(address: SocketAddr) -> BTreeMap<String, f64> {

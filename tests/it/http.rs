@@ -94,6 +94,19 @@ fn get(address: SocketAddr, path: &str) -> Response {
     request(address, "GET", path)
 }
 
+/// Folds so far of each schema, from `/workers`.
+pub(crate) fn folds(address: SocketAddr) -> std::collections::BTreeMap<String, u64> {
+    json(address, "/workers")
+        .as_array()
+        .expect("/workers is an array")
+        .iter()
+        .map(|w| {
+            let schema = w["schema"].as_str().expect("schema").to_owned();
+            (schema, w["folds"].as_u64().expect("folds"))
+        })
+        .collect()
+}
+
 pub(crate) fn json(address: SocketAddr, path: &str) -> Value {
     let response = get(address, path);
     assert_eq!(response.status, 200, "{}", response.all());

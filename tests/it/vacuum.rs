@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::http::{json, scrape, start, value};
+use crate::http::{folds, scrape, start, value};
 use crate::support::cluster::cluster;
 use crate::support::load::{CpuLoad, SpreadWriters};
 use crate::support::pgbouncer::PgBouncer;
@@ -37,19 +37,6 @@ const BUSY_LOOPS: usize = 2;
 const CYCLES: usize = 3;
 const PHASE: Duration = Duration::from_secs(4);
 const SETTLE: Duration = Duration::from_secs(1);
-
-/// Folds so far of each schema, from `/workers`.
-fn folds(address: SocketAddr) -> BTreeMap<String, u64> {
-    json(address, "/workers")
-        .as_array()
-        .expect("/workers is an array")
-        .iter()
-        .map(|w| {
-            let schema = w["schema"].as_str().expect("schema").to_owned();
-            (schema, w["folds"].as_u64().expect("folds"))
-        })
-        .collect()
-}
 
 /// `pgfleet_vacuums_total` by result.
 fn vacuums(address: SocketAddr) -> BTreeMap<&'static str, f64> {
