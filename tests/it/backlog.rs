@@ -49,12 +49,16 @@ fn assert_no(pgfleet: &Pgfleet, event: &str) {
 
 const BACKLOG: i64 = 3_000_000;
 const NAPTIME: Duration = Duration::from_millis(500);
+/// A batch fits in `statement_timeout` (2 s): this long without one is a stall.
+const STALL: Duration = Duration::from_secs(10);
+/// The whole backlog, on the slowest machine seen (CI: 60 batches in ~60 s).
+const CAP: Duration = Duration::from_secs(240);
 
 /// The scenario: 3,000,000 deltas, which one statement cannot
 /// delete within `statement_timeout: 2s` on this machine, in one schema;
 /// pgbench writers on it and on a second schema, which shares the one
-/// pooled connection with it. The backlog is folded exactly, well within
-/// a minute; the second schema folds at least 90% of its ticks meanwhile;
+/// pooled connection with it. The backlog is folded exactly, batch after
+/// batch without a stall; the second schema folds at least 90% of its ticks meanwhile;
 /// no fold times out; the invariant holds whenever it is looked at.
 #[test]
 fn three_million_deltas_fold_in_batches_while_another_schema_folds_on() {
@@ -84,14 +88,19 @@ fn three_million_deltas_fold_in_batches_while_another_schema_folds_on() {
     let other_before = folds(address, "schema2");
 
     // Progress is visible while it catches up.
+    // How fast a batch goes depends on the machine (0.2 s calm, 0.8 s on a
+    // busy CI runner): what must hold is that it never stalls, so the
+    // deadline is for progress, with a generous cap for the whole backlog.
     let mut backlog_seen = None;
     let mut checks = 0;
-    let deadline = started + Duration::from_secs(50);
-    while deltas(&db, "schema1") > 50_000 {
+    let mut left = deltas(&db, "schema1");
+    let mut last_progress = Instant::now();
+    while left > 50_000 {
         assert!(
-            Instant::now() < deadline,
-            "the backlog was not folded within 50 s: {} deltas left; log:\n{}",
-            deltas(&db, "schema1"),
+            last_progress.elapsed() < STALL && started.elapsed() < CAP,
+            "the backlog stalled ({} without a batch, {:.0} s in): {left} deltas left; log:\n{}",
+            humantime::format_duration(last_progress.elapsed()),
+            started.elapsed().as_secs_f64(),
             pgfleet.lines().join("\n")
         );
         let (counted, committed) = ledger(&db, &schemas);
@@ -106,6 +115,11 @@ fn three_million_deltas_fold_in_batches_while_another_schema_folds_on() {
             backlog_seen = Some(worker);
         }
         std::thread::sleep(Duration::from_millis(100));
+        let now_left = deltas(&db, "schema1");
+        if now_left < left {
+            last_progress = Instant::now();
+        }
+        left = now_left;
     }
     let caught_up = pgfleet.wait_schema_event("worker_caught_up", "schema1");
     let took = started.elapsed();
