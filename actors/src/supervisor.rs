@@ -363,7 +363,7 @@ impl Supervisor {
         let database = match summary.database {
             Some(DbHealth::Up) | None => String::new(),
             Some(DbHealth::Unknown) => "; database: no answer yet".into(),
-            Some(DbHealth::Unreachable(_)) => "; database unreachable".into(),
+            Some(DbHealth::Unreachable { .. }) => "; database unreachable".into(),
             Some(DbHealth::Refused { kind, .. }) => format!("; database refuses pgfleet ({kind})"),
         };
         format!(

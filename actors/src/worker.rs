@@ -539,6 +539,7 @@ impl<J: Job> WorkerActor<J> {
                             rows: report.rows,
                             total: report.total.as_ref(),
                             backlog: report.backlog,
+                            waiting: report.waiting,
                         },
                     );
                     if let Some(fault) = report.fault {
@@ -639,6 +640,13 @@ impl<J: Job> WorkerActor<J> {
             DbError::Unreachable(_) | DbError::ConnectionLost(_) | DbError::Refused { .. } => {
                 self.ticks_skipped += 1;
                 self.note_skipped(error.kind());
+                // One connection lost is that connection's problem (the
+                // work is retried on a fresh one); the others are the
+                // database's, and nothing folds until it answers.
+                if !matches!(error, DbError::ConnectionLost(_)) {
+                    let status = &self.spec.fleet.status;
+                    status.database_blocks(&self.spec.target.schema, self.spec.generation);
+                }
                 debug!(self.log(), "tick skipped: {error}";
                     "event" => "worker_tick_skipped", "reason" => error.kind(),
                     "skipped" => self.ticks_skipped);

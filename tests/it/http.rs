@@ -38,11 +38,11 @@ pub(crate) fn start(db: &TestDb, yaml: &str, env: &[(&str, &str)]) -> (Pgfleet, 
     (pgfleet, address)
 }
 
-struct Response {
-    status: u16,
+pub(crate) struct Response {
+    pub(crate) status: u16,
     /// Status line and headers, header names lower-cased.
     head: String,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Response {
@@ -90,7 +90,7 @@ fn request(address: SocketAddr, method: &str, path: &str) -> Response {
     }
 }
 
-fn get(address: SocketAddr, path: &str) -> Response {
+pub(crate) fn get(address: SocketAddr, path: &str) -> Response {
     request(address, "GET", path)
 }
 
@@ -367,11 +367,20 @@ fn readyz_follows_the_database_and_healthz_the_process() {
     );
     let not_ready = get(address, "/readyz");
     assert_eq!(not_ready.status, 503, "{}", not_ready.all());
-    pgfleet.eventually("/readyz says the database is unreachable", || {
-        get(address, "/readyz")
-            .body
-            .contains("the database is unreachable")
+    // Named as `--check` names it: where, never a password.
+    let server = format!("127.0.0.1:{}/{}", proxy.port(), db.name);
+    pgfleet.eventually("/readyz says which database is unreachable", || {
+        let body = get(address, "/readyz").body;
+        body.contains("the database at ")
+            && body.contains(&server)
+            && body.contains("is unreachable")
     });
+    let lost = pgfleet.wait_event("database_lost");
+    assert!(
+        lost["server"].as_str().is_some_and(|s| s.contains(&server))
+            && lost["msg"].as_str().is_some_and(|m| m.contains(&server)),
+        "database_lost does not name {server}: {lost}"
+    );
     let health = get(address, "/healthz");
     assert_eq!(health.status, 200, "{}", health.all());
 
@@ -397,7 +406,7 @@ fn readyz_follows_the_database_and_healthz_the_process() {
     assert_eq!(get(address, "/healthz").status, 200);
 }
 
-const FIELDS: [&str; 19] = [
+const FIELDS: [&str; 21] = [
     "schema",
     "worker",
     "generation",
@@ -408,6 +417,8 @@ const FIELDS: [&str; 19] = [
     "last_total",
     "backlog",
     "backlog_at_least",
+    "waiting_for_total",
+    "waiting_for_total_at_least",
     "folds",
     "rows_folded",
     "failures",

@@ -22,4 +22,5 @@ mod supervision;
 mod support;
 mod vacuum;
 mod value_types;
+mod visibility;
 mod worker;

@@ -89,7 +89,7 @@ impl Database {
         let connector = Connector::new(settings, &ProcessEnvironment, log)
             .map_err(|e| format!("database.url: {e}"))?;
         let gate = Arc::new(OutageGate::new(probe_interval));
-        let health = Health::default();
+        let health = Health::new(connector.describe_target());
         let connector = Arc::new(connector);
         let prepared = Arc::new(prepared::PreparedPolicy::new(settings, log));
         let manager = Manager::new(Arc::clone(&connector), Arc::clone(&prepared));
@@ -377,8 +377,9 @@ impl Database {
         self.inner.health.set(DbHealth::Up);
         if let Some(outage) = self.inner.gate.reachable(Instant::now()) {
             let down_ms = outage.as_millis() as u64;
-            info!(self.inner.log, "the database is reachable again after {down_ms} ms";
-                "event" => "database_back", "down_ms" => down_ms);
+            let server = &*self.inner.health.server;
+            info!(self.inner.log, "the database at {server} is reachable again after {down_ms} ms";
+                "event" => "database_back", "down_ms" => down_ms, "server" => server);
         }
     }
 
@@ -408,19 +409,31 @@ impl LogSink {
 }
 
 /// The database's health as the last attempt found it, shared by the
-/// pool's error sink and the workers' statements.
-#[derive(Clone, Default)]
-struct Health(Arc<std::sync::Mutex<Option<DbHealth>>>);
+/// pool's error sink and the workers' statements, and the server it is
+/// about (`user@host:port/dbname`, as `--check` names it) for every
+/// message that says it is down.
+#[derive(Clone)]
+struct Health {
+    last: Arc<std::sync::Mutex<Option<DbHealth>>>,
+    server: Arc<str>,
+}
 
 impl Health {
+    fn new(server: String) -> Self {
+        Health {
+            last: Arc::default(),
+            server: server.into(),
+        }
+    }
+
     fn get(&self) -> DbHealth {
-        self.0.lock().map_or(DbHealth::Unknown, |health| {
+        self.last.lock().map_or(DbHealth::Unknown, |health| {
             health.clone().unwrap_or(DbHealth::Unknown)
         })
     }
 
     fn set(&self, health: DbHealth) {
-        if let Ok(mut current) = self.0.lock() {
+        if let Ok(mut current) = self.last.lock() {
             *current = Some(health);
         }
     }
@@ -448,13 +461,21 @@ impl ErrorSink<DbError> for LogSink {
 /// its kind. While it lasts, it is repeated at a slowing rate (see
 /// `outage`), with the attempts so far.
 fn note_connect_failure(log: &Logger, gate: &OutageGate, health: &Health, error: &DbError) {
+    let server = Arc::clone(&health.server);
     health.set(match error {
         DbError::Refused { kind, .. } => DbHealth::Refused {
+            server: Arc::clone(&server),
             kind: kind.as_str(),
             reason: error.to_string(),
         },
-        DbError::Unreachable(reason) => DbHealth::Unreachable(reason.clone()),
-        other => DbHealth::Unreachable(other.to_string()),
+        DbError::Unreachable(reason) => DbHealth::Unreachable {
+            server: Arc::clone(&server),
+            reason: reason.clone(),
+        },
+        other => DbHealth::Unreachable {
+            server: Arc::clone(&server),
+            reason: other.to_string(),
+        },
     });
     let now = Instant::now();
     let began = gate.unreachable(now);
@@ -476,22 +497,24 @@ fn note_connect_failure(log: &Logger, gate: &OutageGate, health: &Health, error:
     };
     match (error, repeat) {
         (DbError::Refused { kind, .. }, _) if began => {
-            error!(log, "cannot connect to the database: {reason}; retrying with backoff";
-                "event" => "database_refused", "kind" => kind.as_str(), "error" => reason.clone());
+            error!(log, "cannot connect to the database at {server}: {reason}; retrying with backoff";
+                "event" => "database_refused", "kind" => kind.as_str(), "error" => reason.clone(),
+                "server" => &*server);
         }
         (DbError::Refused { kind, .. }, Some(outage)) => {
-            error!(log, "cannot connect to the database: {reason}; still retrying ({})", so_far(outage);
+            error!(log, "cannot connect to the database at {server}: {reason}; still retrying ({})", so_far(outage);
                 "event" => "database_refused", "kind" => kind.as_str(), "error" => reason.clone(),
-                "attempts" => outage.attempts);
+                "attempts" => outage.attempts, "server" => &*server);
         }
         _ if began => {
-            warn!(log, "the database is unreachable: {reason}; retrying with backoff";
-                "event" => "database_lost", "kind" => error.kind(), "error" => reason.clone());
+            warn!(log, "the database at {server} is unreachable: {reason}; retrying with backoff";
+                "event" => "database_lost", "kind" => error.kind(), "error" => reason.clone(),
+                "server" => &*server);
         }
         (_, Some(outage)) => {
-            warn!(log, "the database is still unreachable: {reason} ({})", so_far(outage);
+            warn!(log, "the database at {server} is still unreachable: {reason} ({})", so_far(outage);
                 "event" => "database_unreachable", "kind" => error.kind(), "error" => reason.clone(),
-                "attempts" => outage.attempts);
+                "attempts" => outage.attempts, "server" => &*server);
         }
         _ => {}
     }

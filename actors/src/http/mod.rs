@@ -217,6 +217,10 @@ struct WorkerView<'a> {
     backlog: u64,
     /// The backlog was counted up to ten batches' worth: at least that.
     backlog_at_least: bool,
+    /// Deltas kept because the table has no total row (state
+    /// `waiting_for_total`); 0 otherwise.
+    waiting_for_total: u64,
+    waiting_for_total_at_least: bool,
     folds: u64,
     rows_folded: u64,
     failures: u64,
@@ -241,6 +245,8 @@ impl<'a> From<&'a WorkerStatus> for WorkerView<'a> {
             last_total: w.last_total.as_ref(),
             backlog: w.backlog().left,
             backlog_at_least: w.backlog().at_least,
+            waiting_for_total: w.waiting().map_or(0, |waiting| waiting.left),
+            waiting_for_total_at_least: w.waiting().is_some_and(|waiting| waiting.at_least),
             folds: w.folds,
             rows_folded: w.rows_folded,
             failures: w.failures(),

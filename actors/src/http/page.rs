@@ -78,7 +78,14 @@ pub fn render(status: &Status) -> String {
         let n = count(state);
         let class = match state {
             WorkerState::GivenUp | WorkerState::Restarting if n > 0 => "bad",
-            WorkerState::WaitingForLock | WorkerState::TableDropped if n > 0 => "warn",
+            WorkerState::WaitingForLock
+            | WorkerState::TableDropped
+            | WorkerState::WaitingForTotal
+            | WorkerState::WaitingForDatabase
+                if n > 0 =>
+            {
+                "warn"
+            }
             _ => "",
         };
         row(&state_label(state), n.to_string(), class);
@@ -86,8 +93,14 @@ pub fn render(status: &Status) -> String {
     let (database, class) = match summary.database.unwrap_or(DbHealth::Unknown) {
         DbHealth::Up => ("up".to_owned(), "ok"),
         DbHealth::Unknown => ("no answer yet".to_owned(), "bad"),
-        DbHealth::Unreachable(reason) => (format!("unreachable: {}", escape(&reason)), "bad"),
-        DbHealth::Refused { reason, .. } => (format!("refused: {}", escape(&reason)), "bad"),
+        DbHealth::Unreachable { server, reason } => (
+            format!("{} unreachable: {}", escape(&server), escape(&reason)),
+            "bad",
+        ),
+        DbHealth::Refused { server, reason, .. } => (
+            format!("{} refuses pgfleet: {}", escape(&server), escape(&reason)),
+            "bad",
+        ),
     };
     row("database", database, class);
     row("folds", summary.folds.to_string(), "");
@@ -143,7 +156,11 @@ pub fn render(status: &Status) -> String {
 fn worker_row(html: &mut String, w: &WorkerStatus) {
     let class = match w.state {
         WorkerState::GivenUp | WorkerState::Restarting => "bad",
-        WorkerState::Starting | WorkerState::WaitingForLock | WorkerState::TableDropped => "warn",
+        WorkerState::Starting
+        | WorkerState::WaitingForLock
+        | WorkerState::TableDropped
+        | WorkerState::WaitingForTotal
+        | WorkerState::WaitingForDatabase => "warn",
         WorkerState::Running => "",
     };
     let mut state = state_label(w.state);
@@ -163,6 +180,9 @@ fn worker_row(html: &mut String, w: &WorkerStatus) {
     let backlog = w.backlog();
     if backlog.left > 0 {
         total = format!("{total} (backlog {backlog})");
+    }
+    if let Some(waiting) = w.waiting() {
+        total = format!("no total row: {waiting} deltas wait");
     }
     let error = w.last_error().unwrap_or("");
     let _ = write!(

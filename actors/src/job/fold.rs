@@ -285,7 +285,10 @@ impl Job for FoldJob {
         let backlog = BacklogFields(outcome.backlog);
         match &outcome.total {
             Some(total) => {
-                self.told_no_total = false;
+                if std::mem::take(&mut self.told_no_total) {
+                    info!(log, "{} has a total row now: {} deltas folded, those that waited for it among them", self.sql.display_name(), outcome.folded;
+                        "event" => "worker_total_found", "folded" => outcome.folded, "total" => total);
+                }
                 // Formatted only if a drain writes it.
                 let (worker, table) = (&self.worker, self.sql.display_name());
                 if self.fold_lines_at_info
@@ -316,6 +319,7 @@ impl Job for FoldJob {
             rows: outcome.folded as u64,
             total: outcome.total,
             backlog: outcome.backlog,
+            waiting: outcome.waiting,
             // As long as the batch took: the connection it shares is the
             // other schemas' at least half the time.
             again_after: outcome.backlog.map(|_| took),

@@ -61,6 +61,9 @@ pub struct RunReport {
     pub total: Option<Total>,
     /// When the run took a full batch: the work it left.
     pub backlog: Option<Backlog>,
+    /// Work the run could not do and left waiting for someone else (the
+    /// deltas of a table without a total row).
+    pub waiting: Option<Backlog>,
     /// The job has more to do now (a backlog): run again after this pause
     /// rather than at the next tick (the worker waits at most a naptime).
     pub again_after: Option<Duration>,

@@ -472,8 +472,62 @@ fn diff_values(
                 }
             }
         }
+        (Value::Array(old), Value::Array(new)) if old != new => {
+            out.push(format!("{path}: {}", list_change(old, new)))
+        }
         _ if old != new => out.push(format!("{path}: {old} -> {new}")),
         _ => {}
+    }
+}
+
+/// Items of a list named one by one up to this many a side; beyond it, a
+/// count and the first few.
+const LIST_CHANGE_NAMED: usize = 5;
+
+/// What changed in a list (a schema list of thousands), not both whole
+/// lists: `+tenant_021 -tenant_002`, or `+1200 (tenant_1, tenant_2,
+/// tenant_3, tenant_4, tenant_5, ...) -3 (...)`, or `reordered`.
+fn list_change(old: &[serde_json::Value], new: &[serde_json::Value]) -> String {
+    use std::collections::HashSet;
+    let text = |value: &serde_json::Value| match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let (old_set, new_set): (HashSet<_>, HashSet<_>) = (old.iter().collect(), new.iter().collect());
+    let added: Vec<String> = new
+        .iter()
+        .filter(|v| !old_set.contains(v))
+        .map(text)
+        .collect();
+    let removed: Vec<String> = old
+        .iter()
+        .filter(|v| !new_set.contains(v))
+        .map(text)
+        .collect();
+    let side = |sign: char, items: &[String]| -> Option<String> {
+        match items.len() {
+            0 => None,
+            n if n <= LIST_CHANGE_NAMED => Some(
+                items
+                    .iter()
+                    .map(|item| format!("{sign}{item}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            n => Some(format!(
+                "{sign}{n} ({}, ...)",
+                items[..LIST_CHANGE_NAMED].join(", ")
+            )),
+        }
+    };
+    let parts: Vec<String> = [side('+', &added), side('-', &removed)]
+        .into_iter()
+        .flatten()
+        .collect();
+    if parts.is_empty() {
+        "reordered".into()
+    } else {
+        parts.join(" ")
     }
 }
 
@@ -620,6 +674,36 @@ mod tests {
                 "restart.jitter"
             ]
         );
+    }
+
+    /// One tenant added and one removed among 20: what changed, not both
+    /// lists (654 characters); a big change is counted.
+    #[test]
+    fn a_list_change_names_what_was_added_and_removed() {
+        let tenants = |range: std::ops::RangeInclusive<u32>| -> Vec<String> {
+            range.map(|n| format!("tenant_{n:03}")).collect()
+        };
+        let mut old = defaults();
+        old.workers.schemas = tenants(1..=20);
+        let mut new = old.clone();
+        new.workers.schemas.retain(|s| s != "tenant_002");
+        new.workers.schemas.push("tenant_021".into());
+        assert_eq!(
+            new.changes_from(&old),
+            ["workers.schemas: +tenant_021 -tenant_002"]
+        );
+
+        let mut many = old.clone();
+        many.workers.schemas = tenants(11..=1200);
+        assert_eq!(
+            many.changes_from(&old),
+            ["workers.schemas: +1180 (tenant_021, tenant_022, tenant_023, tenant_024, tenant_025, ...) \
+              -10 (tenant_001, tenant_002, tenant_003, tenant_004, tenant_005, ...)"]
+        );
+
+        let mut reordered = old.clone();
+        reordered.workers.schemas.reverse();
+        assert_eq!(reordered.changes_from(&old), ["workers.schemas: reordered"]);
     }
 
     #[test]

@@ -92,24 +92,27 @@ impl Collector for FleetCollector {
             return Ok(());
         };
         // Copy what is needed, then encode without holding the lock.
-        let (by_state, per_schema, backlog) = {
+        let (by_state, per_schema, backlog, waiting) = {
             let fleet = lock(&inner.fleet);
             let mut by_state = [0i64; WorkerState::ALL.len()];
-            let mut backlog = 0u64;
+            let (mut backlog, mut waiting) = (0u64, 0u64);
             for worker in fleet.workers.values() {
                 by_state[worker.state as usize] += 1;
                 backlog = backlog.saturating_add(worker.backlog().left);
+                if let Some(kept) = worker.waiting() {
+                    waiting = waiting.saturating_add(kept.left);
+                }
             }
             let max = inner.per_schema_max.load(Ordering::Relaxed) as usize;
             let small = !fleet.workers.is_empty() && fleet.workers.len() <= max;
             let per_schema: Option<Vec<SchemaCounters>> =
                 small.then(|| fleet.workers.values().map(SchemaCounters::from).collect());
-            (by_state, per_schema, backlog)
+            (by_state, per_schema, backlog, waiting)
         };
 
         let mut workers = encoder.encode_descriptor(
             "pgfleet_workers",
-            "Workers by state: starting, running, restarting, given_up.",
+            "Workers by state: starting, running, waiting_for_lock, table_dropped, waiting_for_total, waiting_for_database, restarting, given_up.",
             None,
             MetricType::Gauge,
         )?;
@@ -173,6 +176,13 @@ impl Collector for FleetCollector {
             "pgfleet_backlog_deltas",
             "Deltas the schemas' last folds left because their batches (workers.fold_batch) were full, each counted up to ten batches' worth; 0 once every schema has caught up.",
             i64::try_from(backlog).unwrap_or(i64::MAX),
+        )?;
+
+        gauge(
+            &mut encoder,
+            "pgfleet_deltas_waiting_for_total",
+            "Deltas kept, not folded, because their table has no total row (schemas in state waiting_for_total), each schema's counted up to ten batches' worth; they are folded once someone inserts the total row.",
+            i64::try_from(waiting).unwrap_or(i64::MAX),
         )?;
 
         let up = i64::from(super::database(&inner) == DbHealth::Up);

@@ -51,6 +51,13 @@ pub enum WorkerState {
     /// Its table existed and was dropped (a tenant leaving): it is not
     /// created again; the worker folds again if it comes back.
     TableDropped,
+    /// Its table has no total row (or a NULL one) and deltas wait in it:
+    /// they are kept, not folded, until someone inserts the total row
+    /// (see [`WorkerStatus::waiting`]). The worker itself is fine.
+    WaitingForTotal,
+    /// Initialised, but its last tick could not reach the database, or the
+    /// database refused pgfleet: nothing folds until the database answers.
+    WaitingForDatabase,
     /// Failed; the restart policy will start it again after a delay.
     Restarting,
     /// Failed and given up by the restart policy; a reload tries again.
@@ -58,11 +65,13 @@ pub enum WorkerState {
 }
 
 impl WorkerState {
-    pub const ALL: [WorkerState; 6] = [
+    pub const ALL: [WorkerState; 8] = [
         WorkerState::Starting,
         WorkerState::Running,
         WorkerState::WaitingForLock,
         WorkerState::TableDropped,
+        WorkerState::WaitingForTotal,
+        WorkerState::WaitingForDatabase,
         WorkerState::Restarting,
         WorkerState::GivenUp,
     ];
@@ -73,16 +82,38 @@ impl WorkerState {
             WorkerState::Running => "running",
             WorkerState::WaitingForLock => "waiting_for_lock",
             WorkerState::TableDropped => "table_dropped",
+            WorkerState::WaitingForTotal => "waiting_for_total",
+            WorkerState::WaitingForDatabase => "waiting_for_database",
             WorkerState::Restarting => "restarting",
             WorkerState::GivenUp => "given_up",
         }
     }
 
-    /// Running, for readiness: folding, or waiting for a lock (the fold's
-    /// or, rarely, the initialisation's): readiness does not fail because
-    /// a migration runs.
+    /// Running, for readiness: folding, waiting for a lock (the fold's
+    /// or, rarely, the initialisation's), for a total row, or for the
+    /// database: readiness does not fail because a migration runs or a
+    /// tenant's table lacks its total row, and says the database is down
+    /// on its own (and is ready again as soon as it is back, before each
+    /// worker's next fold).
     pub fn counts_as_running(self) -> bool {
-        matches!(self, WorkerState::Running | WorkerState::WaitingForLock)
+        matches!(
+            self,
+            WorkerState::Running
+                | WorkerState::WaitingForLock
+                | WorkerState::WaitingForTotal
+                | WorkerState::WaitingForDatabase
+        )
+    }
+
+    /// A fold that succeeds ends these: the wait is over.
+    fn ended_by_a_fold(self) -> bool {
+        matches!(
+            self,
+            WorkerState::WaitingForLock
+                | WorkerState::TableDropped
+                | WorkerState::WaitingForTotal
+                | WorkerState::WaitingForDatabase
+        )
     }
 
     /// Order on the status page: what needs a person first.
@@ -90,9 +121,10 @@ impl WorkerState {
         match self {
             WorkerState::GivenUp => 0,
             WorkerState::Restarting => 1,
-            WorkerState::WaitingForLock | WorkerState::TableDropped => 2,
-            WorkerState::Starting => 3,
-            WorkerState::Running => 4,
+            WorkerState::WaitingForTotal => 2,
+            WorkerState::WaitingForLock | WorkerState::TableDropped => 3,
+            WorkerState::WaitingForDatabase | WorkerState::Starting => 4,
+            WorkerState::Running => 5,
         }
     }
 }
@@ -122,8 +154,10 @@ pub struct WorkerStatus {
     pub folds: u64,
     pub rows_folded: u64,
     pub ticks_skipped: u64,
-    /// Deltas the last fold left because its batch was full (0 when it
-    /// took every delta it found); see [`WorkerStatus::backlog`].
+    /// Deltas the last fold left: because its batch was full (0 when it
+    /// took every delta it found; see [`WorkerStatus::backlog`]), or, in
+    /// state `WaitingForTotal`, because there is no total row to fold them
+    /// into (see [`WorkerStatus::waiting`]); never both at once.
     backlog_left: u64,
     backlog_at_least: bool,
     trouble: Option<Box<Trouble>>,
@@ -166,10 +200,25 @@ impl WorkerStatus {
     /// took every delta it found (or none ran yet); counted up to ten
     /// batches' worth, beyond which `at_least` is set.
     pub fn backlog(&self) -> Backlog {
+        if self.state == WorkerState::WaitingForTotal {
+            return Backlog {
+                left: 0,
+                at_least: false,
+            };
+        }
         Backlog {
             left: self.backlog_left,
             at_least: self.backlog_at_least,
         }
+    }
+
+    /// In state `WaitingForTotal`: the deltas kept for want of a total row
+    /// (counted up to ten batches' worth, as a backlog is).
+    pub fn waiting(&self) -> Option<Backlog> {
+        (self.state == WorkerState::WaitingForTotal).then_some(Backlog {
+            left: self.backlog_left,
+            at_least: self.backlog_at_least,
+        })
     }
 
     pub fn failures(&self) -> u64 {
@@ -228,6 +277,8 @@ pub struct FoldDone<'a> {
     pub total: Option<&'a Total>,
     /// When the fold took a full batch: the work it left.
     pub backlog: Option<Backlog>,
+    /// Without a total row: the deltas kept until one exists.
+    pub waiting: Option<Backlog>,
 }
 
 /// What the workers last learnt about the database.
@@ -237,10 +288,39 @@ pub enum DbHealth {
     Unknown,
     /// The last attempt got an answer.
     Up,
-    /// The last attempt could not reach the server.
-    Unreachable(String),
+    /// The last attempt could not reach the server (`server`: where it
+    /// tried, `user@host:port/dbname`, never a password).
+    Unreachable { server: Arc<str>, reason: String },
     /// The server refused us (`kind` as in `database_refused`).
-    Refused { kind: &'static str, reason: String },
+    Refused {
+        server: Arc<str>,
+        kind: &'static str,
+        reason: String,
+    },
+}
+
+impl DbHealth {
+    /// Neither up nor unknown: nothing can fold.
+    pub fn is_down(&self) -> bool {
+        matches!(
+            self,
+            DbHealth::Unreachable { .. } | DbHealth::Refused { .. }
+        )
+    }
+
+    /// What is wrong, naming the server, for `/readyz` and the status
+    /// page: None while it is up (or unknown).
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            DbHealth::Up | DbHealth::Unknown => None,
+            DbHealth::Unreachable { server, reason } => {
+                Some(format!("the database at {server} is unreachable: {reason}"))
+            }
+            DbHealth::Refused { server, reason, .. } => Some(format!(
+                "the database at {server} refuses pgfleet: {reason}"
+            )),
+        }
+    }
 }
 
 /// The pool, as bb8 reports it.
@@ -467,10 +547,10 @@ impl Status {
         inner.rows_folded.fetch_add(report.rows, Ordering::Relaxed);
         inner.fold_duration.observe(report.took.as_secs_f64());
         self.update(schema, generation, |worker| {
-            if matches!(
-                worker.state,
-                WorkerState::WaitingForLock | WorkerState::TableDropped
-            ) {
+            let waiting = report.waiting.filter(|waiting| waiting.left > 0);
+            if waiting.is_some() {
+                worker.set_state(WorkerState::WaitingForTotal);
+            } else if worker.state.ended_by_a_fold() {
                 worker.set_state(WorkerState::Running);
             }
             worker.folds += 1;
@@ -478,7 +558,7 @@ impl Status {
             worker.last_fold_at = Some(SystemTime::now());
             worker.last_fold_duration = Some(report.took);
             worker.last_total = report.total.cloned();
-            let backlog = report.backlog.unwrap_or(Backlog {
+            let backlog = waiting.or(report.backlog).unwrap_or(Backlog {
                 left: 0,
                 at_least: false,
             });
@@ -487,10 +567,21 @@ impl Status {
         });
     }
 
-    /// The worker waits: for a lock on its table, or for its dropped
-    /// table to come back (`state` says which).
+    /// The worker waits: for a lock on its table, for its dropped table
+    /// to come back, or for the database (`state` says which).
     pub fn worker_waiting(&self, schema: &str, generation: u64, state: WorkerState) {
         self.update(schema, generation, |worker| worker.set_state(state));
+    }
+
+    /// A tick of an initialised worker found the database unreachable, or
+    /// refusing pgfleet: it waits for the database, and is `running` again
+    /// after its next fold.
+    pub fn database_blocks(&self, schema: &str, generation: u64) {
+        self.update(schema, generation, |worker| {
+            if worker.state != WorkerState::Starting {
+                worker.set_state(WorkerState::WaitingForDatabase);
+            }
+        });
     }
 
     /// A tick was not folded; `reason` as in `worker_tick_skipped`.
@@ -579,12 +670,7 @@ impl Status {
         match self.database() {
             DbHealth::Up => {}
             DbHealth::Unknown => reasons.push("no answer from the database yet".into()),
-            DbHealth::Unreachable(reason) => {
-                reasons.push(format!("the database is unreachable: {reason}"))
-            }
-            DbHealth::Refused { reason, .. } => {
-                reasons.push(format!("the database refuses pgfleet: {reason}"))
-            }
+            down => reasons.extend(down.problem()),
         }
         let running = self
             .fleet()
@@ -736,6 +822,7 @@ mod tests {
         status.set_database_probe(move || lock(&probe).clone());
         assert_eq!(status.readiness(), Ok(()));
         *lock(&health) = DbHealth::Refused {
+            server: "app@db:5432/app".into(),
             kind: "authentication",
             reason: "password authentication failed".into(),
         };
@@ -743,6 +830,56 @@ mod tests {
         assert!(status.readiness().is_err());
         *lock(&health) = DbHealth::Up;
         assert_eq!(status.readiness(), Ok(()));
+    }
+
+    /// A fold without a total row that leaves deltas makes the worker
+    /// `waiting_for_total` with their count; a fold with a total ends it.
+    /// An outage makes a running worker `waiting_for_database` until its
+    /// next fold; a starting one stays starting.
+    #[test]
+    fn waits_for_a_total_row_or_the_database_are_states_a_fold_ends() {
+        let status = Status::new();
+        status.worker_spawned(&target("s"), 1, false);
+        status.worker_initialised("s", 1);
+        let waiting = Backlog {
+            left: 152,
+            at_least: false,
+        };
+        status.fold_done(
+            "s",
+            1,
+            FoldDone {
+                waiting: Some(waiting),
+                ..report(0, None)
+            },
+        );
+        let worker = status.worker("s").expect("entry");
+        assert_eq!(worker.state, WorkerState::WaitingForTotal);
+        assert_eq!(worker.waiting(), Some(waiting));
+        assert_eq!(worker.backlog().left, 0);
+        assert!(worker.state.counts_as_running());
+        status.fold_done("s", 1, report(152, Some(&Total::from(152))));
+        let worker = status.worker("s").expect("entry");
+        assert_eq!(worker.state, WorkerState::Running);
+        assert_eq!(worker.waiting(), None);
+
+        status.database_blocks("s", 1);
+        assert_eq!(
+            status.worker("s").expect("entry").state,
+            WorkerState::WaitingForDatabase
+        );
+        status.fold_done("s", 1, report(0, Some(&Total::from(152))));
+        assert_eq!(
+            status.worker("s").expect("entry").state,
+            WorkerState::Running
+        );
+
+        status.worker_spawned(&target("t"), 1, false);
+        status.database_blocks("t", 1);
+        assert_eq!(
+            status.worker("t").expect("entry").state,
+            WorkerState::Starting
+        );
     }
 
     #[test]
@@ -764,6 +901,7 @@ mod tests {
             rows,
             total,
             backlog: None,
+            waiting: None,
         }
     }
 
