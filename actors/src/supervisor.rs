@@ -355,21 +355,26 @@ impl Supervisor {
         }
     }
 
-    /// One line for systemd's `STATUS=`: `folding 3000 schemas, 0 failing`.
+    /// One line for systemd's `STATUS=`: `folding 3000 schemas, 0 failing`,
+    /// or, while nothing can fold, `3000 schemas waiting for the database
+    /// at app@db:5432/app (sslmode=prefer): unreachable`.
     fn status_line(&self) -> String {
         let summary = self.status.summary();
         let count = |state| summary.by_state.get(&state).copied().unwrap_or(0);
         let failing = count(WorkerState::Restarting) + count(WorkerState::GivenUp);
-        let database = match summary.database {
-            Some(DbHealth::Up) | None => String::new(),
-            Some(DbHealth::Unknown) => "; database: no answer yet".into(),
-            Some(DbHealth::Unreachable { .. }) => "; database unreachable".into(),
-            Some(DbHealth::Refused { kind, .. }) => format!("; database refuses pgfleet ({kind})"),
-        };
-        format!(
-            "folding {} schemas, {failing} failing{database}",
-            summary.workers
-        )
+        let workers = summary.workers;
+        match summary.database {
+            Some(DbHealth::Unreachable { server, .. }) => {
+                format!("{workers} schemas waiting for the database at {server}: unreachable")
+            }
+            Some(DbHealth::Refused { server, kind, .. }) => format!(
+                "{workers} schemas waiting for the database at {server}: it refuses pgfleet ({kind})"
+            ),
+            Some(DbHealth::Unknown) => {
+                format!("{workers} schemas, {failing} failing; database: no answer yet")
+            }
+            Some(DbHealth::Up) | None => format!("folding {workers} schemas, {failing} failing"),
+        }
     }
 
     /// Every [`HEARTBEAT_INTERVAL`], from the mailbox: `/healthz`, and the

@@ -8,15 +8,15 @@ use crate::support::cluster::cluster;
 use crate::support::pgfleet::{ready, schema_names, Pgfleet, PATIENCE};
 
 /// Collects what pgfleet tells "systemd".
-struct FakeSystemd {
+pub(crate) struct FakeSystemd {
     socket: UnixDatagram,
     _dir: tempfile::TempDir,
-    path: String,
+    pub(crate) path: String,
     seen: Vec<String>,
 }
 
 impl FakeSystemd {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
@@ -32,22 +32,33 @@ impl FakeSystemd {
     }
 
     /// How many datagrams have come so far (a mark for `wait_for_from`).
-    fn mark(&self) -> usize {
+    pub(crate) fn mark(&self) -> usize {
         self.seen.len()
     }
 
     /// Waits for a datagram, from the `from`th on, holding `line`.
     fn wait_for_from(&mut self, from: usize, line: &str) -> String {
+        self.wait_for_line_from(from, line, |l| l == line)
+    }
+
+    /// Waits for a datagram, from the `from`th on, with a line that
+    /// `wanted` (`what` says which, if none comes).
+    pub(crate) fn wait_for_line_from(
+        &mut self,
+        from: usize,
+        what: &str,
+        wanted: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + PATIENCE;
         let mut buffer = [0u8; 4096];
         loop {
             if let Some(found) = self.seen[from.min(self.seen.len())..]
                 .iter()
-                .find(|d| d.lines().any(|l| l == line))
+                .find(|d| d.lines().any(&wanted))
             {
                 return found.clone();
             }
-            assert!(Instant::now() < deadline, "no {line:?} in {:?}", self.seen);
+            assert!(Instant::now() < deadline, "no {what:?} in {:?}", self.seen);
             if let Ok(n) = self.socket.recv(&mut buffer) {
                 self.seen
                     .push(String::from_utf8_lossy(&buffer[..n]).into_owned());

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use serde_json::Value;
 
 use crate::http::{get, json, scrape, start, value};
+use crate::operating::FakeSystemd;
 use crate::support::cluster::cluster;
 use crate::support::pgfleet::{execute, ready, scalar_i64, schema_names};
 use crate::support::proxy::{Mode, Proxy};
@@ -104,10 +105,14 @@ fn during_an_outage_nothing_says_running() {
     let db = cluster().create_database();
     let proxy = Proxy::start(cluster().port(), Mode::Forward);
     let url = proxy.url(&db.name);
+    let mut systemd = FakeSystemd::new();
     let (pgfleet, address) = start(
         &db,
         "naptime: 200ms\nworkers:\n  total: 3\nlog:\n  summary_every: 1s\n",
-        &[("PGFLEET__DATABASE__URL", &url)],
+        &[
+            ("PGFLEET__DATABASE__URL", &url),
+            ("NOTIFY_SOCKET", &systemd.path),
+        ],
     );
     let schemas = schema_names(3);
     ready(&pgfleet, &db, &schemas);
@@ -145,6 +150,12 @@ fn during_an_outage_nothing_says_running() {
         "{msg}"
     );
     assert_eq!(summary["running"], 0, "{summary}");
+    // systemd's STATUS= says it too, not "folding 3 schemas".
+    systemd.wait_for_line_from(0, "STATUS= naming the outage", |line| {
+        line.starts_with("STATUS=3 schemas waiting for the database at ")
+            && line.contains(&server)
+            && line.ends_with("unreachable")
+    });
 
     proxy.set_mode(Mode::Forward);
     pgfleet.eventually("every worker runs again", || {
