@@ -161,21 +161,18 @@ fn is_v3(cert: &X509Certificate<'_>) -> bool {
     cert.version() == X509Version::V3
 }
 
-/// The chain of the server's certificate `leaf` (parsed from `end_entity`)
-/// up to `trust`: pinned, version 1, or webpki's.
+/// The chain of the server's certificate `end_entity` up to `trust`: pinned,
+/// version 1, or webpki's. `leaf` is `end_entity` as x509-parser read it;
+/// when it could not, webpki alone judges (and refuses, or not, as before).
 pub fn verify_chain(
     end_entity: &CertificateDer<'_>,
-    leaf: &X509Certificate<'_>,
+    leaf: Option<&X509Certificate<'_>>,
     intermediates: &[CertificateDer<'_>],
     trust: &Trust,
     now: UnixTime,
     algorithms: &WebPkiSupportedAlgorithms,
 ) -> Result<(), rustls::Error> {
-    if trust.pins(end_entity, leaf) {
-        check_validity(leaf, now)?;
-        return check_extensions(leaf);
-    }
-    let verified = if is_v3(leaf) {
+    let by_webpki = || {
         ParsedCertificate::try_from(end_entity).and_then(|parsed| {
             verify_server_cert_signed_by_trust_anchor(
                 &parsed,
@@ -185,6 +182,16 @@ pub fn verify_chain(
                 algorithms.all,
             )
         })
+    };
+    let Some(leaf) = leaf else {
+        return by_webpki();
+    };
+    if trust.pins(end_entity, leaf) {
+        check_validity(leaf, now)?;
+        return check_extensions(leaf);
+    }
+    let verified = if is_v3(leaf) {
+        by_webpki()
     } else {
         verify_legacy_chain(leaf, intermediates, trust, now)
     };

@@ -480,17 +480,17 @@ impl ServerCertVerifier for LibpqVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         if let Some(trust) = &self.trust {
-            let leaf = server_cert::parse(end_entity)?;
+            let leaf = server_cert::parse(end_entity);
             server_cert::verify_chain(
                 end_entity,
-                &leaf,
+                leaf.as_ref().ok(),
                 intermediates,
                 trust,
                 now,
                 &self.provider.signature_verification_algorithms,
             )?;
             if self.check_host {
-                server_cert::check_host_name(&leaf, server_name)?;
+                server_cert::check_host_name(&leaf?, server_name)?;
             }
         }
         Ok(ServerCertVerified::assertion())
