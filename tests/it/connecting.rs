@@ -20,6 +20,8 @@ use crate::support::tls::{
 };
 use crate::support::writers::{ledger, Writers};
 
+mod openssl_docs;
+
 /// `pgfleet --check` with one worker, `url` as database.url and `env`;
 /// returns (exit code, stdout, stderr).
 fn check(url: &str, env: &[(&str, &str)]) -> (Option<i32>, String, String) {

@@ -15,6 +15,7 @@ mod manager;
 mod outage;
 mod prepared;
 pub mod privileges;
+mod server_cert;
 mod statements;
 pub mod tls;
 

@@ -26,6 +26,14 @@
 //! `postgresql.key`, used only when the certificate file exists), and a key
 //! file readable by group or others is refused as libpq refuses it.
 //!
+//! With a root certificate, the chain is verified by webpki, except for the
+//! certificates PostgreSQL's documentation makes that webpki refuses and
+//! libpq accepts (a self-signed server certificate that is itself in
+//! sslrootcert, CA flag or not; an X.509 version 1 server certificate), which
+//! `db::server_cert` verifies; and verify-full checks the host name by
+//! libpq's rules (subjectAltName, then the Common Name when there is no
+//! subjectAltName of the host's kind), also in `db::server_cert`.
+//!
 //! Without a root certificate the server's certificate is accepted unseen,
 //! but the handshake signatures are still verified with the provider's
 //! algorithms, so the session is encrypted to whoever holds the key of the
@@ -42,9 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{verify_server_cert_signed_by_trust_anchor, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::server::ParsedCertificate;
 use rustls::{
     AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore,
     SignatureScheme,
@@ -52,6 +58,8 @@ use rustls::{
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::server_cert::{self, ServerCertError, Trust};
 
 /// libpq's defaults, relative to the home directory (`~/.postgresql/...`).
 pub const ROOT_CERT_FILE: &str = ".postgresql/root.crt";
@@ -170,25 +178,14 @@ pub fn client_config(options: &TlsOptions<'_>) -> Result<Option<ClientConfig>, T
         return Ok(None);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = load_roots(options)?;
-    let verifier: Arc<dyn ServerCertVerifier> = match (roots, options.mode) {
-        (None, _) => Arc::new(LibpqVerifier {
-            roots: None,
-            provider: provider.clone(),
-        }),
-        (Some(roots), SslMode::VerifyFull) => {
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| TlsError::Config(rustls::Error::General(e.to_string())))?
-        }
-        // verify-ca, and require/prefer/allow with a root certificate file:
-        // libpq sets SSL_VERIFY_PEER whenever a root certificate was loaded,
-        // and only verify-full adds the host name check.
-        (Some(roots), _) => Arc::new(LibpqVerifier {
-            roots: Some(Arc::new(roots)),
-            provider: provider.clone(),
-        }),
-    };
+    // verify-ca, and require/prefer/allow with a root certificate file:
+    // libpq sets SSL_VERIFY_PEER whenever a root certificate was loaded, and
+    // only verify-full adds the host name check.
+    let verifier: Arc<dyn ServerCertVerifier> = Arc::new(LibpqVerifier {
+        trust: load_roots(options)?,
+        check_host: options.mode == SslMode::VerifyFull,
+        provider: provider.clone(),
+    });
     let client_auth = load_client_cert(options, &provider)?;
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -234,7 +231,7 @@ fn root_source(options: &TlsOptions<'_>) -> RootSource {
 
 /// The trusted roots, or `None` when the server's certificate is not to be
 /// verified at all (a weak mode and no root certificate file).
-fn load_roots(options: &TlsOptions<'_>) -> Result<Option<RootCertStore>, TlsError> {
+fn load_roots(options: &TlsOptions<'_>) -> Result<Option<Trust>, TlsError> {
     let path = match root_source(options) {
         RootSource::System => return system_roots().map(Some),
         RootSource::Nowhere if is_verify(options.mode) => return Err(TlsError::NoHomeForRootCert),
@@ -257,22 +254,25 @@ fn load_roots(options: &TlsOptions<'_>) -> Result<Option<RootCertStore>, TlsErro
     }
     let certs = read_pem_certs("sslrootcert", &path)?;
     let mut roots = RootCertStore::empty();
-    for (index, cert) in certs.into_iter().enumerate() {
-        roots.add(cert).map_err(|e| TlsError::Invalid {
+    for (index, cert) in certs.iter().enumerate() {
+        roots.add(cert.clone()).map_err(|e| TlsError::Invalid {
             option: "sslrootcert",
             path: path.clone(),
             detail: format!("certificate {} is not a usable CA: {e}", index + 1),
         })?;
     }
-    Ok(Some(roots))
+    Ok(Some(Trust {
+        store: Arc::new(roots),
+        certs,
+    }))
 }
 
 /// The platform's trusted roots (honouring SSL_CERT_FILE and SSL_CERT_DIR,
 /// as OpenSSL's default verify paths do for libpq).
-fn system_roots() -> Result<RootCertStore, TlsError> {
+fn system_roots() -> Result<Trust, TlsError> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs.iter().cloned());
     if added == 0 {
         let detail = if found.errors.is_empty() {
             "no certificates found".to_string()
@@ -286,7 +286,10 @@ fn system_roots() -> Result<RootCertStore, TlsError> {
         };
         return Err(TlsError::SystemRoots { detail });
     }
-    Ok(roots)
+    Ok(Trust {
+        store: Arc::new(roots),
+        certs: found.certs,
+    })
 }
 
 fn read_file(option: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -443,28 +446,27 @@ fn check_key_permissions(_path: &Path, _metadata: &fs::Metadata) -> Result<(), T
     Ok(())
 }
 
-/// The verifier of every mode but verify-full, which is rustls's own.
+/// The verifier of every mode.
 ///
 /// Without roots (allow/prefer/require and no root certificate file) it is
 /// encryption only: the certificate is not judged, but the handshake
 /// signatures are verified against its key, so the peer must hold the key
 /// of what it presented.
 ///
-/// With roots (verify-ca, and the weak modes when a root certificate file
-/// is there) the chain must lead to one of them, and the name is not looked
-/// at. This calls rustls' own chain check,
-/// `verify_server_cert_signed_by_trust_anchor` (the same webpki path
-/// validation `WebPkiServerVerifier` runs: signatures, validity dates, CA
-/// constraints, the serverAuth purpose) and simply does not call
-/// `verify_server_name`. The alternative, wrapping `WebPkiServerVerifier`
-/// and forgiving its `NotValidForName` errors, would be sound only as long
-/// as that verifier happens to check the chain before the name, which is
-/// not a documented guarantee: a version that checked the name first would
-/// then let an unverified chain through. No revocation lists are checked,
-/// as libpq without sslcrl checks none.
+/// With roots (verify-ca, verify-full, and the weak modes when a root
+/// certificate file is there) the chain must lead to one of them
+/// ([`server_cert::verify_chain`]: rustls' own
+/// `verify_server_cert_signed_by_trust_anchor`, the webpki path validation
+/// `WebPkiServerVerifier` runs, for version 3 chains; libpq's pinned
+/// self-signed certificates and version 1 chains beside it), and only
+/// verify-full then looks at the name, by libpq's rules
+/// ([`server_cert::check_host_name`]). The chain is always checked first and
+/// whole; the name check never stands in for it. No revocation lists are
+/// checked, as libpq without sslcrl checks none.
 #[derive(Debug)]
 struct LibpqVerifier {
-    roots: Option<Arc<RootCertStore>>,
+    trust: Option<Trust>,
+    check_host: bool,
     provider: Arc<CryptoProvider>,
 }
 
@@ -473,19 +475,23 @@ impl ServerCertVerifier for LibpqVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Some(roots) = &self.roots {
-            let cert = ParsedCertificate::try_from(end_entity)?;
-            verify_server_cert_signed_by_trust_anchor(
-                &cert,
-                roots,
+        if let Some(trust) = &self.trust {
+            let leaf = server_cert::parse(end_entity);
+            server_cert::verify_chain(
+                end_entity,
+                leaf.as_ref().ok(),
                 intermediates,
+                trust,
                 now,
-                self.provider.signature_verification_algorithms.all,
+                &self.provider.signature_verification_algorithms,
             )?;
+            if self.check_host {
+                server_cert::check_host_name(&leaf?, server_name)?;
+            }
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -496,12 +502,13 @@ impl ServerCertVerifier for LibpqVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        let algorithms = &self.provider.signature_verification_algorithms;
+        match server_cert::legacy_key(cert) {
+            Some(key) => {
+                server_cert::verify_tls12_signature_with_raw_key(message, &key, dss, algorithms)
+            }
+            None => rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms),
+        }
     }
 
     fn verify_tls13_signature(
@@ -510,12 +517,13 @@ impl ServerCertVerifier for LibpqVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        let algorithms = &self.provider.signature_verification_algorithms;
+        match server_cert::legacy_key(cert) {
+            Some(key) => {
+                rustls::crypto::verify_tls13_signature_with_raw_key(message, &key, dss, algorithms)
+            }
+            None => rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms),
+        }
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -589,18 +597,11 @@ fn describe_rustls_error(error: &rustls::Error, options: &TlsOptions<'_>) -> Str
 fn describe_certificate_error(error: &CertificateError, options: &TlsOptions<'_>) -> String {
     match error {
         CertificateError::UnknownIssuer => {
-            let mut sentence = format!(
+            let sentence = format!(
                 "the server's certificate is not signed by a CA in {}",
                 roots_phrase(options)
             );
-            if !is_verify(options.mode) {
-                sentence.push_str(&format!(
-                    "; sslmode={} verifies the chain because that root certificate file exists, \
-                     as libpq does",
-                    options.mode
-                ));
-            }
-            sentence
+            with_weak_mode_note(sentence, options)
         }
         CertificateError::NotValidForNameContext {
             expected,
@@ -613,11 +614,12 @@ fn describe_certificate_error(error: &CertificateError, options: &TlsOptions<'_>
             );
             if presented.is_empty() {
                 sentence.push_str(
-                    "; the certificate has no subjectAltName, and unlike libpq this client does \
-                     not fall back to its Common Name: reissue it with the host name as a DNS \
-                     (or IP) subjectAltName",
+                    "; the certificate names no host (no subjectAltName DNS or IP entry, no \
+                     Common Name)",
                 );
             } else {
+                // libpq's order: the subjectAltName entries, then the Common
+                // Name when no entry of the host's kind (DNS or IP) exists.
                 sentence.push_str(&format!("; it names {}", presented.join(", ")));
             }
             sentence
@@ -644,9 +646,11 @@ fn describe_certificate_error(error: &CertificateError, options: &TlsOptions<'_>
              clocks of this host and of the server"
             .to_string(),
         CertificateError::Revoked => "the server's certificate has been revoked".to_string(),
-        CertificateError::BadSignature => "a certificate in the server's chain is not correctly \
-             signed by its issuer's key"
-            .to_string(),
+        CertificateError::BadSignature => format!(
+            "a certificate in the server's chain is not correctly signed by its issuer's key \
+             (a CA of the same name but another key in {}, such as a root made again, does this)",
+            roots_phrase(options)
+        ),
         CertificateError::BadEncoding => "the server's certificate is malformed".to_string(),
         CertificateError::UnhandledCriticalExtension => "the server's certificate has a critical \
              extension this client does not understand"
@@ -662,14 +666,43 @@ fn describe_certificate_error(error: &CertificateError, options: &TlsOptions<'_>
              support"
                 .to_string()
         }
-        CertificateError::Other(other) if other.to_string().contains("CaUsedAsEndEntity") => {
-            "the server's own certificate is a CA certificate (basicConstraints CA:TRUE, as a \
-             self-signed `openssl req -x509` makes); OpenSSL accepts that, rustls does not: sign \
-             a server certificate with that CA and use it as ssl_cert_file"
-                .to_string()
-        }
+        CertificateError::Other(other) => match other.0.downcast_ref::<ServerCertError>() {
+            Some(ServerCertError::SelfSignedNotTrusted { subject }) => with_weak_mode_note(
+                format!(
+                    "the server's certificate ({subject}) is self-signed and is not itself in {}: \
+                     a self-signed server certificate is trusted only when sslrootcert holds \
+                     that very certificate (a copy of the server's ssl_cert_file), as with libpq",
+                    roots_phrase(options)
+                ),
+                options,
+            ),
+            Some(known) => known.to_string(),
+            None => match other.0.downcast_ref::<webpki::Error>() {
+                // Not expected (version 1 chains are verified in
+                // server_cert), but should one ever come through, say so.
+                Some(webpki::Error::UnsupportedCertVersion) => {
+                    "the server's certificate is an X.509 version 1 certificate, which rustls \
+                     cannot verify: reissue it as version 3, e.g. the same `openssl x509 -req` \
+                     with `-extfile <(printf \"subjectAltName=DNS:dbhost.yourdomain.com\")`"
+                        .to_string()
+                }
+                _ => format!("the server's certificate was rejected: {other}"),
+            },
+        },
         other => format!("the server's certificate was rejected: {other}"),
     }
+}
+
+/// For the weak modes, why a certificate was judged at all.
+fn with_weak_mode_note(mut sentence: String, options: &TlsOptions<'_>) -> String {
+    if !is_verify(options.mode) {
+        sentence.push_str(&format!(
+            "; sslmode={} verifies the chain because that root certificate file exists, as \
+             libpq does",
+            options.mode
+        ));
+    }
+    sentence
 }
 
 fn describe_alert(alert: AlertDescription, options: &TlsOptions<'_>) -> String {
@@ -1177,24 +1210,610 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn a_ca_certificate_as_the_server_certificate_is_explained() {
-        let setup = Setup::new();
-        // What `openssl req -x509 -subj /CN=localhost` makes: self-signed, CA:TRUE.
-        let mut params = CertificateParams::new(names_vec(&["localhost"])).expect("params");
+    // ---- libpq's certificates that webpki refuses (server_cert) ---------
+
+    fn server_cert_error(error: &tokio_postgres::Error) -> ServerCertError {
+        match certificate_error(error) {
+            CertificateError::Other(other) => other
+                .0
+                .downcast_ref::<ServerCertError>()
+                .cloned()
+                .unwrap_or_else(|| panic!("not a ServerCertError: {other:?}")),
+            other => panic!("expected CertificateError::Other, got {other:?}"),
+        }
+    }
+
+    /// What `openssl req -new -x509 -subj "/CN=<cn>"` makes: self-signed,
+    /// CA:TRUE, the host only in the Common Name; `adjust` changes it.
+    fn self_signed(cn: &str, adjust: impl FnOnce(&mut CertificateParams)) -> Leaf {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, cn);
+        adjust(&mut params);
         let key = KeyPair::generate().expect("key");
         let cert = params.self_signed(&key).expect("cert");
-        let root = write(setup.dir.path(), "self.crt", cert.pem().as_bytes(), 0o644);
-        let leaf = Leaf {
+        Leaf {
+            pem: cert.pem(),
+            der: cert.der().clone(),
+            key,
+        }
+    }
+
+    /// A server certificate signed by `ca` with these subjectAltNames and
+    /// Common Name.
+    fn leaf_named(ca: &Ca, names: &[&str], cn: &str) -> Leaf {
+        let mut params = CertificateParams::new(names_vec(names)).expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &ca.issuer).expect("signed");
+        Leaf {
+            pem: cert.pem(),
+            der: cert.der().clone(),
+            key,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_self_signed_certificate_in_sslrootcert_is_trusted_ca_flag_or_not() {
+        let setup = Setup::new();
+        let docs = self_signed("localhost", |_| {});
+        let not_ca = self_signed("localhost", |p| p.is_ca = IsCa::ExplicitNoCa);
+        for cert in [&docs, &not_ca] {
+            let root = write(setup.dir.path(), "server.crt", cert.pem.as_bytes(), 0o644);
+            // verify-full takes the host from the Common Name (there is no
+            // subjectAltName), without regard to case; verify-ca and
+            // require with a root file do not look at it.
+            for (mode, host) in [
+                (SslMode::VerifyFull, "localhost"),
+                (SslMode::VerifyFull, "LocalHost"),
+                (SslMode::VerifyCa, "db.example.com"),
+                (SslMode::Require, "db.example.com"),
+            ] {
+                let opts = options(mode, Some(text(&root)));
+                let error = connect_through_postgres(server_config(cert, None), host, &opts).await;
+                assert_got_through(&error);
+            }
+        }
+        // Among other certificates in the file, too.
+        let bundle = format!("{}{}", setup.ca.pem, docs.pem);
+        let root = write(setup.dir.path(), "bundle.crt", bundle.as_bytes(), 0o644);
+        let opts = options(SslMode::VerifyFull, Some(text(&root)));
+        let error = connect_through_postgres(server_config(&docs, None), "localhost", &opts).await;
+        assert_got_through(&error);
+    }
+
+    #[tokio::test]
+    async fn a_pinned_certificate_is_still_checked_for_host_dates_and_purpose() {
+        let setup = Setup::new();
+        let pinned = |cert: &Leaf| {
+            let root = write(setup.dir.path(), "server.crt", cert.pem.as_bytes(), 0o644);
+            text(&root).to_owned()
+        };
+
+        let docs = self_signed("localhost", |_| {});
+        let root = pinned(&docs);
+        let opts = options(SslMode::VerifyFull, Some(&root));
+        for host in ["db.example.com", "127.0.0.1"] {
+            let error = connect_through_postgres(server_config(&docs, None), host, &opts).await;
+            assert!(matches!(
+                certificate_error(&error),
+                CertificateError::NotValidForNameContext { .. }
+            ));
+            let sentence = describe_tls_failure(&error, &opts).expect("described");
+            assert_eq!(
+                sentence,
+                format!(
+                    "the server's certificate is not valid for host \"{host}\" \
+                     (sslmode=verify-full checks the host name; verify-ca does not); it names \
+                     CN=localhost"
+                )
+            );
+        }
+
+        let expired = self_signed("localhost", |p| {
+            p.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        });
+        let root = pinned(&expired);
+        for mode in [SslMode::VerifyFull, SslMode::VerifyCa, SslMode::Require] {
+            let opts = options(mode, Some(&root));
+            let error =
+                connect_through_postgres(server_config(&expired, None), "localhost", &opts).await;
+            assert!(matches!(
+                certificate_error(&error),
+                CertificateError::ExpiredContext { .. }
+            ));
+            let sentence = describe_tls_failure(&error, &opts).expect("described");
+            assert!(
+                sentence.starts_with(
+                    "the server's certificate expired at 2001-01-01 00:00:00 UTC (it is now "
+                ),
+                "{sentence}"
+            );
+        }
+
+        let future = self_signed("localhost", |p| {
+            p.not_before = rcgen::date_time_ymd(2100, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2101, 1, 1);
+        });
+        let root = pinned(&future);
+        let opts = options(SslMode::VerifyCa, Some(&root));
+        let error =
+            connect_through_postgres(server_config(&future, None), "localhost", &opts).await;
+        assert!(matches!(
+            certificate_error(&error),
+            CertificateError::NotValidYetContext { .. }
+        ));
+
+        let client_only = self_signed("localhost", |p| {
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        });
+        let root = pinned(&client_only);
+        let opts = options(SslMode::VerifyCa, Some(&root));
+        let error =
+            connect_through_postgres(server_config(&client_only, None), "localhost", &opts).await;
+        assert_eq!(certificate_error(&error), CertificateError::InvalidPurpose);
+    }
+
+    #[tokio::test]
+    async fn another_self_signed_certificate_is_refused_whatever_its_name() {
+        let setup = Setup::new();
+        let served = self_signed("localhost", |_| {});
+        // What running the docs' command a second time makes: same name,
+        // another key.
+        let other = self_signed("localhost", |_| {});
+        let root = write(setup.dir.path(), "other.crt", other.pem.as_bytes(), 0o644);
+        for mode in [SslMode::VerifyFull, SslMode::VerifyCa, SslMode::Require] {
+            let opts = options(mode, Some(text(&root)));
+            let error =
+                connect_through_postgres(server_config(&served, None), "localhost", &opts).await;
+            assert_eq!(
+                server_cert_error(&error),
+                ServerCertError::SelfSignedNotTrusted {
+                    subject: "CN=localhost".to_string()
+                }
+            );
+            let sentence = describe_tls_failure(&error, &opts).expect("described");
+            assert!(
+                sentence.starts_with(&format!(
+                    "the server's certificate (CN=localhost) is self-signed and is not itself in \
+                     sslrootcert ({}): a self-signed server certificate is trusted only when \
+                     sslrootcert holds that very certificate",
+                    root.display()
+                )),
+                "{sentence}"
+            );
+            assert_eq!(
+                sentence.contains("sslmode=require verifies the chain because that root"),
+                mode == SslMode::Require,
+                "{sentence}"
+            );
+        }
+        // A CA that signed other certificates does not vouch for it either.
+        let ca = setup.ca_file();
+        let opts = options(SslMode::VerifyCa, Some(text(&ca)));
+        let error =
+            connect_through_postgres(server_config(&served, None), "localhost", &opts).await;
+        assert!(matches!(
+            server_cert_error(&error),
+            ServerCertError::SelfSignedNotTrusted { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn only_a_self_issued_certificate_is_pinned() {
+        let setup = Setup::new();
+        // A CA-signed server certificate alone in the root file: its CA is
+        // missing, and OpenSSL (no partial chains in libpq) refuses it too.
+        let root = write(
+            setup.dir.path(),
+            "leaf.crt",
+            setup.server.pem.as_bytes(),
+            0o644,
+        );
+        let opts = options(SslMode::VerifyCa, Some(text(&root)));
+        let error =
+            connect_through_postgres(server_config(&setup.server, None), "localhost", &opts).await;
+        assert_eq!(certificate_error(&error), CertificateError::UnknownIssuer);
+
+        // A CA certificate signed by a CA: rustls refuses it as a server's,
+        // and says so.
+        let mut params = CertificateParams::new(names_vec(&["localhost"])).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "a CA as a server");
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &setup.ca.issuer).expect("signed");
+        let ca_leaf = Leaf {
             pem: cert.pem(),
             der: cert.der().clone(),
             key,
         };
-        let opts = options(SslMode::VerifyCa, Some(text(&root)));
-        let error = connect_through_postgres(server_config(&leaf, None), "localhost", &opts).await;
+        let ca = setup.ca_file();
+        let opts = options(SslMode::VerifyFull, Some(text(&ca)));
+        let error =
+            connect_through_postgres(server_config(&ca_leaf, None), "localhost", &opts).await;
+        assert!(matches!(
+            server_cert_error(&error),
+            ServerCertError::CaAsServerCertificate { .. }
+        ));
         let sentence = describe_tls_failure(&error, &opts).expect("described");
-        assert!(sentence.contains("is a CA certificate"), "{sentence}");
+        assert!(
+            sentence.starts_with(
+                "the server's certificate (CN=a CA as a server) is a CA certificate \
+                 (basicConstraints CA:TRUE) signed by CN=pgfleet test CA"
+            ),
+            "{sentence}"
+        );
+    }
+
+    #[tokio::test]
+    async fn verify_full_reads_host_names_as_libpq_does() {
+        let setup = Setup::new();
+        let root = setup.ca_file();
+        let opts = options(SslMode::VerifyFull, Some(text(&root)));
+        let attempt = |leaf: Leaf, host: &'static str| async move {
+            connect_through_postgres(server_config(&leaf, None), host, &opts).await
+        };
+        let presented = |error: &tokio_postgres::Error| match certificate_error(error) {
+            CertificateError::NotValidForNameContext { presented, .. } => presented,
+            other => panic!("expected a name mismatch, got {other:?}"),
+        };
+
+        // No subjectAltName: the Common Name.
+        let cn_only = || leaf_named(&setup.ca, &[], "db.example.com");
+        assert_got_through(&attempt(cn_only(), "db.example.com").await);
+        let error = attempt(cn_only(), "other.example.com").await;
+        assert_eq!(presented(&error), vec!["CN=db.example.com"]);
+
+        // A DNS subjectAltName: the Common Name is not looked at.
+        let both = || leaf_named(&setup.ca, &["db.example.com"], "localhost");
+        assert_got_through(&attempt(both(), "db.example.com").await);
+        let error = attempt(both(), "localhost").await;
+        assert_eq!(presented(&error), vec!["DNS:db.example.com"]);
+
+        // An IP host and no IP subjectAltName: the Common Name, even beside
+        // a DNS entry (libpq's rule; RFC 6125 would not).
+        let ip_in_cn = || leaf_named(&setup.ca, &["db.example.com"], "127.0.0.1");
+        assert_got_through(&attempt(ip_in_cn(), "127.0.0.1").await);
+        // With an IP subjectAltName, only that.
+        let ip_san = || leaf_named(&setup.ca, &["10.0.0.1"], "127.0.0.1");
+        let error = attempt(ip_san(), "127.0.0.1").await;
+        assert_eq!(presented(&error), vec!["IP:10.0.0.1"]);
+
+        // A wildcard stands for one label.
+        let wildcard = || leaf_named(&setup.ca, &["*.example.com"], "wildcard");
+        assert_got_through(&attempt(wildcard(), "db.example.com").await);
+        let error = attempt(wildcard(), "a.db.example.com").await;
+        assert_eq!(presented(&error), vec!["DNS:*.example.com"]);
+
+        // Nothing to compare with.
+        let nameless = leaf_named(&setup.ca, &[], "");
+        let error = attempt(nameless, "localhost").await;
+        let sentence = describe_tls_failure(&error, &opts).expect("described");
+        assert!(sentence.ends_with("; it names CN="), "{sentence}");
+    }
+
+    // ---- X.509 version 1 server certificates ----------------------------
+    //
+    // rcgen makes only version 3 certificates; these come from the openssl
+    // program, as PostgreSQL's docs make them.
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl program (these tests make X.509 v1 certificates with it)");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn pem_certs(path: &Path) -> Vec<CertificateDer<'static>> {
+        read_pem_certs("test", path).expect("PEM certificates")
+    }
+
+    fn pem_key(path: &Path) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::from_pem_file(path).expect("PEM key")
+    }
+
+    /// A server with this chain and key, on TLS 1.3 or on TLS 1.2 only
+    /// (`with_single_cert` would refuse a v1 certificate: it parses it).
+    fn chain_config(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        tls12: bool,
+    ) -> ServerConfig {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let signing = provider
+            .key_provider
+            .load_private_key(key)
+            .expect("server key");
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13]
+        };
+        ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .expect("versions")
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                rustls::sign::CertifiedKey::new(chain, signing),
+            )))
+    }
+
+    /// A CA as the docs make one, in `dir`: `<name>.crt`, `<name>.key`.
+    fn docs_root(dir: &Path, name: &str) {
+        let (csr, key, crt) = (
+            format!("{name}.csr"),
+            format!("{name}.key"),
+            format!("{name}.crt"),
+        );
+        openssl(
+            dir,
+            &[
+                "req",
+                "-new",
+                "-nodes",
+                "-text",
+                "-out",
+                &csr,
+                "-keyout",
+                &key,
+                "-subj",
+                "/CN=root.yourdomain.com",
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-text",
+                "-days",
+                "3650",
+                "-extfile",
+                &openssl_cnf(),
+                "-extensions",
+                "v3_ca",
+                "-signkey",
+                &key,
+                "-out",
+                &crt,
+            ],
+        );
+    }
+
+    /// The default OpenSSL configuration file the docs' `-extfile` names.
+    fn openssl_cnf() -> String {
+        let debian = Path::new("/etc/ssl/openssl.cnf");
+        if debian.exists() {
+            return text(debian).to_owned();
+        }
+        let output = std::process::Command::new("openssl")
+            .args(["version", "-d"])
+            .output()
+            .expect("openssl version -d");
+        let line = String::from_utf8_lossy(&output.stdout).into_owned();
+        let dir = line
+            .trim()
+            .trim_start_matches("OPENSSLDIR: ")
+            .trim_matches('"')
+            .to_owned();
+        format!("{dir}/openssl.cnf")
+    }
+
+    /// `<name>.crt` for `cn`, signed by `<ca>.crt` the docs' way (`openssl
+    /// x509 -req`, no extensions: X.509 version 1 with OpenSSL 3.0) plus
+    /// `extra` arguments.
+    fn docs_leaf(dir: &Path, ca: &str, name: &str, cn: &str, extra: &[&str]) {
+        let (csr, key, crt) = (
+            format!("{name}.csr"),
+            format!("{name}.key"),
+            format!("{name}.crt"),
+        );
+        let subject = format!("/CN={cn}");
+        openssl(
+            dir,
+            &[
+                "req", "-new", "-nodes", "-text", "-out", &csr, "-keyout", &key, "-subj", &subject,
+            ],
+        );
+        let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
+        let mut args = vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-text",
+            "-days",
+            "365",
+            "-CA",
+            &ca_crt,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &crt,
+        ];
+        args.extend_from_slice(extra);
+        openssl(dir, &args);
+    }
+
+    fn version_of(der: &CertificateDer<'_>) -> u32 {
+        server_cert::parse(der).expect("parse").version().0 + 1
+    }
+
+    #[tokio::test]
+    async fn an_x509_v1_server_certificate_is_verified_against_its_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        docs_root(dir.path(), "root");
+        docs_leaf(dir.path(), "root", "server", "localhost", &[]);
+        let leaf = pem_certs(&dir.path().join("server.crt"));
+        assert_eq!(version_of(&leaf[0]), 1, "openssl made a v3 certificate");
+        let key = || pem_key(&dir.path().join("server.key"));
+        let root = dir.path().join("root.crt");
+
+        for tls12 in [false, true] {
+            let server = || chain_config(leaf.clone(), key(), tls12);
+            for (mode, host) in [
+                (SslMode::VerifyFull, "localhost"),
+                (SslMode::VerifyCa, "db.example.com"),
+                (SslMode::Require, "db.example.com"),
+            ] {
+                let opts = options(mode, Some(text(&root)));
+                assert_got_through(&connect_through_postgres(server(), host, &opts).await);
+            }
+            // Encryption only: the handshake is signed by the v1 key.
+            let opts = options(SslMode::Require, None);
+            assert_got_through(&connect_through_postgres(server(), "localhost", &opts).await);
+
+            let opts = options(SslMode::VerifyFull, Some(text(&root)));
+            let error = connect_through_postgres(server(), "db.example.com", &opts).await;
+            let sentence = describe_tls_failure(&error, &opts).expect("described");
+            assert!(sentence.ends_with("; it names CN=localhost"), "{sentence}");
+        }
+
+        // The docs' root made again: same name, another key.
+        let again = tempfile::tempdir().expect("tempdir");
+        docs_root(again.path(), "root");
+        let other_root = again.path().join("root.crt");
+        let opts = options(SslMode::VerifyFull, Some(text(&other_root)));
+        let error =
+            connect_through_postgres(chain_config(leaf.clone(), key(), false), "localhost", &opts)
+                .await;
+        assert_eq!(certificate_error(&error), CertificateError::BadSignature);
+
+        // An unrelated CA.
+        let setup = Setup::new();
+        let unrelated = setup.ca_file();
+        let opts = options(SslMode::VerifyCa, Some(text(&unrelated)));
+        let error =
+            connect_through_postgres(chain_config(leaf.clone(), key(), false), "localhost", &opts)
+                .await;
+        assert_eq!(certificate_error(&error), CertificateError::UnknownIssuer);
+    }
+
+    #[tokio::test]
+    async fn a_v1_chain_is_held_to_webpkis_rules() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let at = |name: &str| dir.path().join(name);
+        docs_root(dir.path(), "root");
+        let root = at("root.crt");
+        let opts = options(SslMode::VerifyFull, Some(text(&root)));
+        let served = |names: &[&str], key: &str| {
+            let chain = names
+                .iter()
+                .flat_map(|name| pem_certs(&at(name)))
+                .collect::<Vec<_>>();
+            chain_config(chain, pem_key(&at(key)), false)
+        };
+
+        // Through the docs' intermediate (v3, CA:TRUE), sent by the server.
+        docs_leaf(
+            dir.path(),
+            "root",
+            "intermediate",
+            "intermediate.yourdomain.com",
+            &["-extfile", &openssl_cnf(), "-extensions", "v3_ca"],
+        );
+        docs_leaf(dir.path(), "intermediate", "server", "localhost", &[]);
+        let server = || served(&["server.crt", "intermediate.crt"], "server.key");
+        assert_got_through(&connect_through_postgres(server(), "localhost", &opts).await);
+        // Without the intermediate, there is no way to the root.
+        let error =
+            connect_through_postgres(served(&["server.crt"], "server.key"), "localhost", &opts)
+                .await;
+        assert_eq!(certificate_error(&error), CertificateError::UnknownIssuer);
+
+        // An "intermediate" that is not a CA.
+        fs::write(at("leafish.ext"), "basicConstraints=CA:FALSE\n").expect("ext");
+        docs_leaf(
+            dir.path(),
+            "root",
+            "notca",
+            "not a CA",
+            &["-extfile", "leafish.ext"],
+        );
+        docs_leaf(dir.path(), "notca", "under", "localhost", &[]);
+        let error = connect_through_postgres(
+            served(&["under.crt", "notca.crt"], "under.key"),
+            "localhost",
+            &opts,
+        )
+        .await;
+        assert_eq!(
+            server_cert_error(&error),
+            ServerCertError::NotACa {
+                subject: "CN=not a CA".to_string(),
+                why: "no basicConstraints CA:TRUE"
+            }
+        );
+
+        // SHA-1, which rustls accepts nowhere.
+        docs_leaf(dir.path(), "root", "sha1", "localhost", &["-sha1"]);
+        let error =
+            connect_through_postgres(served(&["sha1.crt"], "sha1.key"), "localhost", &opts).await;
+        let sentence = describe_tls_failure(&error, &opts).expect("described");
+        assert!(
+            sentence.starts_with(
+                "the certificate CN=localhost is signed with sha1WithRSAEncryption, which this \
+                 client does not accept"
+            ),
+            "{sentence}"
+        );
+
+        // Expired: `openssl ca` with dates of its own, still version 1.
+        fs::write(at("index.txt"), "").expect("index");
+        fs::write(at("serial"), "01\n").expect("serial");
+        fs::write(
+            at("ca.cnf"),
+            "[ca]\ndefault_ca = old\n[old]\ndatabase = index.txt\nnew_certs_dir = .\n\
+             serial = serial\ndefault_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n",
+        )
+        .expect("ca.cnf");
+        openssl(
+            dir.path(),
+            &[
+                "ca",
+                "-batch",
+                "-config",
+                "ca.cnf",
+                "-cert",
+                "root.crt",
+                "-keyfile",
+                "root.key",
+                "-in",
+                "server.csr",
+                "-startdate",
+                "20000101000000Z",
+                "-enddate",
+                "20010101000000Z",
+                "-out",
+                "old.crt",
+            ],
+        );
+        let old = pem_certs(&at("old.crt"));
+        assert_eq!(version_of(&old[0]), 1);
+        let error = connect_through_postgres(
+            chain_config(old, pem_key(&at("server.key")), false),
+            "localhost",
+            &opts,
+        )
+        .await;
+        let sentence = describe_tls_failure(&error, &opts).expect("described");
+        assert!(
+            sentence.starts_with("the server's certificate expired at 2001-01-01 00:00:00 UTC"),
+            "{sentence}"
+        );
     }
 
     #[tokio::test]

@@ -28,14 +28,16 @@ use std::ffi::CString;
 use std::fs;
 use std::io::Write as _;
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use super::openssl;
 use super::tls::{self, Pki};
 
 /// How many ports to try before giving up: a port found free can be taken by
@@ -60,6 +62,24 @@ pub fn cluster() -> &'static Cluster {
         Ok(cluster) => cluster,
         Err(why) => panic!("the test PostgreSQL cluster could not be started:\n{why}"),
     }
+}
+
+/// A second cluster, for the tests that change which certificate the server
+/// presents ([`Cluster::serve_certificate`]): one test at a time holds it,
+/// so each sees its own certificate; the shared [`cluster()`] never changes
+/// its own. Started on first use, like that one.
+pub fn certificate_cluster() -> MutexGuard<'static, Cluster> {
+    static CLUSTER: OnceLock<Mutex<Cluster>> = OnceLock::new();
+    CLUSTER
+        .get_or_init(|| {
+            Mutex::new(Cluster::start().unwrap_or_else(|why| {
+                panic!("the second test PostgreSQL cluster could not be started:\n{why}")
+            }))
+        })
+        .lock()
+        // A test that failed while holding it left nothing half done that
+        // the next one's serve_certificate does not redo.
+        .unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A running PostgreSQL server in a temporary directory, owned by this test
@@ -195,6 +215,64 @@ impl Cluster {
         )
     }
 
+    /// Makes the server present `cert` (a PEM file, the server's certificate
+    /// then any intermediates) with `key`, and returns once a new connection
+    /// gets it: copies both into the cluster's directory (owned by the
+    /// server's user, the key 0600, as PostgreSQL demands), points
+    /// `ssl_cert_file` and `ssl_key_file` at them and reloads (PostgreSQL
+    /// reloads its TLS files on SIGHUP). Panics if the server keeps showing
+    /// another certificate (it keeps the old files when the new ones do not
+    /// load: see its log).
+    pub fn serve_certificate(&self, cert: &Path, key: &Path) {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let served_cert = self.pki.dir.join(format!("served-{n}.crt"));
+        let served_key = self.pki.dir.join(format!("served-{n}.key"));
+        for (from, to, mode) in [(cert, &served_cert, 0o644), (key, &served_key, 0o600)] {
+            fs::copy(from, to)
+                .unwrap_or_else(|e| panic!("copying {} to {}: {e}", from.display(), to.display()));
+            fs::set_permissions(to, fs::Permissions::from_mode(mode))
+                .unwrap_or_else(|e| panic!("chmod {}: {e}", to.display()));
+            if let Some(user) = self.run_as {
+                chown_recursive(to, user).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        write_harness_conf(
+            &self.datadir,
+            self.socket_dir(),
+            (&served_cert, &served_key, &self.pki.ca_cert),
+            self.port,
+            self.run_as,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let reload = self.pg_ctl(&["reload"]);
+        assert!(
+            reload.status.success(),
+            "pg_ctl reload: {}",
+            String::from_utf8_lossy(&reload.stderr)
+        );
+        let wanted = fs::read_to_string(cert)
+            .ok()
+            .and_then(|text| openssl::first_pem(&text))
+            .unwrap_or_else(|| panic!("no PEM certificate in {}", cert.display()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let presented = openssl::presented_certificate(self.port);
+            if presented.as_deref() == Some(wanted.as_str()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server at port {} still presents another certificate than {} after a \
+                 reload:\n{}",
+                self.port,
+                cert.display(),
+                log_tail(&self.log_path, 0, 20)
+            );
+            sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Creates, configures and starts the cluster. Errors are explanations
     /// for a human, shown by [`cluster()`].
     fn start() -> Result<Cluster, String> {
@@ -262,7 +340,13 @@ impl Cluster {
         let mut failures = Vec::new();
         for attempt in 1..=START_ATTEMPTS {
             let port = free_port()?;
-            write_harness_conf(&datadir, &root, &pki, port, run_as)?;
+            write_harness_conf(
+                &datadir,
+                &root,
+                (&pki.server_cert, &pki.server_key, &pki.ca_cert),
+                port,
+                run_as,
+            )?;
             // Only this attempt's part of the log goes into the error.
             let log_start = fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
             let pg_ctl = |args: &[&str]| run_pg_ctl(&bindir, &datadir, &log_path, run_as, args);
@@ -551,23 +635,19 @@ fn append_include(datadir: &Path) -> Result<(), String> {
 
 /// Writes the harness settings: local TCP only, on `port`; the socket in the
 /// temporary directory; speed over durability; room for many parallel
-/// tests. Kept in the data directory so that a plain `pg_ctl restart` or
+/// tests; TLS with the server certificate, key and client CA given. Kept in the data directory so that a plain `pg_ctl restart` or
 /// `start` by a fault test keeps them.
 fn write_harness_conf(
     datadir: &Path,
     socket_dir: &Path,
-    pki: &Pki,
+    (cert, key, ca): (&Path, &Path, &Path),
     port: u16,
     run_as: Option<RunAs>,
 ) -> Result<(), String> {
     let path = datadir.join(HARNESS_CONF);
     let quoted = |path: &Path| path.to_string_lossy().replace('\'', "''");
     let socket_dir = quoted(socket_dir);
-    let (cert, key, ca) = (
-        quoted(&pki.server_cert),
-        quoted(&pki.server_key),
-        quoted(&pki.ca_cert),
-    );
+    let (cert, key, ca) = (quoted(cert), quoted(key), quoted(ca));
     let settings = format!(
         "listen_addresses = '127.0.0.1'\n\
          port = {port}\n\

@@ -1,5 +1,6 @@
 pub mod cluster;
 pub mod load;
+pub mod openssl;
 pub mod pgbouncer;
 pub mod pgfleet;
 pub mod proxy;
