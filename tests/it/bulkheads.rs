@@ -189,8 +189,8 @@ fn a_migration_does_not_stall_the_others(db: &TestDb, extra_yaml: &str, env: &[(
         .expect("seconds from the release to the last fold")
         .get(0);
     eprintln!("MEASURED every locked schema folded within {caught_up:.3} s after the lock went");
-    // The target is 3 s, measured at 0.6 to 1.1 s (README, "During a
-    // migration"): a schema tries again at most once a second, and 90
+    // The target is 3 s, measured at 0.6 to 1.1 s (docs/faults.md, "During
+    // a migration"): a schema tries again at most once a second, and 90
     // folds wait their turn for 8 connections. A CI machine busy with other
     // tests has been seen at 3.6 s through PgBouncer; a retry that waited
     // for more than a tick or two would be far beyond.

@@ -4,8 +4,10 @@
 //! alert rules and parses the dashboard's queries; `systemd-analyze` verifies
 //! the unit and rates its sandbox; the pgfleet configurations of the
 //! ConfigMap and of compose load in the real binary, and name files where
-//! the manifests mount them; the manifests hold what the README promises;
-//! and every metric the alerts and the dashboard use is in the README.
+//! the manifests mount them; the manifests hold what deploy/README.md
+//! promises; and every metric the alerts and the dashboard use is in the
+//! metrics table of docs/operations.md, and every metric of that table is
+//! used by one of them.
 //!
 //! `promtool` (Debian: `prometheus`) and `systemd-analyze` (Debian:
 //! `systemd`) must be installed: a missing tool fails the test with the
@@ -18,6 +20,7 @@ use std::process::{Command, Output};
 
 use serde_norway::Value;
 
+use crate::docs::documented_metrics;
 use crate::support::pgfleet::run;
 use crate::support::tls::Pki;
 
@@ -602,31 +605,6 @@ fn configs_in_configmap_and_compose_load_and_name_mounted_files() {
     }
 }
 
-/// The metric names in the README's table ("### Metrics"), with their types.
-fn documented_metrics() -> Vec<(String, String)> {
-    let readme = read(&repo().join("README.md"));
-    let table = readme
-        .split("\n### Metrics\n")
-        .nth(1)
-        .expect("README.md has a \"### Metrics\" section");
-    let metrics: Vec<(String, String)> = table
-        .lines()
-        .take_while(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let mut cells = l.split('|').map(str::trim).skip(1);
-            let name = cells.next()?.strip_prefix('`')?.strip_suffix('`')?;
-            let kind = cells.next()?;
-            name.starts_with("pgfleet_")
-                .then(|| (name.to_owned(), kind.to_owned()))
-        })
-        .collect();
-    assert!(
-        metrics.len() >= 10,
-        "README.md's metrics table: found only {metrics:?}"
-    );
-    metrics
-}
-
 /// Every `pgfleet_…` word in `text`.
 fn metric_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
@@ -648,7 +626,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 }
 
 #[test]
-fn metrics_in_alerts_and_dashboard_are_in_the_readme() {
+fn metrics_in_alerts_and_dashboard_are_in_the_docs() {
     let documented = documented_metrics();
     let known = |name: &str| {
         documented.iter().any(|(n, _)| n == name)
@@ -667,7 +645,7 @@ fn metrics_in_alerts_and_dashboard_are_in_the_readme() {
         let unknown: Vec<&String> = names.iter().filter(|n| !known(n)).collect();
         assert!(
             unknown.is_empty(),
-            "deploy/monitoring/{file} uses metrics that README.md's metrics table does not have: {unknown:?}"
+            "deploy/monitoring/{file} uses metrics that docs/operations.md's metrics table does not have: {unknown:?}"
         );
         used.extend(names);
     }
@@ -675,14 +653,14 @@ fn metrics_in_alerts_and_dashboard_are_in_the_readme() {
         if name != "pgfleet_build_info" {
             assert!(
                 used.iter().any(|u| u.starts_with(name.as_str())),
-                "{name} is in the README but neither alerted on nor on the dashboard"
+                "{name} is in docs/operations.md but neither alerted on nor on the dashboard"
             );
         }
     }
 }
 
-/// What the manifests, the Dockerfile and .dockerignore promise (README,
-/// "Deploy"; deploy/README.md), read as data.
+/// What the manifests, the Dockerfile and .dockerignore promise
+/// (deploy/README.md), read as data.
 #[test]
 fn manifests_and_dockerfile_hold_what_they_promise() {
     let objects = kubernetes_objects();

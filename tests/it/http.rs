@@ -216,6 +216,14 @@ pub(crate) fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> 
         .map(|s| s.value)
 }
 
+/// Every family of `samples`, with its type.
+pub(crate) fn families(samples: &[Sample]) -> BTreeMap<String, String> {
+    samples
+        .iter()
+        .map(|s| (s.family.clone(), s.kind.clone()))
+        .collect()
+}
+
 fn kind_of<'a>(samples: &'a [Sample], family: &str) -> Option<&'a str> {
     samples
         .iter()

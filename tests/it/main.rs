@@ -6,6 +6,7 @@ mod bulkheads;
 mod cli;
 mod connecting;
 mod deploy;
+mod docs;
 mod faults;
 mod harness;
 mod http;
