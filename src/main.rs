@@ -72,6 +72,15 @@ fn serve(
     let logging = logging::start(&settings.log);
     let log = logging.log.clone();
     pgfleet_actors::panics::install_hook(log.clone());
+    // Bound before anything says the service started: a port in use is the
+    // first event, and ends the start before any actor runs.
+    let listener = match pgfleet_actors::http::bind(&settings.http.listen) {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!(log, "cannot start: {e}"; "event" => "service_failed", "error" => e.clone());
+            return stopped(logging, log, EXIT_RUNTIME_FAILURE);
+        }
+    };
     let settings = Arc::new(settings);
     info!(log, "pgfleet {} started with {} workers", env!("CARGO_PKG_VERSION"), settings.targets().len();
         "event" => "service_started", "version" => env!("CARGO_PKG_VERSION"),
@@ -84,8 +93,9 @@ fn serve(
     status.export_log_lines_dropped(logging.dropped.clone());
     let system = System::new();
     let started = system.block_on(async {
-        // Bound first: a port in use ends the start before any actor runs.
-        pgfleet_actors::http::start(&settings.http.listen, status.clone(), &log)?;
+        if let Some(listener) = listener {
+            pgfleet_actors::http::serve(listener, status.clone(), &log)?;
+        }
         let supervisor =
             Supervisor::new(Arc::clone(&settings), log.clone(), status.clone())?.start();
         let level = logging.level.clone().start();
@@ -122,6 +132,12 @@ fn serve(
     };
     // From here on, actors are dropped with the system: no panic.
     pgfleet_actors::panics::system_stopping();
+    stopped(logging, log, exit_code)
+}
+
+/// The last line (`service_stopped`), then the log written out within
+/// [`LOG_FLUSH_WITHIN`]; returns `exit_code`.
+fn stopped(logging: logging::Logging, log: slog::Logger, exit_code: i32) -> i32 {
     info!(log, "pgfleet stopped with exit code {exit_code}"; "event" => "service_stopped", "exit_code" => exit_code);
     drop(log);
     logging.finish(LOG_FLUSH_WITHIN);

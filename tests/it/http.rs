@@ -611,6 +611,26 @@ fn a_port_in_use_is_a_clear_error_and_exit_1() {
     let expected = format!("http.listen {address}: address already in use");
     assert!(stderr.contains(&expected), "{expected:?} in:\n{stderr}");
     assert!(took < Duration::from_secs(5), "took {took:?}");
+    // The port is bound before anything says the service started: the
+    // failure is the first event, and the last line says exit code 1.
+    let events: Vec<Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["service_failed", "service_stopped"],
+        "the events of a start on a port in use:\n{stderr}"
+    );
+    assert!(
+        events[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&expected)),
+        "{}",
+        events[0]
+    );
+    assert_eq!(events[1]["exit_code"], 1);
 }
 
 #[test]

@@ -33,21 +33,29 @@ const MAX_CONNECTIONS: usize = 256;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Binds `listen` (`http.listen`) and serves on the current actix system.
-/// Returns the bound address (useful with port 0), or None when `listen`
-/// is empty (HTTP turned off). A bind failure is an error that names the
-/// key and the address.
-pub fn start(listen: &str, status: Status, log: &Logger) -> Result<Option<SocketAddr>, String> {
+/// Binds `listen` (`http.listen`): None when it is empty (HTTP turned
+/// off). A plain socket, so that the binary binds it before it says the
+/// service started, and a port in use is the first thing it reports. A bind
+/// failure is an error that names the key and the address.
+pub fn bind(listen: &str) -> Result<Option<TcpListener>, String> {
     if listen.is_empty() {
         return Ok(None);
     }
     let address: SocketAddr = listen
         .parse()
         .map_err(|e| format!("http.listen {listen}: {e}"))?;
-    let listener = TcpListener::bind(address).map_err(|e| bind_error(listen, &e))?;
+    TcpListener::bind(address)
+        .map(Some)
+        .map_err(|e| bind_error(listen, &e))
+}
+
+/// Serves the endpoints on `listener` (from [`bind`]) on the current actix
+/// system. Returns the bound address (useful with port 0).
+pub fn serve(listener: TcpListener, status: Status, log: &Logger) -> Result<SocketAddr, String> {
     let bound = listener
         .local_addr()
-        .map_err(|e| format!("http.listen {listen}: {e}"))?;
+        .map_err(|e| format!("http.listen: {e}"))?;
+    let listen = bound.to_string();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(status.clone()))
@@ -72,12 +80,12 @@ pub fn start(listen: &str, status: Status, log: &Logger) -> Result<Option<Socket
     .max_connections(MAX_CONNECTIONS)
     .shutdown_timeout(1)
     .listen(listener)
-    .map_err(|e| bind_error(listen, &e))?
+    .map_err(|e| bind_error(&listen, &e))?
     .run();
     actix_rt::spawn(server);
     info!(log, "serving /metrics, /healthz, /readyz, /workers and the status page on http://{bound}/";
         "event" => "http_listening", "address" => bound.to_string());
-    Ok(Some(bound))
+    Ok(bound)
 }
 
 fn bind_error(listen: &str, e: &std::io::Error) -> String {
