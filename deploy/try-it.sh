@@ -5,8 +5,11 @@
 #
 #   bash deploy/try-it.sh            # text logs
 #   LOG_FORMAT=json bash deploy/try-it.sh
+#   PGFLEET_BIN=path/to/pgfleet bash deploy/try-it.sh   # that binary, no build
 #
-# Needs a Rust toolchain and the PostgreSQL server binaries, found via
+# PostgreSQL gets a free port; pgfleet's HTTP endpoints 127.0.0.1:8187, or a
+# free port when that one is taken (another pgfleet): the status line says
+# which. Needs a Rust toolchain and the PostgreSQL server binaries, found via
 # PG_BINDIR, `pg_config --bindir`, or /usr/lib/postgresql/*/bin. When they are
 # missing, scripts/install-test-deps.sh installs them (as root on
 # Debian/Ubuntu) or prints the one command that does. Run as root, the server
@@ -58,24 +61,42 @@ stop_all() {
 trap 'stop_all; exit "${service_rc:-130}"' INT TERM
 trap 'rc=$?; stop_all; exit "$rc"' EXIT
 
-# Cargo's own progress; the JSON on stdout names the binary it built, wherever
-# CARGO_TARGET_DIR or .cargo/config.toml put it.
-echo "== building pgfleet (release; the first build takes about 4 minutes on 2 cores)"
-cargo build --release --bin pgfleet --message-format=json-render-diagnostics >"$dir/build.json"
-exe=""
-while IFS= read -r line; do
-    [[ "$line" == *'"reason":"compiler-artifact"'* && "$line" == *'"executable":"'* ]] || continue
-    path="${line##*\"executable\":\"}"
-    path="${path%%\"*}"
-    [[ "${path##*/}" == pgfleet ]] && exe="$path"
-done <"$dir/build.json"
-if [[ -z "$exe" || ! -x "$exe" ]]; then
+exe="${PGFLEET_BIN:-}"
+if [[ -z "$exe" ]]; then
+    # Cargo's own progress; the JSON on stdout names the binary it built,
+    # wherever CARGO_TARGET_DIR or .cargo/config.toml put it.
+    echo "== building pgfleet (release; the first build takes about 4 minutes on 2 cores)"
+    cargo build --release --bin pgfleet --message-format=json-render-diagnostics >"$dir/build.json"
+    while IFS= read -r line; do
+        [[ "$line" == *'"reason":"compiler-artifact"'* && "$line" == *'"executable":"'* ]] || continue
+        path="${line##*\"executable\":\"}"
+        path="${path%%\"*}"
+        [[ "${path##*/}" == pgfleet ]] && exe="$path"
+    done <"$dir/build.json"
+fi
+if [[ -n "${PGFLEET_BIN:-}" && ! -x "$exe" ]]; then
+    echo "PGFLEET_BIN=$exe is not an executable" >&2
+    exit 1
+elif [[ -z "$exe" || ! -x "$exe" ]]; then
     echo "cargo built no pgfleet executable (see $dir/build.json)" >&2
     exit 1
 fi
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-    echo $((20000 + RANDOM % 30000)))"
+# A free port on 127.0.0.1: $1 when it is free, else one the kernel picks
+# (a random one without python3).
+free_port() {
+    python3 - "$1" 2>/dev/null <<'EOF' || echo $((20000 + RANDOM % 30000))
+import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+EOF
+}
+
+port="$(free_port 0)"
 echo "== a throwaway PostgreSQL in $dir on port $port"
 cluster=true
 as_server "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust --no-sync >/dev/null
@@ -87,6 +108,11 @@ export PGFLEET__DATABASE__URL="postgres://postgres@127.0.0.1:$port/postgres"
 export PGFLEET__NAPTIME=2s
 export PGFLEET__WORKERS__TOTAL=2
 export PGFLEET__LOG__FORMAT="${LOG_FORMAT:-text}"
+# HTTP on pgfleet's own port, 8187, unless another pgfleet (or anything
+# else) has it: then on a free one. The status line below prints it.
+if [[ -z "${PGFLEET__HTTP__LISTEN:-}" ]]; then
+    export PGFLEET__HTTP__LISTEN="127.0.0.1:$(free_port 8187)"
+fi
 
 # pgfleet in a session of its own, so that Ctrl-C reaches only this script,
 # which then asks pgfleet once to shut down gracefully (a second SIGINT would
@@ -122,7 +148,7 @@ fi
 echo "== pgfleet (pid $service) folds schema1 and schema2 every 2s; Ctrl-C stops it all"
 echo "   look:   $psql_bin -h 127.0.0.1 -p $port -U postgres -c 'TABLE schema1.counted'"
 echo "   reload: kill -HUP $service"
-echo "   status: http://${PGFLEET__HTTP__LISTEN:-127.0.0.1:8187}/"
+echo "   status: http://$PGFLEET__HTTP__LISTEN/"
 rc=0
 wait "$service" || rc=$?
 service=""

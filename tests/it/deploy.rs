@@ -786,3 +786,137 @@ fn manifests_and_dockerfile_hold_what_they_promise() {
         ".dockerignore keeps target/ out of the build context"
     );
 }
+
+/// `bash deploy/try-it.sh` (with this build's binary, `PGFLEET_BIN`, so no
+/// release build) beside another pgfleet: 127.0.0.1:8187, pgfleet's
+/// default, is taken here, so the script must pick another port for HTTP
+/// (as it does for PostgreSQL), print the status URL, and serve there; then
+/// Ctrl-C (SIGINT) stops it all, exit 0.
+#[test]
+fn try_it_picks_a_free_http_port_and_prints_it() {
+    use std::io::{BufRead, BufReader, Read, Seek, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    // Another pgfleet on the machine. Already taken is as good.
+    let _other = match TcpListener::bind("127.0.0.1:8187") {
+        Ok(listener) => Some(listener),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => None,
+        Err(e) => panic!("binding 127.0.0.1:8187: {e}"),
+    };
+    // pgfleet's log goes to stderr: to a file, so that it never fills a pipe.
+    let mut stderr = tempfile::tempfile().expect("a temp file for stderr");
+    let mut command = Command::new("bash");
+    command
+        .arg("deploy/try-it.sh")
+        .current_dir(repo())
+        .env("PGFLEET_BIN", env!("CARGO_BIN_EXE_pgfleet"))
+        .env("LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr.try_clone().expect("the temp file again"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PGFLEET_") {
+            command.env_remove(key);
+        }
+    }
+    let child = command.spawn().expect("run deploy/try-it.sh");
+    let mut script = Script { child };
+    let stdout = script.child.stdout.take().expect("piped stdout");
+    let (lines, printed) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = Vec::new();
+    let url = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match printed.recv_timeout(left) {
+            Ok(line) => {
+                let url = line
+                    .trim()
+                    .strip_prefix("status:")
+                    .map(|u| u.trim().to_owned());
+                seen.push(line);
+                if let Some(url) = url {
+                    break url;
+                }
+            }
+            Err(_) => {
+                script.interrupt();
+                let mut log = String::new();
+                let _ = stderr
+                    .rewind()
+                    .and_then(|()| stderr.read_to_string(&mut log).map(drop));
+                panic!(
+                    "try-it.sh printed no status URL:\n{}\n--- stderr ---\n{log}",
+                    seen.join("\n")
+                );
+            }
+        }
+    };
+    let address = url
+        .strip_prefix("http://")
+        .and_then(|a| a.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("not a status URL: {url}"));
+    assert_ne!(
+        address, "127.0.0.1:8187",
+        "try-it.sh printed the port another pgfleet holds"
+    );
+    let mut stream = TcpStream::connect(address)
+        .unwrap_or_else(|e| panic!("connecting to the printed {url}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    stream
+        .write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
+        .expect("send a request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "GET {url}healthz: {answer}"
+    );
+
+    let code = script.interrupt();
+    assert_eq!(code, Some(0), "try-it.sh after Ctrl-C");
+}
+
+/// try-it.sh, interrupted (as Ctrl-C does) however the test ends, so that
+/// it stops pgfleet and removes its cluster.
+struct Script {
+    child: std::process::Child,
+}
+
+impl Script {
+    /// SIGINT, then the exit code within 30 s (else SIGKILL).
+    fn interrupt(&mut self) -> Option<i32> {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) on our own child, which has not been reaped.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("poll try-it.sh") {
+                return status.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.interrupt();
+        }
+    }
+}
