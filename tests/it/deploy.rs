@@ -143,6 +143,26 @@ fn yaml_file(path: &Path) -> Value {
     documents.remove(0)
 }
 
+/// The string value of `key` in the `[table]` of a small TOML file, read
+/// by hand (`key = "value"` lines; no TOML crate for two lookups).
+fn toml_string(path: &Path, table: &str, key: &str) -> Option<String> {
+    let text = read(path);
+    let mut current = String::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.trim().to_owned();
+        } else if current == table {
+            if let Some((k, v)) = line.split_once('=') {
+                if k.trim() == key {
+                    let v = v.split('#').next().unwrap_or_default().trim();
+                    return v.strip_prefix('"')?.strip_suffix('"').map(str::to_owned);
+                }
+            }
+        }
+    }
+    None
+}
+
 fn str_at<'a>(value: &'a Value, keys: &[&str]) -> Option<&'a str> {
     keys.iter()
         .try_fold(value, |v, k| v.get(*k))
@@ -777,6 +797,29 @@ fn manifests_and_dockerfile_hold_what_they_promise() {
     assert!(
         dockerfile.contains("cargo build --release --locked"),
         "the image builds what Cargo.lock says"
+    );
+    // The build stage uses the toolchain rust-toolchain.toml pins, by its
+    // full version (no floating `rust:1`), and ships a binary without
+    // debug info.
+    let channel = toml_string(&repo().join("rust-toolchain.toml"), "toolchain", "channel")
+        .expect("rust-toolchain.toml: toolchain.channel");
+    assert!(
+        channel.split('.').count() == 3 && channel.split('.').all(|n| n.parse::<u32>().is_ok()),
+        "rust-toolchain.toml pins a full version (1.x.y), not {channel:?}"
+    );
+    let build_from = instructions
+        .iter()
+        .find_map(|l| l.strip_prefix("FROM rust:"))
+        .expect("a build stage FROM rust:…");
+    assert_eq!(
+        build_from,
+        format!("{channel}-bookworm AS build"),
+        "the Dockerfile's build stage and rust-toolchain.toml name the same toolchain"
+    );
+    assert_eq!(
+        toml_string(&repo().join("Cargo.toml"), "profile.release", "strip").as_deref(),
+        Some("debuginfo"),
+        "Cargo.toml: the release binary without debug info"
     );
     let ignore = read(&repo().join(".dockerignore"));
     assert!(
