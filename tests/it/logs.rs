@@ -66,6 +66,39 @@ fn a_fleet_summary_replaces_the_line_per_fold() {
     assert_eq!(next["rows"], 0, "{next}");
 }
 
+/// The default volume, as docs/operations.md states it: a small fleet
+/// logs worker_spi's line for each worker's first fold (its starting
+/// count) and for each fold that changed a total, none for the idle folds
+/// in between; everything else is a state change or a warning.
+#[test]
+fn a_small_fleet_logs_a_line_per_changed_total_and_nothing_when_idle() {
+    let db = cluster().create_database();
+    let schemas = crate::support::pgfleet::schema_names(3);
+    let pgfleet = Pgfleet::start(&db, "naptime: 100ms\nworkers:\n  total: 3\n");
+    crate::support::pgfleet::ready(&pgfleet, &db, &schemas);
+    for schema in &schemas {
+        crate::http::wait_for_total(&pgfleet, schema, 0);
+    }
+    // Thirty idle ticks a schema, then one delta in schema1.
+    std::thread::sleep(Duration::from_secs(3));
+    execute(&db, "INSERT INTO schema1.counted VALUES ('delta', 3)");
+    crate::http::wait_for_total(&pgfleet, "schema1", 3);
+    std::thread::sleep(Duration::from_millis(500));
+    let ticks = pgfleet.events("worker_tick");
+    let by_schema = |schema: &str| ticks.iter().filter(|e| e["schema"] == schema).count();
+    assert_eq!(
+        (by_schema("schema1"), by_schema("schema2"), by_schema("schema3")),
+        (2, 1, 1),
+        "{ticks:#?}"
+    );
+    let other: Vec<_> = pgfleet
+        .all_events()
+        .into_iter()
+        .filter(|e| e["event"] != "worker_tick" && e["level"] != "info")
+        .collect();
+    assert!(other.is_empty(), "warnings in a quiet run: {other:#?}");
+}
+
 #[test]
 fn text_lines_carry_the_same_fields() {
     let db = cluster().create_database();
