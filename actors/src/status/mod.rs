@@ -14,9 +14,10 @@
 //! ([`Status::readiness`]), `/workers` and the status page
 //! ([`Status::workers`]).
 
+pub mod history;
 mod metrics;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{btree_map, BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -28,6 +29,8 @@ use prometheus_client::registry::Registry;
 
 use crate::counter::{Backlog, Total};
 use crate::settings::{SchemaTarget, Settings};
+
+use history::History;
 
 /// The Supervisor beats this often ...
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -154,6 +157,10 @@ pub struct WorkerStatus {
     pub folds: u64,
     pub rows_folded: u64,
     pub ticks_skipped: u64,
+    /// When it last skipped a tick, in whole seconds since the Unix epoch
+    /// (0: never); see [`WorkerStatus::last_skipped_at`]. Four bytes that
+    /// fit in the entry's padding.
+    last_skipped_s: u32,
     /// Deltas the last fold left: because its batch was full (0 when it
     /// took every delta it found; see [`WorkerStatus::backlog`]), or, in
     /// state `WaitingForTotal`, because there is no total row to fold them
@@ -190,6 +197,7 @@ impl WorkerStatus {
             folds: 0,
             rows_folded: 0,
             ticks_skipped: 0,
+            last_skipped_s: 0,
             backlog_left: 0,
             backlog_at_least: false,
             trouble: None,
@@ -219,6 +227,12 @@ impl WorkerStatus {
             left: self.backlog_left,
             at_least: self.backlog_at_least,
         })
+    }
+
+    /// When it last skipped a tick (to the second); None: never.
+    pub fn last_skipped_at(&self) -> Option<SystemTime> {
+        (self.last_skipped_s > 0)
+            .then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(self.last_skipped_s.into()))
     }
 
     pub fn failures(&self) -> u64 {
@@ -381,6 +395,8 @@ struct Inner {
     restarts: AtomicU64,
     ticks_skipped_total: AtomicU64,
     fleet: Mutex<Fleet>,
+    /// The fleet-wide counters over the last minutes (status page charts).
+    history: Mutex<History>,
     database_probe: Mutex<Option<HealthProbe>>,
     pool: Mutex<Option<PoolProbe>>,
     log_lines_dropped: Mutex<Option<Arc<AtomicU64>>>,
@@ -395,6 +411,9 @@ struct Inner {
 struct Fleet {
     workers: BTreeMap<Arc<str>, WorkerStatus>,
     recent_lateness: VecDeque<f64>,
+    /// Ticks pushed to `recent_lateness` ever: the history takes the ones
+    /// since its last sample.
+    lateness_ticks: u64,
 }
 
 impl Default for Status {
@@ -421,6 +440,7 @@ impl Status {
             restarts: AtomicU64::new(0),
             ticks_skipped_total: AtomicU64::new(0),
             fleet: Mutex::new(Fleet::default()),
+            history: Mutex::new(History::default()),
             database_probe: Mutex::new(None),
             pool: Mutex::new(None),
             log_lines_dropped: Mutex::new(None),
@@ -593,7 +613,15 @@ impl Status {
         self.inner
             .ticks_skipped_total
             .fetch_add(1, Ordering::Relaxed);
-        self.update(schema, generation, |worker| worker.ticks_skipped += 1);
+        let now_s = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u32::try_from(since.as_secs()).unwrap_or(u32::MAX)
+            });
+        self.update(schema, generation, |worker| {
+            worker.ticks_skipped += 1;
+            worker.last_skipped_s = now_s;
+        });
     }
 
     /// A worker's VACUUM ended: `done`, `locked` (it gave up waiting for
@@ -615,6 +643,7 @@ impl Status {
             fleet.recent_lateness.pop_front();
         }
         fleet.recent_lateness.push_back(seconds);
+        fleet.lateness_ticks += 1;
     }
 
     // ---- written by others ---------------------------------------------
@@ -697,6 +726,17 @@ impl Status {
         self.fleet().workers.values().cloned().collect()
     }
 
+    /// Lends every worker, by schema, to `read` while holding the lock the
+    /// workers write under: for a reader that needs a few of 100,000
+    /// entries (the status page), instead of a copy of them all. Keep
+    /// `read` short: every worker's next report waits for it.
+    pub fn read_workers<R>(
+        &self,
+        read: impl FnOnce(btree_map::Values<'_, Arc<str>, WorkerStatus>) -> R,
+    ) -> R {
+        read(self.fleet().workers.values())
+    }
+
     pub fn worker(&self, schema: &str) -> Option<WorkerStatus> {
         self.fleet().workers.get(schema).cloned()
     }
@@ -731,6 +771,42 @@ impl Status {
             database: Some(self.database()),
             lateness,
         }
+    }
+
+    /// Adds a sample of the fleet-wide counters to the history (see
+    /// [`history`]); called every [`history::SAMPLE_EVERY`] by the HTTP
+    /// side, never by a worker.
+    pub fn sample_history(&self) {
+        let inner = &self.inner;
+        let last_ticks = lock(&inner.history).last_ticks();
+        // The ticks since the last sample are the newest of the recent
+        // ones (all of them, unless more ran than the ring keeps).
+        let (ticks, mut recent) = {
+            let fleet = self.fleet();
+            let since_last = fleet.lateness_ticks.saturating_sub(last_ticks);
+            let take = usize::try_from(since_last)
+                .unwrap_or(usize::MAX)
+                .min(fleet.recent_lateness.len());
+            let skip = fleet.recent_lateness.len() - take;
+            let recent: Vec<f64> = fleet.recent_lateness.range(skip..).copied().collect();
+            (fleet.lateness_ticks, recent)
+        };
+        let sample = history::Sample {
+            at: inner.clock.elapsed(),
+            folds: inner.folds.load(Ordering::Relaxed),
+            rows_folded: inner.rows_folded.load(Ordering::Relaxed),
+            ticks_skipped: inner.ticks_skipped_total.load(Ordering::Relaxed),
+            ticks,
+            lateness: history::lateness_of(&mut recent),
+        };
+        lock(&inner.history).record(sample);
+    }
+
+    /// The intervals of the history, oldest first, and the time now on
+    /// their clock (an interval ended `now - end` ago).
+    pub fn history(&self) -> (Vec<history::Interval>, Duration) {
+        let intervals = lock(&self.inner.history).intervals();
+        (intervals, self.inner.clock.elapsed())
     }
 
     /// `/metrics`, in the OpenMetrics text format.
