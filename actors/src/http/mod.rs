@@ -14,17 +14,20 @@
 
 mod page;
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, SystemTime};
 
 use actix_web::http::header::{self, ContentType};
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{guard, web, App, FromRequest, Handler, HttpResponse, HttpServer, Responder};
+use actix_web::{
+    guard, web, App, FromRequest, Handler, HttpRequest, HttpResponse, HttpServer, Responder,
+};
 use serde::Serialize;
 use slog::{info, Logger};
 
 use crate::counter::Total;
-use crate::status::{Status, WorkerStatus};
+use crate::status::{history, Status, WorkerStatus};
 
 /// A request (its head) must arrive this soon after the connection opens.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,6 +59,7 @@ pub fn serve(listener: TcpListener, status: Status, log: &Logger) -> Result<Sock
         .local_addr()
         .map_err(|e| format!("http.listen: {e}"))?;
     let listen = bound.to_string();
+    sample_history(status.clone())?;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(status.clone()))
@@ -86,6 +90,21 @@ pub fn serve(listener: TcpListener, status: Status, log: &Logger) -> Result<Sock
     info!(log, "serving /metrics, /healthz, /readyz, /workers and the status page on http://{bound}/";
         "event" => "http_listening", "address" => bound.to_string());
     Ok(bound)
+}
+
+/// Samples the fleet's counters every [`history::SAMPLE_EVERY`] for the
+/// status page's charts, on a thread of its own that lives as long as the
+/// process: the workers do nothing more for it, and the charts fill
+/// whether anyone looks or not.
+fn sample_history(status: Status) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("pgfleet-history".into())
+        .spawn(move || loop {
+            status.sample_history();
+            std::thread::sleep(history::SAMPLE_EVERY);
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the status page's sampler thread: {e}"))
 }
 
 fn bind_error(listen: &str, e: &std::io::Error) -> String {
@@ -167,7 +186,15 @@ async fn worker(status: web::Data<Status>, schema: web::Path<String>) -> HttpRes
     }
 }
 
-async fn status_page(status: web::Data<Status>) -> HttpResponse {
+async fn status_page(status: web::Data<Status>, request: HttpRequest) -> HttpResponse {
+    // A query that does not parse is no query: the page, not a 400.
+    let params = web::Query::<HashMap<String, String>>::from_query(request.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or_default();
+    let query = page::Query::new(
+        params.get("q").map(String::as_str),
+        params.get("page").map(String::as_str),
+    );
     HttpResponse::Ok()
         .content_type(ContentType::html())
         // The page is self-contained: nothing from elsewhere, no scripts.
@@ -175,7 +202,7 @@ async fn status_page(status: web::Data<Status>) -> HttpResponse {
             header::CONTENT_SECURITY_POLICY,
             "default-src 'none'; style-src 'unsafe-inline'",
         ))
-        .body(page::render(&status))
+        .body(page::render(&status, &query))
 }
 
 async fn not_found() -> HttpResponse {
