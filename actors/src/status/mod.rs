@@ -161,6 +161,9 @@ pub struct WorkerStatus {
     /// (0: never); see [`WorkerStatus::last_skipped_at`]. Four bytes that
     /// fit in the entry's padding.
     last_skipped_s: u32,
+    /// Ticks skipped since its last fold (saturating); two bytes more of
+    /// the padding.
+    skipped_in_a_row: u16,
     /// Deltas the last fold left: because its batch was full (0 when it
     /// took every delta it found; see [`WorkerStatus::backlog`]), or, in
     /// state `WaitingForTotal`, because there is no total row to fold them
@@ -198,6 +201,7 @@ impl WorkerStatus {
             rows_folded: 0,
             ticks_skipped: 0,
             last_skipped_s: 0,
+            skipped_in_a_row: 0,
             backlog_left: 0,
             backlog_at_least: false,
             trouble: None,
@@ -233,6 +237,12 @@ impl WorkerStatus {
     pub fn last_skipped_at(&self) -> Option<SystemTime> {
         (self.last_skipped_s > 0)
             .then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(self.last_skipped_s.into()))
+    }
+
+    /// Ticks skipped since its last fold: 0 when it folded at its last
+    /// tick.
+    pub fn skipped_in_a_row(&self) -> u16 {
+        self.skipped_in_a_row
     }
 
     pub fn failures(&self) -> u64 {
@@ -574,6 +584,7 @@ impl Status {
                 worker.set_state(WorkerState::Running);
             }
             worker.folds += 1;
+            worker.skipped_in_a_row = 0;
             worker.rows_folded += report.rows;
             worker.last_fold_at = Some(SystemTime::now());
             worker.last_fold_duration = Some(report.took);
@@ -621,6 +632,7 @@ impl Status {
         self.update(schema, generation, |worker| {
             worker.ticks_skipped += 1;
             worker.last_skipped_s = now_s;
+            worker.skipped_in_a_row = worker.skipped_in_a_row.saturating_add(1);
         });
     }
 

@@ -506,7 +506,8 @@ fn worker_row(
         let _ = write!(html, "<td class=\"why\">{}</td>", why(w, reason, facts));
     }
     let mut state = escape(&state_label(w.state));
-    if let Some(at) = w.restart_at() {
+    // In the attention list, the reason says when it restarts.
+    if let (Some(at), None) = (w.restart_at(), reason) {
         let _ = write!(
             state,
             " in {}",
@@ -596,9 +597,12 @@ fn why(w: &WorkerStatus, reason: Reason, facts: &Facts) -> String {
         Reason::TableDropped | Reason::WaitingForLock | Reason::NotStarted => {
             format!("for {}", since(w.state_since))
         }
-        Reason::SkippingTicks => w.last_skipped_at().map_or_else(String::new, |at| {
-            format!("last skipped {}", time_ago(at, now))
-        }),
+        Reason::SkippingTicks => {
+            let last = w.last_skipped_at().map_or_else(String::new, |at| {
+                format!(", the last {}", time_ago(at, now))
+            });
+            format!("{} in a row{last}", w.skipped_in_a_row())
+        }
         Reason::Behind => {
             let backlog = w.backlog();
             if backlog.left > 0 {
@@ -739,6 +743,8 @@ h1 small,h2 small{color:#777;font-weight:normal;font-size:60%}\
 h2 small{font-size:75%}\
 table{border-collapse:collapse;margin-bottom:1em}\
 th,td{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}\
+table.workers td{white-space:nowrap}\
+table.workers td.error,table.workers td.why{white-space:normal}\
 table.summary th{font-weight:normal;color:#555}\
 .n{text-align:right}\
 .banner{padding:.4em .8em;border-radius:4px}\
@@ -828,7 +834,10 @@ mod tests {
                     status.worker_failed(&schema, 1, &"a long error text ".repeat(100));
                     status.worker_given_up(&schema, 1, "more than 10 failures within 10 min");
                 }
-                2 => status.tick_skipped(&schema, 1, "fold_in_flight"),
+                2 => {
+                    status.tick_skipped(&schema, 1, "fold_in_flight");
+                    status.tick_skipped(&schema, 1, "fold_in_flight");
+                }
                 3 => status.worker_waiting(&schema, 1, WorkerState::WaitingForLock),
                 _ => {}
             }

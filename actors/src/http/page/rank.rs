@@ -37,8 +37,9 @@ pub enum Reason {
     TableDropped,
     /// Its fold waits for a lock on its table (a migration).
     WaitingForLock,
-    /// Skipped a tick recently (a fold still running at its next tick, no
-    /// connection free, a statement timed out).
+    /// Skipped its last ticks, two or more in a row (a fold still running
+    /// at its next tick, no connection free, a statement timed out): one
+    /// skip is a moment's congestion, the next tick folds.
     SkippingTicks,
     /// Its last fold left a backlog, or it has not folded for several
     /// naptimes.
@@ -84,16 +85,13 @@ impl Facts {
         (self.naptime * 3).max(Duration::from_secs(10))
     }
 
-    /// A skipped tick this recent means "skipping ticks": six naptimes, and
-    /// at least a minute.
-    pub fn skips_recent_for(&self) -> Duration {
-        (self.naptime * 6).max(Duration::from_secs(60))
-    }
-
     fn age(&self, at: SystemTime) -> Duration {
         self.now.duration_since(at).unwrap_or_default()
     }
 }
+
+/// Ticks skipped in a row that make a schema "skipping ticks".
+pub const SKIPPING_IN_A_ROW: u16 = 2;
 
 /// How badly, within a reason: bigger first, then by name.
 pub type Weight = (u64, u64);
@@ -127,12 +125,10 @@ pub fn attention(w: &WorkerStatus, facts: &Facts) -> Option<(Reason, Weight)> {
         return (in_state >= facts.behind_after().as_secs())
             .then_some((Reason::NotStarted, (in_state, 0)));
     }
-    if w.last_skipped_at()
-        .is_some_and(|at| facts.age(at) <= facts.skips_recent_for())
-    {
+    if w.skipped_in_a_row() >= SKIPPING_IN_A_ROW {
         return Some((
             Reason::SkippingTicks,
-            (w.ticks_skipped, since_fold.as_secs()),
+            (u64::from(w.skipped_in_a_row()), w.ticks_skipped),
         ));
     }
     let backlog = w.backlog().left;
@@ -424,6 +420,8 @@ mod tests {
                 },
             );
             status.tick_skipped("p777", 1, "fold_in_flight");
+            status.tick_skipped("p777", 1, "fold_in_flight");
+            status.tick_skipped("p778", 1, "fold_in_flight");
             fold(status, "p333", 50_000);
             fold(status, "p334", 70_000);
         });
@@ -448,17 +446,26 @@ mod tests {
     }
 
     #[test]
-    fn time_makes_a_schema_behind_and_old_skips_forgotten() {
-        let status = fleet(3, |status| status.tick_skipped("p2", 1, "pool_exhausted"));
+    fn skips_in_a_row_and_time_without_a_fold_are_trouble() {
+        let status = fleet(4, |status| {
+            status.tick_skipped("p1", 1, "pool_exhausted");
+            status.tick_skipped("p2", 1, "pool_exhausted");
+            status.tick_skipped("p2", 1, "fold_in_flight");
+            status.tick_skipped("p3", 1, "fold_in_flight");
+            status.tick_skipped("p3", 1, "fold_in_flight");
+            fold(status, "p3", 0);
+        });
         let now = SystemTime::now();
+        // One skip is a moment's congestion; two in a row without a fold
+        // between them is trouble; skips followed by a fold are over.
         let soon = pick(
             &status,
             &Query::default(),
-            &facts(now + Duration::from_secs(20)),
+            &facts(now + Duration::from_secs(5)),
         );
         assert_eq!(names(&soon), ["skipping ticks p2"]);
-        // Nobody folded for 40 s, three naptimes and more: the others are
-        // behind; p2 still skipped a tick within the last minute.
+        // Nobody folded for 40 s, three naptimes and more: all behind, but
+        // p2, still skipping, comes first.
         let later = pick(
             &status,
             &Query::default(),
@@ -466,16 +473,11 @@ mod tests {
         );
         assert_eq!(
             names(&later),
-            ["skipping ticks p2", "behind p1", "behind p3"]
+            ["skipping ticks p2", "behind p1", "behind p3", "behind p4"]
         );
-        // Two minutes on, p2's skip is old news: it is behind like the rest.
-        let much_later = pick(
-            &status,
-            &Query::default(),
-            &facts(now + Duration::from_secs(120)),
-        );
-        assert_eq!(much_later.by_reason[&Reason::Behind], 3);
-        assert_eq!(much_later.others_total, 0);
+        assert_eq!(later.others_total, 0);
+        fold(&status, "p2", 0);
+        assert_eq!(status.worker("p2").map(|w| w.skipped_in_a_row()), Some(0));
     }
 
     #[test]
