@@ -802,7 +802,7 @@ fn the_status_page_renders_in_a_browser_with_given_up_workers_first() {
     let text = rendered_text(&dom);
     for expected in [
         "pgfleet",
-        "Ready",
+        "1 of 2 schemas fold as they should; 1 need attention (1 given up)",
         "given up",
         "tick lateness",
         "p50",
@@ -816,7 +816,7 @@ fn the_status_page_renders_in_a_browser_with_given_up_workers_first() {
         );
     }
     let table = text
-        .split_once("Workers")
+        .split_once("Needs attention")
         .map_or(text.as_str(), |(_, rest)| rest);
     let broken_at = table.find(broken).expect("the given-up worker");
     let fine_at = table.find("a_fine").expect("the running worker");
@@ -867,4 +867,280 @@ fn healthz_fails_when_the_actor_thread_stops_handling_messages() {
     // The endpoints themselves run elsewhere, and still answer.
     assert_eq!(get(address, "/readyz").status, 503);
     assert!(!scrape(address).is_empty());
+}
+
+/// Schemas `p1` .. `pN`, as worker_spi makes them (with a total row), in
+/// transactions of 500 on two connections: much quicker than 10,000
+/// workers creating one each.
+fn create_tenants(db: &TestDb, n: usize) -> Duration {
+    let started = Instant::now();
+    let batches: Vec<(usize, usize)> = (1..=n)
+        .step_by(500)
+        .map(|first| (first, (first + 499).min(n)))
+        .collect();
+    thread::scope(|scope| {
+        for part in batches.chunks(batches.len().div_ceil(2).max(1)) {
+            scope.spawn(move || {
+                let mut client = db.client();
+                for &(first, last) in part {
+                    let mut sql = String::from("BEGIN;");
+                    for i in first..=last {
+                        sql.push_str(&format!(
+                            "CREATE SCHEMA p{i} CREATE TABLE counted (type text CHECK (type IN ('total','delta')), value integer) \
+                             CREATE UNIQUE INDEX counted_unique_total ON counted (type) WHERE type = 'total'; \
+                             INSERT INTO p{i}.counted VALUES ('total', 0);"
+                        ));
+                    }
+                    sql.push_str("COMMIT;");
+                    client
+                        .batch_execute(&sql)
+                        .unwrap_or_else(|e| panic!("creating p{first}..p{last}: {e}"));
+                }
+            });
+        }
+    });
+    started.elapsed()
+}
+
+/// Polls GET `path` until its body contains `expected`, for up to
+/// `patience`; returns the body.
+fn page_until(address: SocketAddr, path: &str, expected: &str, patience: Duration) -> String {
+    let deadline = Instant::now() + patience;
+    loop {
+        let response = get(address, path);
+        assert_eq!(response.status, 200, "GET {path}: {}", response.all());
+        if response.body.contains(expected) {
+            return response.body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET {path} did not say {expected:?} within {patience:?}:\n{}",
+            rendered_text(&response.body)
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `path` in Chromium: the text a person reads (white space squashed to
+/// single spaces, one at each end) and the DOM.
+fn in_chromium(address: SocketAddr, path: &str) -> (String, String) {
+    let dom = headless_chromium(&format!("http://{address}{path}"));
+    let text = rendered_text(&dom)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    (format!(" {text} "), dom)
+}
+
+/// SPEC §9, issue 17: at 10,000 schemas the page answers quickly and
+/// small, a schema in trouble is on its first page (not after p1, p10,
+/// p100, ...), the others are found by searching and paging, and the
+/// charts are there. Seen as a person sees it, in Chromium.
+#[test]
+fn the_status_page_at_10_000_schemas_shows_trouble_first_and_finds_the_rest() {
+    const N: usize = 10_000;
+    let db = cluster().create_database();
+    let created = create_tenants(&db, N);
+    let names: Vec<String> = (1..=N).map(|i| format!("p{i}")).collect();
+    let yaml = |extra: &str, policy: &str| {
+        format!(
+            "naptime: 10s\nworkers:\n  create_schema: false\n  schemas: [{}{extra}]\nrestart:\n  policy: {policy}\nlog:\n  summary_every: 0s\n",
+            names.join(", ")
+        )
+    };
+    let (pgfleet, address) = start(&db, &yaml("", "backoff"), &[]);
+    let patience = Duration::from_secs(180);
+    // Healthy: every schema folds, nothing needs attention.
+    page_until(
+        address,
+        "/",
+        "All 10,000 schemas fold as they should",
+        patience,
+    );
+    // The charts need two samples, 5 s apart.
+    page_until(address, "/", "<polyline", Duration::from_secs(30));
+
+    let mut timings = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let response = get(address, "/");
+        timings.push(asked.elapsed());
+        assert_eq!(response.status, 200);
+        bytes = response.body.len();
+    }
+    timings.sort();
+    assert!(bytes < 1 << 20, "{bytes} bytes");
+    // 200 ms in a release build (SPEC §9); this one is a debug build on a
+    // shared machine.
+    assert!(timings[2] < Duration::from_secs(1), "{timings:?}");
+
+    let (text, dom) = in_chromium(address, "/");
+    assert!(dom.contains("<svg"), "the charts are SVG:\n{dom}");
+    assert_eq!(dom.matches("<polyline").count(), 4, "four charts");
+    for expected in [
+        "All 10,000 schemas fold as they should",
+        "folds per second",
+        "rows folded per second",
+        "tick lateness, p99",
+        "ticks skipped per second",
+        "15 min ago",
+        "page 1 of 100",
+        "Schemas 10,000, by name",
+        "skipped ticks",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} not on the page:\n{text}"
+        );
+    }
+    assert!(!text.contains("Needs attention"), "{text}");
+    assert!(
+        !dom.contains("<th>worker</th>"),
+        "worker names are schema names:\n{dom}"
+    );
+    assert!(
+        !text.contains(" p7777 "),
+        "name order, first page: p1, p10, p100, ..."
+    );
+
+    // Search: a form, no script.
+    assert!(dom.contains("<form") && dom.contains("name=\"q\""), "{dom}");
+    let (found, _) = in_chromium(address, "/?q=p7777");
+    assert!(
+        found.contains("1 of 10,000 schemas contain “p7777”"),
+        "{found}"
+    );
+    assert!(found.contains(" p7777 "), "{found}");
+    assert!(!found.contains(" p7776 "), "{found}");
+    let (many, _) = in_chromium(address, "/?q=P77&page=2");
+    assert!(
+        many.contains("111 of 10,000 schemas contain “P77”"),
+        "{many}"
+    );
+    assert!(many.contains("page 2 of 2"), "{many}");
+    // Paging: p1, p10, p100, p1000, p10000, p1001 .. on page 1; page 2 goes on.
+    let (second, second_dom) = in_chromium(address, "/?page=2");
+    assert!(second.contains("page 2 of 100"), "{second}");
+    assert!(second.contains(" p1090 "), "{second}");
+    assert!(!second.contains(" p1000 "), "{second}");
+    assert!(second_dom.contains("href=\"/?page=3\""), "{second_dom}");
+    // A query that makes no sense is still the page.
+    assert_eq!(get(address, "/?page=abc&q=%ZZ&x").status, 200);
+
+    // Trouble: a schema given up (missing, workers.create_schema false,
+    // restart policy never) and a tenant's table dropped.
+    execute(&db, "DROP TABLE p7777.counted");
+    pgfleet.reload(&yaml(", missing_tenant", "never"));
+    let body = page_until(address, "/", "2 need attention", patience);
+    let (trouble, trouble_dom) = in_chromium(address, "/");
+    assert!(
+        trouble.contains("9,999 of 10,001 schemas fold as they should; 2 need attention (1 given up, 1 table dropped)"),
+        "{trouble}"
+    );
+    let listed = trouble
+        .split_once("Needs attention")
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("no attention list:\n{trouble}"));
+    let given_up = listed.find("missing_tenant").expect("the given-up schema");
+    let dropped = listed.find(" p7777 ").expect("the dropped table");
+    let others = listed.find("Other schemas").expect("the others");
+    assert!(given_up < dropped && dropped < others, "{listed}");
+    assert!(listed.contains("does not exist"), "{listed}");
+    assert!(trouble_dom.contains("<time"), "{trouble_dom}");
+    assert!(body.len() < 1 << 20);
+
+    eprintln!(
+        "MEASURED the status page at 10,000 schemas (debug build): {bytes} bytes, GET / in {:.1} ms \
+         (median of 5; {:.1} to {:.1} ms); the schemas were created in {:.1} s",
+        timings[2].as_secs_f64() * 1e3,
+        timings[0].as_secs_f64() * 1e3,
+        timings[4].as_secs_f64() * 1e3,
+        created.as_secs_f64()
+    );
+}
+
+/// Issue 17 §3: an outage is not "ready" with "21 running": the page says
+/// the database does not answer, since when nothing folded, and that the
+/// workers wait for it.
+#[test]
+fn the_status_page_during_an_outage_says_so() {
+    let db = cluster().create_database();
+    let proxy = Proxy::start(cluster().port(), Mode::Forward);
+    let url = proxy.url(&db.name);
+    let (pgfleet, address) = start(
+        &db,
+        "workers:\n  total: 21\n",
+        &[("PGFLEET__DATABASE__URL", &url)],
+    );
+    ready(&pgfleet, &db, &schema_names(21));
+    page_until(address, "/", "All 21 schemas fold as they should", PATIENCE);
+
+    proxy.set_mode(Mode::Refuse);
+    proxy.cut_all();
+    page_until(address, "/", "The database is unreachable", PATIENCE);
+    let (text, dom) = in_chromium(address, "/");
+    for expected in [
+        "The database is unreachable",
+        "No fold has succeeded since",
+        "21 workers wait for the database",
+        "waiting for the database 21",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected:?} not on the page:\n{text}"
+        );
+    }
+    let fleet = text
+        .split_once("Fleet")
+        .and_then(|(_, rest)| rest.split_once("Last 15 minutes"))
+        .map_or("", |(fleet, _)| fleet);
+    assert!(!fleet.contains("running"), "nothing runs:\n{fleet}");
+    assert!(!text.contains("fold as they should"), "{text}");
+    // worker_spi's names: worker N, beside schemaN.
+    assert!(
+        dom.contains("<th>worker</th>") && text.contains("worker 21"),
+        "{text}"
+    );
+    assert!(!dom.contains("postgres://"), "no connection string:\n{dom}");
+
+    proxy.set_mode(Mode::Forward);
+    page_until(address, "/", "All 21 schemas fold as they should", PATIENCE);
+}
+
+/// Issue 17 §3: a schema that failed and then folded says it recovered,
+/// and when its error was.
+#[test]
+fn a_recovered_error_says_so_and_when() {
+    let db = cluster().create_database();
+    let create = |schema: &str| {
+        execute(
+            &db,
+            &format!(
+                "CREATE SCHEMA {schema} CREATE TABLE counted (type text, value integer); \
+                 INSERT INTO {schema}.counted VALUES ('total', 0);"
+            ),
+        )
+    };
+    create("tenant_022");
+    let (pgfleet, address) = start(
+        &db,
+        "workers:\n  schemas: [tenant_021, tenant_022]\n  create_schema: false\nrestart:\n  max_restarts: 1000\n",
+        &[],
+    );
+    pgfleet.wait_schema_event("worker_failed", "tenant_021");
+    create("tenant_021");
+    page_until(address, "/", "recovered: last error", PATIENCE);
+    let (text, dom) = in_chromium(address, "/");
+    assert!(
+        text.contains("recovered: last error") && text.contains("schema tenant_021 does not exist"),
+        "{text}"
+    );
+    assert!(text.contains("All 2 schemas fold as they should"), "{text}");
+    // The exact time is the relative one's title.
+    let time = dom
+        .split_once("recovered: last error <time datetime=\"")
+        .map(|(_, rest)| &rest[..20])
+        .unwrap_or_else(|| panic!("no time of the error:\n{dom}"));
+    assert!(time.starts_with("20") && time.ends_with('Z'), "{time}");
 }

@@ -205,7 +205,13 @@ fn headline(
             );
             let since = selection.last_fold_at.map_or_else(
                 || "No fold has succeeded yet.".to_owned(),
-                |at| format!("No fold has succeeded since {}.", time_ago(at, now)),
+                |at| {
+                    format!(
+                        "No fold has succeeded since {} ({}).",
+                        humantime::format_rfc3339_seconds(at),
+                        time_ago(at, now)
+                    )
+                },
             );
             // Running or starting, and not failing: the database's to
             // answer, nothing of their own.
