@@ -1029,13 +1029,21 @@ fn the_status_page_at_10_000_schemas_shows_trouble_first_and_finds_the_rest() {
     assert_eq!(get(address, "/?page=abc&q=%ZZ&x").status, 200);
 
     // Trouble: a schema given up (missing, workers.create_schema false,
-    // restart policy never) and a tenant's table dropped.
-    execute(&db, "DROP TABLE p7777.counted");
+    // restart policy never), deltas waiting for want of a total row, and a
+    // tenant's table dropped.
+    execute(
+        &db,
+        "DROP TABLE p7777.counted; DELETE FROM p5000.counted; \
+         INSERT INTO p5000.counted SELECT 'delta', 1 FROM generate_series(1, 152)",
+    );
     pgfleet.reload(&yaml(", missing_tenant", "never"));
-    let body = page_until(address, "/", "2 need attention", patience);
+    let body = page_until(address, "/", "3 need attention", patience);
     let (trouble, trouble_dom) = in_chromium(address, "/");
     assert!(
-        trouble.contains("9,999 of 10,001 schemas fold as they should; 2 need attention (1 given up, 1 table dropped)"),
+        trouble.contains(
+            "9,998 of 10,001 schemas fold as they should; 3 need attention (1 given up, \
+             1 waiting for a total row, 1 table dropped)"
+        ),
         "{trouble}"
     );
     let listed = trouble
@@ -1043,10 +1051,18 @@ fn the_status_page_at_10_000_schemas_shows_trouble_first_and_finds_the_rest() {
         .map(|(_, rest)| rest)
         .unwrap_or_else(|| panic!("no attention list:\n{trouble}"));
     let given_up = listed.find("missing_tenant").expect("the given-up schema");
+    let waiting = listed.find(" p5000 ").expect("the schema without a total");
     let dropped = listed.find(" p7777 ").expect("the dropped table");
     let others = listed.find("Other schemas").expect("the others");
-    assert!(given_up < dropped && dropped < others, "{listed}");
+    assert!(
+        given_up < waiting && waiting < dropped && dropped < others,
+        "{listed}"
+    );
     assert!(listed.contains("does not exist"), "{listed}");
+    assert!(
+        listed.contains("waiting for a total row: 152 deltas"),
+        "{listed}"
+    );
     assert!(trouble_dom.contains("<time"), "{trouble_dom}");
     assert!(body.len() < 1 << 20);
 
@@ -1078,13 +1094,17 @@ fn the_status_page_during_an_outage_says_so() {
 
     proxy.set_mode(Mode::Refuse);
     proxy.cut_all();
-    page_until(address, "/", "The database is unreachable", PATIENCE);
+    // Named as `--check` names it: where, never a password.
+    let server = format!("@127.0.0.1:{}/{}", proxy.port(), db.name);
+    page_until(address, "/", "is unreachable", PATIENCE);
     let (text, dom) = in_chromium(address, "/");
     for expected in [
-        "The database is unreachable",
+        "The database at ",
+        &server,
+        "is unreachable",
         "No fold has succeeded since",
         "21 workers wait for the database",
-        "waiting for the database 21",
+        "waiting for database 21",
     ] {
         assert!(
             text.contains(expected),

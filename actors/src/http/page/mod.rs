@@ -156,43 +156,57 @@ fn headline(
     let (class, html, title) = match &database {
         DbHealth::Up => {
             let attention = selection.by_reason.values().sum::<usize>();
-            if attention > 0 {
-                let fine = workers.saturating_sub(attention);
-                (
-                    "warn",
-                    format!(
-                        "{} of {} schemas fold as they should; {} need attention ({}): they are \
-                         listed first.",
-                        thousands(fine),
-                        thousands(workers),
-                        thousands(attention),
-                        trouble,
-                    ),
-                    format!(
-                        "pgfleet: {} need attention of {}",
-                        thousands(attention),
-                        thousands(workers)
-                    ),
-                )
-            } else if workers == 0 {
+            let starting = selection.starting;
+            let fine = workers.saturating_sub(attention + starting);
+            if workers == 0 {
                 (
                     "warn",
                     "No worker runs: the configuration names no schema.".to_owned(),
                     "pgfleet: no worker".to_owned(),
                 )
-            } else {
+            } else if attention + starting == 0 {
                 let last = selection.last_fold_at.map_or_else(
                     || " none has folded yet".to_owned(),
                     |at| format!(" the last fold ended {}", time_ago(at, now)),
                 );
                 (
-                    if notes.is_empty() { "ok" } else { "bad" },
+                    "ok",
                     format!(
                         "All {} {} fold as they should;{last}.",
                         thousands(workers),
                         plural(workers, "schema", "schemas")
                     ),
                     format!("pgfleet: {} workers, all well", thousands(workers)),
+                )
+            } else {
+                let mut parts = vec![format!(
+                    "{} of {} {} fold as they should",
+                    thousands(fine),
+                    thousands(workers),
+                    plural(workers, "schema", "schemas")
+                )];
+                if starting > 0 {
+                    parts.push(format!("{} starting", thousands(starting)));
+                }
+                if attention > 0 {
+                    parts.push(format!(
+                        "{} need attention ({trouble}): they are listed first",
+                        thousands(attention)
+                    ));
+                }
+                let title = if attention > 0 {
+                    format!(
+                        "pgfleet: {} need attention of {}",
+                        thousands(attention),
+                        thousands(workers)
+                    )
+                } else {
+                    format!("pgfleet: {} starting", thousands(starting))
+                };
+                (
+                    if attention > 0 { "warn" } else { "ok" },
+                    format!("{}.", parts.join("; ")),
+                    title,
                 )
             }
         }
@@ -922,6 +936,91 @@ mod tests {
             },
             report.join("; ")
         );
+    }
+
+    /// The headline says what is true: "all well" only when all fold, the
+    /// starting ones apart from the rest, and during an outage the server,
+    /// since when nothing folded, and who waits.
+    #[test]
+    fn the_headline_says_what_is_true() {
+        let now = SystemTime::now();
+        let mut summary = Summary {
+            workers: 21,
+            database: Some(DbHealth::Up),
+            ..Summary::default()
+        };
+        let mut selection = Selection {
+            workers: 21,
+            last_fold_at: Some(now - Duration::from_secs(180)),
+            ..Selection::default()
+        };
+        let said = |summary: &Summary, selection: &Selection| {
+            let h = headline(summary, &Ok(()), selection, now);
+            (h.class, h.html)
+        };
+        let (class, html) = said(&summary, &selection);
+        assert_eq!(class, "ok");
+        assert!(
+            html.starts_with("All 21 schemas fold as they should; the last fold ended <time"),
+            "{html}"
+        );
+        assert!(html.contains(">3 min ago</time>"), "{html}");
+
+        selection.starting = 20;
+        let (class, html) = said(&summary, &selection);
+        assert_eq!(
+            (class, html.as_str()),
+            ("ok", "1 of 21 schemas fold as they should; 20 starting.")
+        );
+
+        selection.starting = 0;
+        selection.by_reason.insert(Reason::GivenUp, 2);
+        selection.by_reason.insert(Reason::Behind, 3);
+        let (class, html) = said(&summary, &selection);
+        assert_eq!(class, "warn");
+        assert_eq!(
+            html,
+            "16 of 21 schemas fold as they should; 5 need attention (2 given up, 3 behind): \
+             they are listed first."
+        );
+
+        summary.database = Some(DbHealth::Unreachable {
+            server: "app@db:5432/<app>".into(),
+            reason: "connection refused".into(),
+        });
+        selection.by_reason.remove(&Reason::Behind);
+        selection.by_reason.insert(Reason::WaitingForDatabase, 19);
+        let (class, html) = said(&summary, &selection);
+        assert_eq!(class, "bad");
+        assert!(
+            html.starts_with(
+                "The database at app@db:5432/&lt;app&gt; is unreachable: connection refused. \
+                 No fold has succeeded since "
+            ),
+            "{html}"
+        );
+        assert!(
+            html.ends_with("19 workers wait for the database; besides, 2 given up."),
+            "{html}"
+        );
+        assert!(!html.contains("fold as they should"), "{html}");
+
+        summary.database = Some(DbHealth::Unknown);
+        selection.last_fold_at = None;
+        let h = headline(
+            &summary,
+            &Err(vec!["shutting down".into()]),
+            &selection,
+            now,
+        );
+        assert_eq!(h.class, "bad");
+        assert!(
+            h.html
+                .starts_with("No answer from the database yet. No fold has succeeded yet."),
+            "{}",
+            h.html
+        );
+        assert_eq!(h.notes, ["shutting down"]);
     }
 
     #[test]

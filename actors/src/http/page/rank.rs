@@ -207,6 +207,9 @@ pub struct Selection {
     /// Every worker that needs attention, by reason, searched for or not:
     /// the fleet's, for the headline.
     pub by_reason: BTreeMap<Reason, usize>,
+    /// Workers starting, not long enough to need attention (searched for
+    /// or not).
+    pub starting: usize,
     /// The matched ones: those needing attention, and the others.
     pub attention_total: usize,
     pub others_total: usize,
@@ -236,8 +239,10 @@ pub fn select<'a>(
         selection.workers += 1;
         selection.last_fold_at = selection.last_fold_at.max(w.last_fold_at);
         let flag = attention(w, facts);
-        if let Some((reason, _)) = flag {
-            *selection.by_reason.entry(reason).or_insert(0) += 1;
+        match flag {
+            Some((reason, _)) => *selection.by_reason.entry(reason).or_insert(0) += 1,
+            None if w.state == WorkerState::Starting => selection.starting += 1,
+            None => {}
         }
         if !query.matches(w) {
             continue;
@@ -366,6 +371,7 @@ mod tests {
         let first = pick(&status, &Query::new(None, None), &facts(SystemTime::now()));
         assert_eq!(first.workers, 250);
         assert_eq!(first.attention_total, 0);
+        assert_eq!(first.starting, 0);
         assert!(first.by_reason.is_empty());
         assert_eq!((first.page, first.pages), (1, 3));
         assert_eq!(first.others.len(), PER_PAGE);
