@@ -897,6 +897,20 @@ mod tests {
                 took.as_secs_f64() * 1e3
             ));
         }
+        // What the workers wait for meanwhile: the pass under their lock.
+        let facts = Facts {
+            now: SystemTime::now(),
+            naptime: Duration::from_secs(10),
+            database_down: false,
+        };
+        let started = std::time::Instant::now();
+        let selection =
+            fleet.read_workers(|workers| rank::select(workers, &Query::default(), &facts));
+        report.push(format!(
+            "of which the selection under the lock {:.1} ms",
+            started.elapsed().as_secs_f64() * 1e3
+        ));
+        assert_eq!(selection.workers, 100_000);
         let first = render(&fleet, &Query::default());
         // 100 of each list: every 1000th schema is given up (the first
         // rows), skipping, waiting for a lock or behind: 400 in all.
