@@ -948,7 +948,14 @@ fn the_status_page_at_10_000_schemas_shows_trouble_first_and_finds_the_rest() {
             names.join(", ")
         )
     };
-    let (pgfleet, address) = start(&db, &yaml("", "backoff"), &[]);
+    // Through a proxy, to cut the database off at the end.
+    let proxy = Proxy::start(cluster().port(), Mode::Forward);
+    let url = proxy.url(&db.name);
+    let (pgfleet, address) = start(
+        &db,
+        &yaml("", "backoff"),
+        &[("PGFLEET__DATABASE__URL", &url)],
+    );
     let patience = Duration::from_secs(180);
     // Healthy: every schema folds, nothing needs attention.
     page_until(
@@ -1066,12 +1073,41 @@ fn the_status_page_at_10_000_schemas_shows_trouble_first_and_finds_the_rest() {
     assert!(trouble_dom.contains("<time"), "{trouble_dom}");
     assert!(body.len() < 1 << 20);
 
+    // An outage: the headline says so, names the server, and no schema is
+    // called running; the page stays small and quick with every schema
+    // needing attention.
+    proxy.set_mode(Mode::Refuse);
+    proxy.cut_all();
+    let server = format!("@127.0.0.1:{}/{}", proxy.port(), db.name);
+    page_until(address, "/", "is unreachable", patience);
+    let asked = Instant::now();
+    let outage_body = get(address, "/").body;
+    let outage_took = asked.elapsed();
+    assert!(outage_body.len() < 1 << 20, "{} bytes", outage_body.len());
+    let (outage, _) = in_chromium(address, "/");
+    for expected in [
+        "The database at ",
+        &server,
+        "is unreachable",
+        "No fold has succeeded since",
+        "wait for the database",
+    ] {
+        assert!(
+            outage.contains(expected),
+            "{expected:?} not on the page:\n{outage}"
+        );
+    }
+    assert!(!outage.contains("fold as they should"), "{outage}");
+
     eprintln!(
         "MEASURED the status page at 10,000 schemas (debug build): {bytes} bytes, GET / in {:.1} ms \
-         (median of 5; {:.1} to {:.1} ms); the schemas were created in {:.1} s",
+         (median of 5; {:.1} to {:.1} ms); during an outage {} bytes in {:.1} ms; the schemas were \
+         created in {:.1} s",
         timings[2].as_secs_f64() * 1e3,
         timings[0].as_secs_f64() * 1e3,
         timings[4].as_secs_f64() * 1e3,
+        outage_body.len(),
+        outage_took.as_secs_f64() * 1e3,
         created.as_secs_f64()
     );
 }
