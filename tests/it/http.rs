@@ -802,7 +802,7 @@ fn the_status_page_renders_in_a_browser_with_given_up_workers_first() {
     let text = rendered_text(&dom);
     for expected in [
         "pgfleet",
-        "1 of 2 schemas fold as they should; 1 need attention (1 given up)",
+        "1 of 2 schemas fold as they should; 1 needs attention (1 given up)",
         "given up",
         "tick lateness",
         "p50",

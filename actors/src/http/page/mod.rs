@@ -190,13 +190,15 @@ fn headline(
                 }
                 if attention > 0 {
                     parts.push(format!(
-                        "{} need attention ({trouble}): they are listed first",
-                        thousands(attention)
+                        "{} {} ({trouble}): {} listed first",
+                        thousands(attention),
+                        plural(attention, "needs attention", "need attention"),
+                        plural(attention, "it is", "they are"),
                     ));
                 }
                 let title = if attention > 0 {
                     format!(
-                        "pgfleet: {} need attention of {}",
+                        "pgfleet: {} of {} need attention",
                         thousands(attention),
                         thousands(workers)
                     )
