@@ -87,7 +87,11 @@ fn a_small_fleet_logs_a_line_per_changed_total_and_nothing_when_idle() {
     let ticks = pgfleet.events("worker_tick");
     let by_schema = |schema: &str| ticks.iter().filter(|e| e["schema"] == schema).count();
     assert_eq!(
-        (by_schema("schema1"), by_schema("schema2"), by_schema("schema3")),
+        (
+            by_schema("schema1"),
+            by_schema("schema2"),
+            by_schema("schema3")
+        ),
         (2, 1, 1),
         "{ticks:#?}"
     );
