@@ -41,7 +41,9 @@
 //! entries (dNSName by name, iPAddress by address); the Common Name only when
 //! no subjectAltName entry of the host's own kind (DNS or IP) exists; names
 //! compared without regard to ASCII case, and a leading `*.` matching one
-//! label.
+//! label. Stricter than libpq, on purpose: a wildcard needs at least two
+//! labels after `*.` (`*.com` matches nothing), and never matches a host
+//! that is an IP address (or digits and dots, which libpq reads as one).
 //!
 //! Handshake signatures by a v1 certificate's key are verified from its
 //! SubjectPublicKeyInfo with webpki's raw-key verification, since rustls'
@@ -442,7 +444,8 @@ fn verify_legacy_chain(
 }
 
 /// The host name, as libpq sees it: the text connected to, and its address
-/// when it is one.
+/// when it is one. An address is written canonically (`::1`), not as typed
+/// (libpq compares a Common Name with the text given, `0:0::1` say).
 fn host_text(expected: &ServerName<'_>) -> (String, Option<IpAddr>) {
     match expected {
         ServerName::IpAddress(address) => {
@@ -454,9 +457,18 @@ fn host_text(expected: &ServerName<'_>) -> (String, Option<IpAddr>) {
 }
 
 /// libpq's `wildcard_certificate_match`: `*.` then a suffix, the `*`
-/// standing for one label (no dot), ASCII case ignored.
+/// standing for one label (no dot), ASCII case ignored. Stricter than
+/// libpq: the suffix has at least two labels, none empty (`*.com` matches
+/// nothing).
 fn wildcard_matches(pattern: &[u8], host: &[u8]) -> bool {
-    if pattern.len() < 3 || pattern[0] != b'*' || pattern[1] != b'.' || pattern.len() > host.len() {
+    let Some(suffix) = pattern.strip_prefix(b"*.") else {
+        return false;
+    };
+    let labels = suffix.split(|&b| b == b'.');
+    if suffix.split(|&b| b == b'.').count() < 2 || labels.clone().any(<[u8]>::is_empty) {
+        return false;
+    }
+    if pattern.len() > host.len() {
         return false;
     }
     let suffix_start = host.len() - pattern.len() + 1;
@@ -471,12 +483,20 @@ fn wildcard_matches(pattern: &[u8], host: &[u8]) -> bool {
         .is_none_or(|first_dot| first_dot >= host.len() - pattern.len())
 }
 
-/// libpq's `pq_verify_peer_name_matches_certificate_name`.
-fn name_matches(name: &[u8], host: &str) -> Result<bool, ServerCertError> {
+/// A host a wildcard never matches: an address, or digits and dots (what
+/// libpq's `inet_aton` reads as one, `127.1`).
+fn is_address(host: &str, address: Option<IpAddr>) -> bool {
+    address.is_some() || host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// libpq's `pq_verify_peer_name_matches_certificate_name`, wildcards only
+/// for a host name that is not an address.
+fn name_matches(name: &[u8], host: &str, address: Option<IpAddr>) -> Result<bool, ServerCertError> {
     if name.contains(&0) {
         return Err(ServerCertError::NameWithNul);
     }
-    Ok(name.eq_ignore_ascii_case(host.as_bytes()) || wildcard_matches(name, host.as_bytes()))
+    Ok(name.eq_ignore_ascii_case(host.as_bytes())
+        || (!is_address(host, address) && wildcard_matches(name, host.as_bytes())))
 }
 
 /// libpq's `pq_verify_peer_name_matches_certificate_ip`.
@@ -521,7 +541,7 @@ pub fn check_host_name(
             GeneralName::DNSName(dns) => {
                 check_common_name &= address.is_some();
                 presented.push(format!("DNS:{dns}"));
-                name_matches(dns.as_bytes(), &host)?
+                name_matches(dns.as_bytes(), &host, address)?
             }
             GeneralName::IPAddress(octets) => {
                 check_common_name &= address.is_none();
@@ -533,7 +553,7 @@ pub fn check_host_name(
             GeneralName::Invalid(tag, bytes) if tag.0 == 2 => {
                 check_common_name &= address.is_some();
                 presented.push(format!("DNS:{}", String::from_utf8_lossy(bytes)));
-                name_matches(bytes, &host)?
+                name_matches(bytes, &host, address)?
             }
             _ => false,
         };
@@ -545,7 +565,7 @@ pub fn check_host_name(
         if let Some(common_name) = cert.subject().iter_common_name().next() {
             let bytes = common_name.as_slice();
             presented.push(format!("CN={}", String::from_utf8_lossy(bytes)));
-            if name_matches(bytes, &host)? {
+            if name_matches(bytes, &host, address)? {
                 return Ok(());
             }
         }
@@ -598,7 +618,7 @@ mod tests {
     use super::*;
 
     fn matches(name: &str, host: &str) -> bool {
-        name_matches(name.as_bytes(), host).expect("no NUL")
+        name_matches(name.as_bytes(), host, None).expect("no NUL")
     }
 
     #[test]
@@ -629,9 +649,45 @@ mod tests {
     }
 
     #[test]
+    fn wildcards_are_stricter_than_libpqs() {
+        // At least two labels after `*.` (libpq takes `*.com`).
+        assert!(!matches("*.com", "evil.com"));
+        assert!(!matches("*.COM", "evil.com"));
+        assert!(!matches("*..com", "evil..com"));
+        assert!(!matches("*.example.com.", "db.example.com."));
+        assert!(matches("*.example.com", "db.example.com"));
+        // A host of digits and dots (an address to libpq) is never matched
+        // by a wildcard.
+        assert!(!matches("*.0.1", "127.0.1"));
+        // Nor an IP address host, by a name of either kind.
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        let ca = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let mut by_san = rcgen::CertificateParams::new(vec!["*.0.0.1".to_string()]).expect("san");
+        by_san.distinguished_name = rcgen::DistinguishedName::new();
+        let mut by_cn = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        by_cn.distinguished_name = rcgen::DistinguishedName::new();
+        by_cn
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "*.0.0.1");
+        let host = ServerName::IpAddress("127.0.0.1".parse::<IpAddr>().expect("ip").into());
+        for params in [by_san, by_cn] {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let cert = params.signed_by(&key, &ca).expect("signed");
+            let parsed = parse(cert.der()).expect("parse");
+            assert!(matches!(
+                check_host_name(&parsed, &host),
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForNameContext { .. }
+                ))
+            ));
+        }
+    }
+
+    #[test]
     fn a_nul_in_a_name_is_an_error_not_a_mismatch() {
         assert_eq!(
-            name_matches(b"db.example.com\0.evil.com", "db.example.com"),
+            name_matches(b"db.example.com\0.evil.com", "db.example.com", None),
             Err(ServerCertError::NameWithNul)
         );
     }
