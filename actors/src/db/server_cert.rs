@@ -113,6 +113,13 @@ pub enum ServerCertError {
          (SHA-256 or stronger with RSA of 2048 bits or more, ECDSA P-256/P-384, or Ed25519)"
     )]
     UnsupportedSignature { subject: String, algorithm: String },
+    /// The TLS handshake's signature does not verify with the key of the
+    /// certificate the server presented.
+    #[error(
+        "the server does not hold the private key of the certificate it presented (its TLS \
+         handshake signature does not verify with the certificate's key)"
+    )]
+    HandshakeSignature,
     /// libpq: "SSL certificate's name contains embedded null".
     #[error("the server's certificate has a name with an embedded NUL byte")]
     NameWithNul,
@@ -584,6 +591,22 @@ pub fn legacy_key<'a>(cert: &'a CertificateDer<'_>) -> Option<SubjectPublicKeyIn
     let (_, parsed) = X509Certificate::from_der(cert.as_ref()).ok()?;
     let raw: &'a [u8] = parsed.tbs_certificate.subject_pki.raw;
     (!is_v3(&parsed)).then(|| SubjectPublicKeyInfoDer::from(raw))
+}
+
+/// A handshake signature that does not verify with the presented
+/// certificate's key (a bad signature, or one by a key of another kind):
+/// the server does not hold that key. Not the chain's fault, so not the
+/// chain's sentence.
+pub fn handshake_signature(
+    verified: Result<HandshakeSignatureValid, rustls::Error>,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    verified.map_err(|error| match error {
+        rustls::Error::InvalidCertificate(
+            CertificateError::BadSignature
+            | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. },
+        ) => ServerCertError::HandshakeSignature.into(),
+        other => other,
+    })
 }
 
 /// A TLS 1.2 handshake signature by a raw key, as rustls'

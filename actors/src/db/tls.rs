@@ -32,7 +32,9 @@
 //! sslrootcert, CA flag or not; an X.509 version 1 server certificate), which
 //! `db::server_cert` verifies; and verify-full checks the host name by
 //! libpq's rules (subjectAltName, then the Common Name when there is no
-//! subjectAltName of the host's kind), also in `db::server_cert`.
+//! subjectAltName of the host's kind), also in `db::server_cert`. A
+//! handshake signature that does not verify with the presented
+//! certificate's key is said to be that, not a fault of the chain.
 //!
 //! Without a root certificate the server's certificate is accepted unseen,
 //! but the handshake signatures are still verified with the provider's
@@ -503,12 +505,12 @@ impl ServerCertVerifier for LibpqVerifier {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         let algorithms = &self.provider.signature_verification_algorithms;
-        match server_cert::legacy_key(cert) {
+        server_cert::handshake_signature(match server_cert::legacy_key(cert) {
             Some(key) => {
                 server_cert::verify_tls12_signature_with_raw_key(message, &key, dss, algorithms)
             }
             None => rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms),
-        }
+        })
     }
 
     fn verify_tls13_signature(
@@ -518,12 +520,12 @@ impl ServerCertVerifier for LibpqVerifier {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         let algorithms = &self.provider.signature_verification_algorithms;
-        match server_cert::legacy_key(cert) {
+        server_cert::handshake_signature(match server_cert::legacy_key(cert) {
             Some(key) => {
                 rustls::crypto::verify_tls13_signature_with_raw_key(message, &key, dss, algorithms)
             }
             None => rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms),
-        }
+        })
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -646,6 +648,7 @@ fn describe_certificate_error(error: &CertificateError, options: &TlsOptions<'_>
              clocks of this host and of the server"
             .to_string(),
         CertificateError::Revoked => "the server's certificate has been revoked".to_string(),
+        // A chain's signature: the handshake's own is HandshakeSignature.
         CertificateError::BadSignature => format!(
             "a certificate in the server's chain is not correctly signed by its issuer's key \
              (a CA of the same name but another key in {}, such as a root made again, does this)",
@@ -1814,6 +1817,53 @@ mod tests {
             sentence.starts_with("the server's certificate expired at 2001-01-01 00:00:00 UTC"),
             "{sentence}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_server_without_the_key_of_its_certificate_is_named() {
+        let setup = Setup::new();
+        // The docs' self-signed certificate, pinned, served with another key.
+        let pinned = self_signed("localhost", |_| {});
+        let root = write(setup.dir.path(), "server.crt", pinned.pem.as_bytes(), 0o644);
+        let stranger = KeyPair::generate().expect("key");
+        // A version 1 certificate, served with the key of another.
+        let dir = tempfile::tempdir().expect("tempdir");
+        docs_root(dir.path(), "root");
+        docs_leaf(dir.path(), "root", "server", "localhost", &[]);
+        docs_leaf(dir.path(), "root", "other", "localhost", &[]);
+        let v1 = pem_certs(&dir.path().join("server.crt"));
+        let v1_root = dir.path().join("root.crt");
+        let cases = [
+            (&root, vec![pinned.der.clone()], pkcs8(&stranger)),
+            (&v1_root, v1, pem_key(&dir.path().join("other.key"))),
+            // A key of another kind (RSA for a P-256 certificate).
+            (
+                &root,
+                vec![pinned.der.clone()],
+                pem_key(&dir.path().join("other.key")),
+            ),
+        ];
+        for (root, chain, key) in cases {
+            for tls12 in [false, true] {
+                for opts in [
+                    options(SslMode::VerifyFull, Some(text(root))),
+                    options(SslMode::Require, None),
+                ] {
+                    let server = chain_config(chain.clone(), key.clone_key(), tls12);
+                    let error = connect_through_postgres(server, "localhost", &opts).await;
+                    assert_eq!(
+                        server_cert_error(&error),
+                        ServerCertError::HandshakeSignature
+                    );
+                    assert_eq!(
+                        describe_tls_failure(&error, &opts).expect("described"),
+                        "the server does not hold the private key of the certificate it \
+                         presented (its TLS handshake signature does not verify with the \
+                         certificate's key)"
+                    );
+                }
+            }
+        }
     }
 
     #[tokio::test]
