@@ -30,9 +30,13 @@
 //! certificates PostgreSQL's documentation makes that webpki refuses and
 //! libpq accepts (a self-signed server certificate that is itself in
 //! sslrootcert, CA flag or not; an X.509 version 1 server certificate), which
-//! `db::server_cert` verifies; and verify-full checks the host name by
-//! libpq's rules (subjectAltName, then the Common Name when there is no
-//! subjectAltName of the host's kind), also in `db::server_cert`.
+//! `db::server_cert` verifies; only the root certificates OpenSSL takes for
+//! CAs may sign, and the root that ends a chain is held to OpenSSL's checks
+//! (dates, path length, purpose), also there. verify-full checks the host
+//! name by libpq's rules (subjectAltName, then the Common Name when there is
+//! no subjectAltName of the host's kind), also in `db::server_cert`. A
+//! handshake signature that does not verify with the presented
+//! certificate's key is said to be that, not a fault of the chain.
 //!
 //! Without a root certificate the server's certificate is accepted unseen,
 //! but the handshake signatures are still verified with the provider's
@@ -52,14 +56,13 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{
-    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore,
-    SignatureScheme,
+    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme,
 };
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::server_cert::{self, ServerCertError, Trust};
+use super::server_cert::{self, format_time, ServerCertError, Trust};
 
 /// libpq's defaults, relative to the home directory (`~/.postgresql/...`).
 pub const ROOT_CERT_FILE: &str = ".postgresql/root.crt";
@@ -253,27 +256,22 @@ fn load_roots(options: &TlsOptions<'_>) -> Result<Option<Trust>, TlsError> {
         };
     }
     let certs = read_pem_certs("sslrootcert", &path)?;
-    let mut roots = RootCertStore::empty();
-    for (index, cert) in certs.iter().enumerate() {
-        roots.add(cert.clone()).map_err(|e| TlsError::Invalid {
-            option: "sslrootcert",
-            path: path.clone(),
-            detail: format!("certificate {} is not a usable CA: {e}", index + 1),
-        })?;
-    }
-    Ok(Some(Trust {
-        store: Arc::new(roots),
-        certs,
-    }))
+    // Every certificate may pin the server's own; only those OpenSSL takes
+    // for CAs may sign (server_cert::Trust).
+    let trust = Trust::from_file(certs).map_err(|unusable| TlsError::Invalid {
+        option: "sslrootcert",
+        path,
+        detail: unusable.to_string(),
+    })?;
+    Ok(Some(trust))
 }
 
 /// The platform's trusted roots (honouring SSL_CERT_FILE and SSL_CERT_DIR,
 /// as OpenSSL's default verify paths do for libpq).
 fn system_roots() -> Result<Trust, TlsError> {
     let found = rustls_native_certs::load_native_certs();
-    let mut roots = RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(found.certs.iter().cloned());
-    if added == 0 {
+    let trust = Trust::from_system(found.certs);
+    if trust.ca_count() == 0 {
         let detail = if found.errors.is_empty() {
             "no certificates found".to_string()
         } else {
@@ -286,10 +284,7 @@ fn system_roots() -> Result<Trust, TlsError> {
         };
         return Err(TlsError::SystemRoots { detail });
     }
-    Ok(Trust {
-        store: Arc::new(roots),
-        certs: found.certs,
-    })
+    Ok(trust)
 }
 
 fn read_file(option: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -480,17 +475,15 @@ impl ServerCertVerifier for LibpqVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         if let Some(trust) = &self.trust {
-            let leaf = server_cert::parse(end_entity);
-            server_cert::verify_chain(
+            let leaf = server_cert::verify_chain(
                 end_entity,
-                leaf.as_ref().ok(),
                 intermediates,
                 trust,
                 now,
                 &self.provider.signature_verification_algorithms,
             )?;
             if self.check_host {
-                server_cert::check_host_name(&leaf?, server_name)?;
+                server_cert::check_host(leaf.as_ref(), end_entity, server_name)?;
             }
         }
         Ok(ServerCertVerified::assertion())
@@ -503,12 +496,12 @@ impl ServerCertVerifier for LibpqVerifier {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         let algorithms = &self.provider.signature_verification_algorithms;
-        match server_cert::legacy_key(cert) {
+        server_cert::handshake_signature(match server_cert::legacy_key(cert) {
             Some(key) => {
                 server_cert::verify_tls12_signature_with_raw_key(message, &key, dss, algorithms)
             }
             None => rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms),
-        }
+        })
     }
 
     fn verify_tls13_signature(
@@ -518,12 +511,12 @@ impl ServerCertVerifier for LibpqVerifier {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         let algorithms = &self.provider.signature_verification_algorithms;
-        match server_cert::legacy_key(cert) {
+        server_cert::handshake_signature(match server_cert::legacy_key(cert) {
             Some(key) => {
                 rustls::crypto::verify_tls13_signature_with_raw_key(message, &key, dss, algorithms)
             }
             None => rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms),
-        }
+        })
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -646,12 +639,15 @@ fn describe_certificate_error(error: &CertificateError, options: &TlsOptions<'_>
              clocks of this host and of the server"
             .to_string(),
         CertificateError::Revoked => "the server's certificate has been revoked".to_string(),
+        // A chain's signature: the handshake's own is HandshakeSignature.
         CertificateError::BadSignature => format!(
             "a certificate in the server's chain is not correctly signed by its issuer's key \
              (a CA of the same name but another key in {}, such as a root made again, does this)",
             roots_phrase(options)
         ),
-        CertificateError::BadEncoding => "the server's certificate is malformed".to_string(),
+        CertificateError::BadEncoding => "the server's certificate, or a CA certificate of its \
+             chain, is malformed (it does not parse as an X.509 certificate)"
+            .to_string(),
         CertificateError::UnhandledCriticalExtension => "the server's certificate has a critical \
              extension this client does not understand"
             .to_string(),
@@ -672,6 +668,26 @@ fn describe_certificate_error(error: &CertificateError, options: &TlsOptions<'_>
                     "the server's certificate ({subject}) is self-signed and is not itself in {}: \
                      a self-signed server certificate is trusted only when sslrootcert holds \
                      that very certificate (a copy of the server's ssl_cert_file), as with libpq",
+                    roots_phrase(options)
+                ),
+                options,
+            ),
+            Some(ServerCertError::SelfIssuedNotTrusted { subject }) => with_weak_mode_note(
+                format!(
+                    "the server's certificate ({subject}) names itself as its issuer, without an \
+                     authority key identifier naming another key, and is not itself in {}: \
+                     OpenSSL (libpq) takes such a certificate for self-signed and trusts only \
+                     that very certificate",
+                    roots_phrase(options)
+                ),
+                options,
+            ),
+            Some(ServerCertError::RootNotACa { subject, why }) => with_weak_mode_note(
+                format!(
+                    "the server's chain is signed by {subject}, which is in {} but is not a CA \
+                     certificate ({why}): a certificate of sslrootcert that is not a CA is \
+                     trusted only as the server's own certificate, never as the issuer of \
+                     another, as with libpq",
                     roots_phrase(options)
                 ),
                 options,
@@ -742,33 +758,6 @@ fn describe_alert(alert: AlertDescription, options: &TlsOptions<'_>) -> String {
     }
 }
 
-/// "YYYY-MM-DD HH:MM:SS UTC", without a date crate.
-fn format_time(time: UnixTime) -> String {
-    let secs = time.as_secs();
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     /// The mode to give `tokio_postgres::Config::ssl_mode`, which decides only
@@ -794,7 +783,7 @@ mod tests {
         KeyPair, KeyUsagePurpose,
     };
     use rustls::server::WebPkiClientVerifier;
-    use rustls::ServerConfig;
+    use rustls::{RootCertStore, ServerConfig};
     use rustls_pki_types::PrivatePkcs8KeyDer;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -1220,6 +1209,67 @@ mod tests {
                 .cloned()
                 .unwrap_or_else(|| panic!("not a ServerCertError: {other:?}")),
             other => panic!("expected CertificateError::Other, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_servers_certificate_in_sslrootcert_does_not_vouch_for_another() {
+        // One root file listing two servers' own self-signed certificates,
+        // neither a CA (keyUsage without keyCertSign): each is pinned, and
+        // neither key signs for another host.
+        let setup = Setup::new();
+        let own = |name: &str| {
+            self_signed(name, |p| {
+                p.is_ca = IsCa::ExplicitNoCa;
+                p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            })
+        };
+        let (db1, db2) = (own("db1.example.com"), own("db2.example.com"));
+        let both = format!("{}{}", db1.pem, db2.pem);
+        let root = write(setup.dir.path(), "servers.crt", both.as_bytes(), 0o644);
+        let opts = options(SslMode::VerifyFull, Some(text(&root)));
+        for (cert, host) in [(&db1, "db1.example.com"), (&db2, "db2.example.com")] {
+            let error = connect_through_postgres(server_config(cert, None), host, &opts).await;
+            assert_got_through(&error);
+        }
+        // db1's key (a compromised db1) signs a certificate for db2.
+        let mut params = CertificateParams::new(names_vec(&["db2.example.com"])).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "db2.example.com");
+        let key = KeyPair::generate().expect("key");
+        let mut db1_name = CertificateParams::new(Vec::<String>::new()).expect("params");
+        db1_name
+            .distinguished_name
+            .push(DnType::CommonName, "db1.example.com");
+        let db1_issuer = Issuer::new(db1_name, &db1.key);
+        let cert = params.signed_by(&key, &db1_issuer).expect("signed");
+        let forged = Leaf {
+            pem: cert.pem(),
+            der: cert.der().clone(),
+            key,
+        };
+        for mode in [SslMode::VerifyFull, SslMode::VerifyCa, SslMode::Require] {
+            let opts = options(mode, Some(text(&root)));
+            let error =
+                connect_through_postgres(server_config(&forged, None), "db2.example.com", &opts)
+                    .await;
+            assert_eq!(
+                server_cert_error(&error),
+                ServerCertError::RootNotACa {
+                    subject: "CN=db1.example.com".to_string(),
+                    why: "its keyUsage lacks keyCertSign",
+                }
+            );
+            let sentence = describe_tls_failure(&error, &opts).expect("described");
+            assert!(
+                sentence.starts_with(&format!(
+                    "the server's chain is signed by CN=db1.example.com, which is in sslrootcert \
+                     ({}) but is not a CA certificate (its keyUsage lacks keyCertSign)",
+                    root.display()
+                )),
+                "{sentence}"
+            );
         }
     }
 
@@ -1814,6 +1864,53 @@ mod tests {
             sentence.starts_with("the server's certificate expired at 2001-01-01 00:00:00 UTC"),
             "{sentence}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_server_without_the_key_of_its_certificate_is_named() {
+        let setup = Setup::new();
+        // The docs' self-signed certificate, pinned, served with another key.
+        let pinned = self_signed("localhost", |_| {});
+        let root = write(setup.dir.path(), "server.crt", pinned.pem.as_bytes(), 0o644);
+        let stranger = KeyPair::generate().expect("key");
+        // A version 1 certificate, served with the key of another.
+        let dir = tempfile::tempdir().expect("tempdir");
+        docs_root(dir.path(), "root");
+        docs_leaf(dir.path(), "root", "server", "localhost", &[]);
+        docs_leaf(dir.path(), "root", "other", "localhost", &[]);
+        let v1 = pem_certs(&dir.path().join("server.crt"));
+        let v1_root = dir.path().join("root.crt");
+        let cases = [
+            (&root, vec![pinned.der.clone()], pkcs8(&stranger)),
+            (&v1_root, v1, pem_key(&dir.path().join("other.key"))),
+            // A key of another kind (RSA for a P-256 certificate).
+            (
+                &root,
+                vec![pinned.der.clone()],
+                pem_key(&dir.path().join("other.key")),
+            ),
+        ];
+        for (root, chain, key) in cases {
+            for tls12 in [false, true] {
+                for opts in [
+                    options(SslMode::VerifyFull, Some(text(root))),
+                    options(SslMode::Require, None),
+                ] {
+                    let server = chain_config(chain.clone(), key.clone_key(), tls12);
+                    let error = connect_through_postgres(server, "localhost", &opts).await;
+                    assert_eq!(
+                        server_cert_error(&error),
+                        ServerCertError::HandshakeSignature
+                    );
+                    assert_eq!(
+                        describe_tls_failure(&error, &opts).expect("described"),
+                        "the server does not hold the private key of the certificate it \
+                         presented (its TLS handshake signature does not verify with the \
+                         certificate's key)"
+                    );
+                }
+            }
+        }
     }
 
     #[tokio::test]

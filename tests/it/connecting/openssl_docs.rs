@@ -192,3 +192,54 @@ fn the_docs_intermediate_chain_is_verified_as_psql_verifies_it() {
     assert_refused(&db, "127.0.0.1", &full, "it names CN=localhost");
     assert_connects(&db, "127.0.0.1", &root_query("verify-ca", &made.root));
 }
+
+#[test]
+fn a_servers_own_certificate_in_sslrootcert_signs_for_no_other_host() {
+    // db1's own certificate (not a CA) is the root file; a certificate for
+    // localhost signed with db1's key (db1 compromised) is served. OpenSSL
+    // refuses it: "invalid CA certificate".
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db1 = openssl::self_signed_not_a_ca(&dir.path().join("db1"), "db1.example.com");
+    let forged = openssl::signed_by(&dir.path().join("forged"), &db1, "localhost");
+    assert_eq!(openssl::version(&forged.cert), 1);
+    let cluster = certificate_cluster();
+    let db = serve(&cluster, &forged);
+    for mode in ["verify-full", "verify-ca", "require"] {
+        assert_refused(
+            &db,
+            "localhost",
+            &root_query(mode, &db1.root),
+            &format!(
+                "the server's chain is signed by CN=db1.example.com, which is in sslrootcert \
+                 ({}) but is not a CA certificate (its keyUsage lacks keyCertSign)",
+                db1.root.display()
+            ),
+        );
+    }
+    // db1 itself, served, is pinned.
+    let db = serve(&cluster, &db1);
+    assert_connects(&db, "127.0.0.1", &root_query("verify-ca", &db1.root));
+}
+
+#[test]
+fn a_self_signed_certificate_made_again_from_the_same_key_is_refused() {
+    // OpenSSL: "self-signed certificate" unless that very certificate is in
+    // the root file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (first, second) = openssl::self_signed_v1_twice(dir.path(), "localhost");
+    let cluster = certificate_cluster();
+    let db = serve(&cluster, &second);
+    assert_connects(&db, "localhost", &root_query("verify-full", &second.root));
+    for mode in ["verify-full", "verify-ca", "require"] {
+        assert_refused(
+            &db,
+            "localhost",
+            &root_query(mode, &first.root),
+            &format!(
+                "the server's certificate (CN=localhost) is self-signed and is not itself in \
+                 sslrootcert ({})",
+                first.root.display()
+            ),
+        );
+    }
+}

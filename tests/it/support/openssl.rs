@@ -359,6 +359,115 @@ pub fn expired_self_signed(dir: &Path, host: &str) -> Made {
     }
 }
 
+/// Not in the docs: a server's own self-signed certificate that is not a CA
+/// (CA:FALSE, a keyUsage without keyCertSign), as a careful operator makes
+/// one for each server and lists them all in one root file.
+pub fn self_signed_not_a_ca(dir: &Path, host: &str) -> Made {
+    fresh_dir(dir);
+    fs::write(
+        dir.join("own.cnf"),
+        format!(
+            "[req]\ndistinguished_name = dn\nx509_extensions = own\nprompt = no\n\
+             [dn]\nCN = {host}\n\
+             [own]\nbasicConstraints = critical,CA:FALSE\n\
+             keyUsage = critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage = serverAuth\nsubjectAltName = DNS:{host}\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("own.cnf: {e}"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-days",
+            "365",
+            "-nodes",
+            "-config",
+            "own.cnf",
+            "-out",
+            "server.crt",
+            "-keyout",
+            "server.key",
+        ],
+    );
+    run(dir, "chmod", &["og-rwx", "server.key"]);
+    Made {
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+        root: dir.join("server.crt"),
+    }
+}
+
+/// Not in the docs: the docs' `openssl x509 -req -CA …` with `issuer`'s
+/// certificate and key, whatever it is (a version 1 certificate for
+/// `host`); `root` is `issuer`'s certificate.
+pub fn signed_by(dir: &Path, issuer: &Made, host: &str) -> Made {
+    fresh_dir(dir);
+    server_request(dir, host);
+    let (ca, ca_key) = (issuer.cert.to_string_lossy(), issuer.key.to_string_lossy());
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-days",
+            "365",
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAserial",
+            "issuer.srl",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+        ],
+    );
+    Made {
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+        root: issuer.cert.clone(),
+    }
+}
+
+/// Not in the docs: the docs' self-signed certificate made as version 1
+/// (`openssl x509 -req -signkey`), twice from the same request and key,
+/// with serial numbers 1 and 2: (the first, the second).
+pub fn self_signed_v1_twice(dir: &Path, host: &str) -> (Made, Made) {
+    fresh_dir(dir);
+    server_request(dir, host);
+    let made = |name: &str, serial: &str| {
+        let crt = format!("{name}.crt");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-days",
+                "365",
+                "-signkey",
+                "server.key",
+                "-set_serial",
+                serial,
+                "-out",
+                &crt,
+            ],
+        );
+        Made {
+            cert: dir.join(&crt),
+            key: dir.join("server.key"),
+            root: dir.join(&crt),
+        }
+    };
+    (made("first", "1"), made("second", "2"))
+}
+
 /// The X.509 version (1, 2 or 3) of the first certificate of a PEM file.
 pub fn version(cert: &Path) -> u32 {
     let output = Command::new("openssl")
