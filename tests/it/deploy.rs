@@ -798,23 +798,38 @@ fn manifests_and_dockerfile_hold_what_they_promise() {
         dockerfile.contains("cargo build --release --locked"),
         "the image builds what Cargo.lock says"
     );
-    // The build stage uses the toolchain rust-toolchain.toml pins, by its
-    // full version (no floating `rust:1`), and ships a binary without
-    // debug info.
-    let channel = toml_string(&repo().join("rust-toolchain.toml"), "toolchain", "channel")
-        .expect("rust-toolchain.toml: toolchain.channel");
-    assert!(
-        channel.split('.').count() == 3 && channel.split('.').all(|n| n.parse::<u32>().is_ok()),
-        "rust-toolchain.toml pins a full version (1.x.y), not {channel:?}"
-    );
+    // The build stage pins its toolchain by its full version (no floating
+    // `rust:1`), one that builds the crate (at least Cargo.toml's
+    // rust-version), and ships a binary without debug info.
     let build_from = instructions
         .iter()
         .find_map(|l| l.strip_prefix("FROM rust:"))
         .expect("a build stage FROM rust:…");
+    let pinned = build_from
+        .strip_suffix("-bookworm AS build")
+        .unwrap_or_else(|| panic!("FROM rust:<version>-bookworm AS build, not {build_from:?}"));
+    let version = |text: &str| -> Vec<u32> {
+        text.split('.')
+            .map(|n| {
+                n.parse()
+                    .unwrap_or_else(|_| panic!("not a version: {text:?}"))
+            })
+            .collect()
+    };
     assert_eq!(
-        build_from,
-        format!("{channel}-bookworm AS build"),
-        "the Dockerfile's build stage and rust-toolchain.toml name the same toolchain"
+        version(pinned).len(),
+        3,
+        "the Dockerfile pins a full toolchain version (1.x.y), not {pinned:?}"
+    );
+    let minimum = toml_string(
+        &repo().join("Cargo.toml"),
+        "workspace.package",
+        "rust-version",
+    )
+    .expect("Cargo.toml: workspace.package.rust-version");
+    assert!(
+        version(pinned) >= version(&minimum),
+        "the Dockerfile's toolchain {pinned} is older than rust-version {minimum}"
     );
     assert_eq!(
         toml_string(&repo().join("Cargo.toml"), "profile.release", "strip").as_deref(),
