@@ -65,7 +65,7 @@ exe="${PGFLEET_BIN:-}"
 if [[ -z "$exe" ]]; then
     # Cargo's own progress; the JSON on stdout names the binary it built,
     # wherever CARGO_TARGET_DIR or .cargo/config.toml put it.
-    echo "== building pgfleet (release; the first build takes about 4 minutes on 2 cores)"
+    echo "== building pgfleet (release; the first build takes 3 to 4 minutes on 2 cores)"
     cargo build --release --bin pgfleet --message-format=json-render-diagnostics >"$dir/build.json"
     while IFS= read -r line; do
         [[ "$line" == *'"reason":"compiler-artifact"'* && "$line" == *'"executable":"'* ]] || continue
@@ -113,6 +113,10 @@ export PGFLEET__LOG__FORMAT="${LOG_FORMAT:-text}"
 if [[ -z "${PGFLEET__HTTP__LISTEN:-}" ]]; then
     export PGFLEET__HTTP__LISTEN="127.0.0.1:$(free_port 8187)"
 fi
+
+# PGFLEET_BIN is this script's, not a pgfleet key: pgfleet would warn that
+# it matches none.
+unset PGFLEET_BIN
 
 # pgfleet in a session of its own, so that Ctrl-C reaches only this script,
 # which then asks pgfleet once to shut down gracefully (a second SIGINT would

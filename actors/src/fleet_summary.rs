@@ -64,7 +64,7 @@ impl FleetSummary {
             since(counts.restarts, self.last.restarts),
             since(counts.skipped, self.last.skipped),
         );
-        let seconds = now.duration_since(self.last_at).as_secs();
+        let seconds = now.duration_since(self.last_at).as_secs_f64().round() as u64;
         self.last_at = now;
         self.last = counts;
         let running = summary
