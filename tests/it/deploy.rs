@@ -695,6 +695,29 @@ fn metrics_in_alerts_and_dashboard_are_in_the_docs() {
 
 /// What the manifests, the Dockerfile and .dockerignore promise
 /// (deploy/README.md), read as data.
+/// deploy/README.md lists the alerts an operator gets: every one of
+/// alerts.yaml, none that is not there.
+#[test]
+fn deploy_readme_names_every_alert() {
+    let rules = yaml_file(&deploy().join("monitoring/alerts.yaml"));
+    let alerts: BTreeSet<String> = seq(&rules["groups"])
+        .iter()
+        .flat_map(|group| seq(&group["rules"]))
+        .filter_map(|rule| rule["alert"].as_str().map(str::to_owned))
+        .collect();
+    assert!(alerts.len() >= 12, "{alerts:?}");
+    let readme = read(&deploy().join("README.md"));
+    let named: BTreeSet<String> = readme
+        .split('`')
+        .filter(|word| word.starts_with("Pgfleet") && word.chars().all(char::is_alphanumeric))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        named, alerts,
+        "deploy/README.md's alerts against alerts.yaml"
+    );
+}
+
 #[test]
 fn manifests_and_dockerfile_hold_what_they_promise() {
     let objects = kubernetes_objects();
