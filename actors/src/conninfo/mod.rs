@@ -15,6 +15,9 @@
 //!   checked [`Target`].
 //! - [`pgpass`]: libpq's password file, used by [`Target::password_for`].
 //! - [`mask_passwords`]: a connection string safe to log.
+//!
+//! [`Target`] (with [`Origin`]) sits below [`resolve()`], which fills it, and
+//! knows nothing of it.
 
 mod environment;
 mod key_value;
@@ -37,8 +40,8 @@ pub use mask::{mask_passwords, MASK};
 pub use options::Options;
 pub use parse::{parse, ParseError, UrlPart};
 pub use pgpass::PgpassOutcome;
-pub use resolve::{resolve, Origin, Problem, ResolveError, DEFAULT_PORT};
+pub use resolve::{resolve, Problem, ResolveError, DEFAULT_PORT};
 pub use target::{
-    ChannelBinding, Endpoint, Host, Keepalives, LoadBalanceHosts, SslMode, SslNegotiation, Target,
-    TargetSessionAttrs, UnhandledSetting,
+    ChannelBinding, Endpoint, Host, Keepalives, LoadBalanceHosts, Origin, SslMode, SslNegotiation,
+    Target, TargetSessionAttrs, UnhandledSetting,
 };
