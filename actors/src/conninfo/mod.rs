@@ -16,10 +16,15 @@
 //! - [`pgpass`]: libpq's password file, used by [`Target::password_for`].
 //! - [`mask_passwords`]: a connection string safe to log.
 //!
-//! [`Target`] (with [`Origin`]) sits below [`resolve()`], which fills it, and
-//! knows nothing of it.
+//! Inside, dependencies point one way, so each layer can be read and tested
+//! on its own: the leaves (`error`, [`keywords`] with [`MASK`], `url`),
+//! then `percent` and [`Options`], the readers `key_value` and
+//! `url_parse`, then [`parse()`] and [`mask_passwords`] over them; last,
+//! [`resolve()`], which reads [`Options`] into a [`Target`] (its types, with
+//! [`Origin`], below it and knowing nothing of it).
 
 mod environment;
+mod error;
 mod key_value;
 pub mod keywords;
 mod mask;
@@ -35,10 +40,11 @@ mod url;
 mod url_parse;
 
 pub use environment::{Environment, ProcessEnvironment};
-pub use keywords::{Keyword, KEYWORDS};
-pub use mask::{mask_passwords, MASK};
+pub use error::{ParseError, UrlPart};
+pub use keywords::{Keyword, KEYWORDS, MASK};
+pub use mask::mask_passwords;
 pub use options::Options;
-pub use parse::{parse, ParseError, UrlPart};
+pub use parse::parse;
 pub use pgpass::PgpassOutcome;
 pub use resolve::{resolve, Problem, ResolveError, DEFAULT_PORT};
 pub use target::{

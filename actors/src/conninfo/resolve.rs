@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use super::environment::Environment;
 use super::key_value::is_c_space;
-use super::keywords::{self, KEYWORDS};
-use super::mask::MASK;
+use super::keywords::{self, KEYWORDS, MASK};
 use super::options::Options;
 use super::target::{
     ChannelBinding, Endpoint, Host, Keepalives, LibpqWord, LoadBalanceHosts, Origin, SslMode,

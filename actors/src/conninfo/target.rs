@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::mask::MASK;
+use super::keywords::MASK;
 use super::pgpass::{self, PgpassOutcome};
 
 /// Declares an enum of libpq words (`sslmode=verify-full`…) with the exact
