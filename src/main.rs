@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use clap::Parser;
-use pgfleet_actors::config_actor::ConfigActor;
+use pgfleet_actors::config_actor::{ConfigActor, Reload};
 use pgfleet_actors::config_watch::{self, WatchedFiles};
 use pgfleet_actors::settings::{ConfigSources, Settings};
 use pgfleet_actors::supervisor::Supervisor;
@@ -109,7 +109,8 @@ fn serve(
         let config = if watch_config {
             let watched = WatchedFiles::default();
             let config = config.watching(watched.clone()).start();
-            config_watch::spawn(watched, config.clone())
+            let reload = config.clone();
+            config_watch::spawn(watched, move || reload.do_send(Reload))
                 .map_err(|e| format!("cannot watch the configuration files: {e}"))?;
             config
         } else {

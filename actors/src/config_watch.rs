@@ -7,14 +7,15 @@
 //! mount stalls that thread, never the actors). A change reloads once the
 //! files have been still for one more poll, so an editor's several writes
 //! make one reload.
+//!
+//! The watcher knows nothing of actors: it is told what to call when the
+//! files changed (the binary passes a closure that sends the ConfigActor a
+//! `Reload`), so the ConfigActor can own the list of files without the two
+//! modules depending on each other.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-
-use actix::prelude::*;
-
-use crate::config_actor::{ConfigActor, Reload};
 
 /// How often the files are looked at.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -46,8 +47,9 @@ fn fingerprint(path: &PathBuf) -> Fingerprint {
     Some((meta.modified().ok()?, meta.len(), meta.ino()))
 }
 
-/// Starts the watcher thread; it lives as long as the process.
-pub fn spawn(files: WatchedFiles, config: Addr<ConfigActor>) -> std::io::Result<()> {
+/// Starts the watcher thread; it lives as long as the process and calls
+/// `on_change` once per settled change.
+pub fn spawn(files: WatchedFiles, on_change: impl Fn() + Send + 'static) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("pgfleet-config-watch".into())
         .spawn(move || {
@@ -70,7 +72,7 @@ pub fn spawn(files: WatchedFiles, config: Addr<ConfigActor>) -> std::io::Result<
                     seen = now;
                     changed = true;
                 } else if std::mem::take(&mut changed) {
-                    config.do_send(Reload);
+                    on_change();
                 }
             }
         })

@@ -15,9 +15,9 @@
 
 use std::ops::Range;
 
+use super::error::ParseError;
 use super::keywords;
 use super::options::Options;
-use super::parse::ParseError;
 
 /// One `keyword=value` pair as written.
 #[derive(Debug, Clone, PartialEq, Eq)]

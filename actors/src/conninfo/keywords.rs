@@ -7,6 +7,11 @@
 //! `fe-connect.c` (PostgreSQL 17) plus the two protocol-version keywords of
 //! PostgreSQL 18; a keyword missing here is refused as `invalid connection
 //! option`, exactly as an older libpq refuses a newer keyword.
+//!
+//! [`MASK`], what a secret value is shown as, is here beside the table that
+//! says which values are secret: `Debug` of [`Options`](super::Options) and
+//! [`Target`](super::Target), the resolver's messages and the masker all
+//! use it, and none of them has to depend on another to do so.
 
 /// One libpq connection keyword.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +106,9 @@ pub fn keyword(name: &str) -> Option<&'static Keyword> {
 pub fn is_secret(name: &str) -> bool {
     keyword(name).is_some_and(|keyword| keyword.secret)
 }
+
+/// What every hidden value is replaced with.
+pub const MASK: &str = "********";
 
 /// libpq's backwards-compatible spelling of `sslmode`: `requiressl=1` means
 /// `sslmode=require`, anything else `sslmode=prefer` (`conninfo_storeval`).

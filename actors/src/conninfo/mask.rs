@@ -10,13 +10,10 @@
 use std::ops::Range;
 
 use super::key_value::{self, is_c_space, Pair};
-use super::keywords::{self, KEYWORDS};
+use super::keywords::{self, KEYWORDS, MASK};
 use super::percent;
 use super::url::{find_userinfo, query_start, uri_prefix_len};
 use super::url_parse;
-
-/// What every hidden value is replaced with.
-pub const MASK: &str = "********";
 
 /// `text` with every password (and other secret value) replaced by
 /// [`MASK`]; everything else stays readable. Never panics.

@@ -15,8 +15,16 @@
 //!   checked [`Target`].
 //! - [`pgpass`]: libpq's password file, used by [`Target::password_for`].
 //! - [`mask_passwords`]: a connection string safe to log.
+//!
+//! Inside, dependencies point one way, so each layer can be read and tested
+//! on its own: the leaves (`error`, [`keywords`] with [`MASK`], `url`),
+//! then `percent` and [`Options`], the readers `key_value` and
+//! `url_parse`, then [`parse()`] and [`mask_passwords`] over them; last,
+//! [`resolve()`], which reads [`Options`] into a [`Target`] (its types, with
+//! [`Origin`], below it and knowing nothing of it).
 
 mod environment;
+mod error;
 mod key_value;
 pub mod keywords;
 mod mask;
@@ -32,13 +40,14 @@ mod url;
 mod url_parse;
 
 pub use environment::{Environment, ProcessEnvironment};
-pub use keywords::{Keyword, KEYWORDS};
-pub use mask::{mask_passwords, MASK};
+pub use error::{ParseError, UrlPart};
+pub use keywords::{Keyword, KEYWORDS, MASK};
+pub use mask::mask_passwords;
 pub use options::Options;
-pub use parse::{parse, ParseError, UrlPart};
+pub use parse::parse;
 pub use pgpass::PgpassOutcome;
-pub use resolve::{resolve, Origin, Problem, ResolveError, DEFAULT_PORT};
+pub use resolve::{resolve, Problem, ResolveError, DEFAULT_PORT};
 pub use target::{
-    ChannelBinding, Endpoint, Host, Keepalives, LoadBalanceHosts, SslMode, SslNegotiation, Target,
-    TargetSessionAttrs, UnhandledSetting,
+    ChannelBinding, Endpoint, Host, Keepalives, LoadBalanceHosts, Origin, SslMode, SslNegotiation,
+    Target, TargetSessionAttrs, UnhandledSetting,
 };

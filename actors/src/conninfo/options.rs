@@ -8,9 +8,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::keywords::{self, Keyword};
-use super::mask::MASK;
-use super::parse::ParseError;
+use super::error::ParseError;
+use super::keywords::{self, Keyword, MASK};
 
 /// The keywords and values of one connection string, ordered by keyword.
 /// Only libpq keywords can be stored; `Debug` masks secret values.

@@ -5,7 +5,7 @@
 //! digits and refuses `%00`. Rust strings add one rule: the decoded bytes
 //! must be UTF-8.
 
-use super::parse::{ParseError, UrlPart};
+use super::error::{ParseError, UrlPart};
 
 /// Decodes `text` strictly; errors name the part, never its content.
 pub(super) fn decode(text: &str, part: UrlPart) -> Result<String, ParseError> {

@@ -21,11 +21,10 @@ use std::time::Duration;
 
 use super::environment::Environment;
 use super::key_value::is_c_space;
-use super::keywords::{self, KEYWORDS};
-use super::mask::MASK;
+use super::keywords::{self, KEYWORDS, MASK};
 use super::options::Options;
 use super::target::{
-    ChannelBinding, Endpoint, Host, Keepalives, LibpqWord, LoadBalanceHosts, SslMode,
+    ChannelBinding, Endpoint, Host, Keepalives, LibpqWord, LoadBalanceHosts, Origin, SslMode,
     SslNegotiation, Target, TargetSessionAttrs, UnhandledSetting,
 };
 
@@ -135,26 +134,6 @@ pub fn resolve(options: &Options, env: &dyn Environment) -> Result<Target, Resol
         default_socket_dir,
         unhandled: unhandled(&sources),
     })
-}
-
-/// Where a value came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    ConnectionString,
-    /// The named environment variable.
-    Environment(&'static str),
-    /// libpq's built-in default.
-    Default,
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Origin::ConnectionString => f.write_str("the connection string"),
-            Origin::Environment(variable) => f.write_str(variable),
-            Origin::Default => f.write_str("libpq's default"),
-        }
-    }
 }
 
 /// A value that cannot be used, with its keyword and where it came from.

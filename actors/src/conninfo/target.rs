@@ -1,14 +1,17 @@
 //! Where and how to connect, once every default is filled in: the result of
 //! [`resolve()`](super::resolve()), in the terms a connector needs.
+//!
+//! The resolver depends on these types and never the other way round, so
+//! [`Origin`], which a [`Target`] carries as well as the resolver's errors,
+//! is declared here.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::mask::MASK;
+use super::keywords::MASK;
 use super::pgpass::{self, PgpassOutcome};
-use super::resolve::Origin;
 
 /// Declares an enum of libpq words (`sslmode=verify-full`…) with the exact
 /// word of each variant, so parsing and printing share one list.
@@ -170,6 +173,28 @@ impl Default for Keepalives {
             idle: None,
             interval: None,
             count: None,
+        }
+    }
+}
+
+/// Where a value came from: the connection string, a `PG*` variable or
+/// libpq's default. Part of what [`resolve()`](super::resolve()) produces
+/// ([`UnhandledSetting`]) and of its errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    ConnectionString,
+    /// The named environment variable.
+    Environment(&'static str),
+    /// libpq's built-in default.
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::ConnectionString => f.write_str("the connection string"),
+            Origin::Environment(variable) => f.write_str(variable),
+            Origin::Default => f.write_str("libpq's default"),
         }
     }
 }

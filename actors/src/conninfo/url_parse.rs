@@ -11,9 +11,9 @@
 //! the query, `ssl=true` meaning `sslmode=require`; `#` has no special
 //! meaning.
 
+use super::error::{ParseError, UrlPart};
 use super::keywords;
 use super::options::Options;
-use super::parse::{ParseError, UrlPart};
 use super::percent;
 use super::url::find_userinfo;
 
