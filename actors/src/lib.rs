@@ -22,7 +22,7 @@
 //!   shutdown carried out.
 //! - [`worker`]: the ticks of one schema; [`job`]: what runs at a tick
 //!   (worker_spi's fold, its initialisation and VACUUM, and their state).
-//! - [`policy`]: backoff, limits and give-up, as plain logic.
+//! - [`policy`]: backoff, limits, give-up and escalation, as plain logic.
 //! - [`conninfo`]: connection strings, `PG*` variables and `~/.pgpass`,
 //!   read as libpq reads them, and passwords masked.
 //! - [`db`]: connections (hosts, TLS modes, poolers), the pool, the outage

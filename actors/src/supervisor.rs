@@ -3,7 +3,8 @@
 //! actix's own `Supervisor` restarts the same actor at once, forever, and
 //! tells no one; here each worker reports its end with [`WorkerExited`], and
 //! the restart policy (see `policy`) decides whether a fresh worker starts,
-//! after which delay, or whether the worker is given up. Workers are keyed
+//! after which delay, or whether the worker is given up, and whether that
+//! stops the service. Workers are keyed
 //! by schema and numbered per schema (1 for a schema's first worker, 2 for
 //! the next, never reused), so the report of a worker that was already
 //! replaced or retired is never mistaken for the current one: a report is
@@ -33,31 +34,13 @@ use crate::config_actor::SettingsChanged;
 use crate::db::Database;
 use crate::fleet_summary::FleetSummary;
 use crate::job::FoldJob;
-use crate::policy::{Decision, RestartHistory};
+use crate::policy::{escalation, Decision, Escalation, RestartHistory};
 use crate::settings::{SchemaTarget, Settings};
 use crate::status::{DbHealth, PoolGauges, Status, WorkerState, HEARTBEAT_INTERVAL};
 use crate::worker::{
     reload_fold_window, worker_log, FleetHandles, Reconfigure, Stop, WorkerActor, WorkerError,
-    WorkerSpec,
+    WorkerExited, WorkerSpec, WorkerStarted,
 };
-
-/// A worker's last word: `failure` is None when it stopped because it was
-/// asked to.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct WorkerExited {
-    pub schema: Arc<str>,
-    pub generation: u64,
-    pub failure: Option<WorkerError>,
-}
-
-/// A worker initialised its schema and folds from now on.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct WorkerStarted {
-    pub schema: Arc<str>,
-    pub generation: u64,
-}
 
 /// SIGTERM or SIGINT: stop every worker, then the system.
 #[derive(Message)]
@@ -65,10 +48,6 @@ pub struct WorkerStarted {
 pub struct Shutdown {
     pub signal: &'static str,
 }
-
-/// Exit code of a shutdown caused by giving up on a worker with
-/// `restart.escalate`.
-pub const EXIT_ESCALATED: i32 = 1;
 
 /// How long after the cancel requests sent at the end of `shutdown.grace`
 /// the Supervisor stops regardless.
@@ -525,10 +504,13 @@ impl Supervisor {
                 if std::mem::take(&mut slot.awaiting_start) {
                     self.settle(false);
                 }
-                if self.settings.restart.escalate {
-                    error!(self.log, "restart.escalate is true: stopping the service because {worker} was given up";
-                        "event" => "shutdown_started", "signal" => "escalation");
-                    self.begin_shutdown(EXIT_ESCALATED, ctx);
+                match escalation(&self.settings.restart) {
+                    Escalation::None => {}
+                    Escalation::StopService { exit_code } => {
+                        error!(self.log, "restart.escalate is true: stopping the service because {worker} was given up";
+                            "event" => "shutdown_started", "signal" => "escalation");
+                        self.begin_shutdown(exit_code, ctx);
+                    }
                 }
             }
         }
