@@ -19,7 +19,8 @@
 //! - [`settings`]: the configuration's shape, layers and validation.
 //! - [`config_actor`]: reload on SIGHUP, broadcast to subscribers.
 //! - [`supervisor`]: one worker per schema, the restart policy applied,
-//!   shutdown carried out.
+//!   shutdown carried out; [`supervisor::reconcile`]: which workers to
+//!   start, retire, revive or tell of a reload, as plain logic.
 //! - [`worker`]: the ticks of one schema; [`job`]: what runs at a tick
 //!   (worker_spi's fold, its initialisation and VACUUM, and their state).
 //! - [`policy`]: backoff, limits, give-up and escalation, as plain logic.
