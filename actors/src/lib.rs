@@ -19,10 +19,11 @@
 //! - [`settings`]: the configuration's shape, layers and validation.
 //! - [`config_actor`]: reload on SIGHUP, broadcast to subscribers.
 //! - [`supervisor`]: one worker per schema, the restart policy applied,
-//!   shutdown carried out.
+//!   shutdown carried out; [`supervisor::reconcile`]: which workers to
+//!   start, retire, revive or tell of a reload, as plain logic.
 //! - [`worker`]: the ticks of one schema; [`job`]: what runs at a tick
 //!   (worker_spi's fold, its initialisation and VACUUM, and their state).
-//! - [`policy`]: backoff, limits and give-up, as plain logic.
+//! - [`policy`]: backoff, limits, give-up and escalation, as plain logic.
 //! - [`conninfo`]: connection strings, `PG*` variables and `~/.pgpass`,
 //!   read as libpq reads them, and passwords masked.
 //! - [`db`]: connections (hosts, TLS modes, poolers), the pool, the outage

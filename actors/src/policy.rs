@@ -1,5 +1,5 @@
-//! The restart policy: when a failed worker starts again, and when it is
-//! given up.
+//! The restart policy: when a failed worker starts again, when it is
+//! given up, and what giving up means for the service.
 //!
 //! actix's own `Supervisor` restarts an actor at once, forever, with no
 //! delay; a database that is down for a minute would see thousands of
@@ -77,6 +77,31 @@ impl RestartHistory {
     }
 }
 
+/// Exit code of a shutdown caused by giving up on a worker with
+/// `restart.escalate`.
+pub const EXIT_ESCALATED: i32 = 1;
+
+/// What giving up on a worker does to the rest of the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escalation {
+    /// The other workers go on; this one waits for a reload.
+    None,
+    /// `restart.escalate`: the whole service stops with `exit_code`, for
+    /// whatever runs it (systemd, Kubernetes) to see and act on.
+    StopService { exit_code: i32 },
+}
+
+/// Decides what giving up on a worker escalates to, under `policy`.
+pub fn escalation(policy: &RestartSettings) -> Escalation {
+    if policy.escalate {
+        Escalation::StopService {
+            exit_code: EXIT_ESCALATED,
+        }
+    } else {
+        Escalation::None
+    }
+}
+
 /// `delay * multiplier^(attempt-1)`, capped at `max_delay`, then shortened
 /// by a random fraction of up to `jitter`, so it never exceeds the cap and
 /// workers that failed together spread out.
@@ -124,6 +149,27 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn giving_up_stops_the_service_only_with_escalate() {
+        let mut policy = policy();
+        policy.escalate = false;
+        assert_eq!(escalation(&policy), Escalation::None);
+        policy.escalate = true;
+        assert_eq!(
+            escalation(&policy),
+            Escalation::StopService { exit_code: 1 }
+        );
+        // With either restart policy: `never` gives up at the first
+        // failure, and escalates then.
+        policy.policy = RestartPolicyKind::Never;
+        assert_eq!(
+            escalation(&policy),
+            Escalation::StopService {
+                exit_code: EXIT_ESCALATED
+            }
+        );
     }
 
     #[test]

@@ -3,11 +3,17 @@
 //! actix's own `Supervisor` restarts the same actor at once, forever, and
 //! tells no one; here each worker reports its end with [`WorkerExited`], and
 //! the restart policy (see `policy`) decides whether a fresh worker starts,
-//! after which delay, or whether the worker is given up. Workers are keyed
+//! after which delay, or whether the worker is given up, and whether that
+//! stops the service. Workers are keyed
 //! by schema and numbered per schema (1 for a schema's first worker, 2 for
 //! the next, never reused), so the report of a worker that was already
 //! replaced or retired is never mistaken for the current one: a report is
 //! matched on (schema, generation).
+//!
+//! Which workers there are follows a desired set of schemas: every source
+//! of it (the settings, at start and at each reload) goes through
+//! `Supervisor::reconcile`, which asks [`reconcile::plan`] what to start,
+//! retire, revive, restart or tell, and carries that out.
 //!
 //! The Supervisor also keeps the shared [`Status`] up to date (states,
 //! failures, restarts) and beats a heartbeat into it every second from its
@@ -33,31 +39,17 @@ use crate::config_actor::SettingsChanged;
 use crate::db::Database;
 use crate::fleet_summary::FleetSummary;
 use crate::job::FoldJob;
-use crate::policy::{Decision, RestartHistory};
+use crate::policy::{escalation, Decision, Escalation, RestartHistory};
 use crate::settings::{SchemaTarget, Settings};
 use crate::status::{DbHealth, PoolGauges, Status, WorkerState, HEARTBEAT_INTERVAL};
 use crate::worker::{
     reload_fold_window, worker_log, FleetHandles, Reconfigure, Stop, WorkerActor, WorkerError,
-    WorkerSpec,
+    WorkerExited, WorkerSpec, WorkerStarted,
 };
 
-/// A worker's last word: `failure` is None when it stopped because it was
-/// asked to.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct WorkerExited {
-    pub schema: Arc<str>,
-    pub generation: u64,
-    pub failure: Option<WorkerError>,
-}
+pub mod reconcile;
 
-/// A worker initialised its schema and folds from now on.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct WorkerStarted {
-    pub schema: Arc<str>,
-    pub generation: u64,
-}
+use reconcile::{Action, Desired, Reason, SlotKind, TableKey};
 
 /// SIGTERM or SIGINT: stop every worker, then the system.
 #[derive(Message)]
@@ -65,10 +57,6 @@ pub struct WorkerStarted {
 pub struct Shutdown {
     pub signal: &'static str,
 }
-
-/// Exit code of a shutdown caused by giving up on a worker with
-/// `restart.escalate`.
-pub const EXIT_ESCALATED: i32 = 1;
 
 /// How long after the cancel requests sent at the end of `shutdown.grace`
 /// the Supervisor stops regardless.
@@ -95,6 +83,8 @@ pub struct Supervisor {
     epoch: Instant,
     log: Logger,
     slots: BTreeMap<Arc<str>, Slot>,
+    /// The table settings the workers in `slots` were started with.
+    table: TableKey,
     /// Workers asked to stop because a reload removed or replaced them,
     /// by (schema, generation).
     retiring: HashMap<(Arc<str>, u64), (SchemaTarget, Addr<WorkerActor>)>,
@@ -171,6 +161,14 @@ enum SlotState {
 }
 
 impl SlotState {
+    fn kind(&self) -> SlotKind {
+        match self {
+            SlotState::Running { .. } => SlotKind::Running,
+            SlotState::Restarting { attempt, .. } => SlotKind::Restarting { attempt: *attempt },
+            SlotState::GivenUp { .. } => SlotKind::GivenUp,
+        }
+    }
+
     fn generation(&self) -> u64 {
         match self {
             SlotState::Running { generation, .. }
@@ -183,6 +181,7 @@ impl SlotState {
 impl Supervisor {
     pub fn new(settings: Arc<Settings>, log: Logger, status: Status) -> Result<Self, String> {
         let db = Database::new(&settings.database, settings.restart.delay, &log)?;
+        let table = TableKey::from_settings(&settings);
         Ok(Supervisor {
             told_ready: false,
             last_watchdog: None,
@@ -192,6 +191,7 @@ impl Supervisor {
             epoch: Instant::now(),
             log,
             slots: BTreeMap::new(),
+            table,
             retiring: HashMap::new(),
             departed: HashMap::new(),
             fleet: None,
@@ -525,10 +525,13 @@ impl Supervisor {
                 if std::mem::take(&mut slot.awaiting_start) {
                     self.settle(false);
                 }
-                if self.settings.restart.escalate {
-                    error!(self.log, "restart.escalate is true: stopping the service because {worker} was given up";
-                        "event" => "shutdown_started", "signal" => "escalation");
-                    self.begin_shutdown(EXIT_ESCALATED, ctx);
+                match escalation(&self.settings.restart) {
+                    Escalation::None => {}
+                    Escalation::StopService { exit_code } => {
+                        error!(self.log, "restart.escalate is true: stopping the service because {worker} was given up";
+                            "event" => "shutdown_started", "signal" => "escalation");
+                        self.begin_shutdown(exit_code, ctx);
+                    }
                 }
             }
         }
@@ -545,8 +548,9 @@ impl Supervisor {
         }
         if old.database != new.database {
             match Database::new(&new.database, new.restart.delay, &self.log) {
-                // Workers move to the new pool with the Reconfigure below;
-                // the old pool closes when its last connection is returned.
+                // Workers move to the new pool with the Reconfigure that
+                // the reconcile below sends; the old pool closes when its
+                // last connection is returned.
                 Ok(db) => {
                     self.db = db;
                     self.watch_pool();
@@ -558,60 +562,64 @@ impl Supervisor {
         } else if old.restart.delay != new.restart.delay {
             self.db.set_probe_interval(new.restart.delay);
         }
-        let table_changed = old.workers.table != new.workers.table
-            || old.workers.create_schema != new.workers.create_schema;
-        let desired: BTreeMap<Arc<str>, SchemaTarget> = new
-            .targets()
-            .into_iter()
-            .map(|target| (target.schema.clone(), target))
-            .collect();
-        let obsolete: Vec<Arc<str>> = self
-            .slots
-            .iter()
-            .filter(|(schema, slot)| table_changed || desired.get(*schema) != Some(&slot.target))
-            .map(|(schema, _)| schema.clone())
-            .collect();
-        for schema in obsolete {
-            self.retire(&schema, ctx);
+        self.reconcile(Desired::from_settings(&new), Reason::Reload, ctx);
+    }
+
+    /// Brings the workers to `desired`, for `why`: the one way workers
+    /// join or leave the fleet (the restart policy and shutdown aside),
+    /// whatever the set's source. [`reconcile::plan`] decides; this only
+    /// carries it out.
+    fn reconcile(&mut self, desired: Desired, why: Reason, ctx: &mut Context<Self>) {
+        if self.shutting_down {
+            return;
         }
-        let mut to_reconfigure = VecDeque::new();
-        for (schema, target) in desired {
-            match self.slots.get_mut(&schema) {
-                None => self.add_worker(target, ctx),
-                Some(slot) => match &slot.state {
-                    SlotState::Running { .. } => to_reconfigure.push_back(schema),
-                    // A reload is the operator's "try again": given-up
-                    // workers start afresh.
-                    SlotState::GivenUp { .. } => {
-                        slot.history = None;
-                        let target = slot.target.clone();
-                        let state = self.spawn_worker(&target, false, ctx);
-                        if let Some(slot) = self.slots.get_mut(&schema) {
-                            slot.state = state;
-                        }
-                        // Told of the reload like the others: it folds
-                        // as soon as it has initialised, not at its slot.
-                        to_reconfigure.push_back(schema);
+        let slots = self
+            .slots
+            .values()
+            .map(|slot| (&slot.target, slot.state.kind()));
+        let actions = reconcile::plan(&self.table, slots, &desired, why);
+        self.table = desired.table;
+        for action in actions {
+            match action {
+                Action::Retire { schema } => self.retire(&schema, ctx),
+                Action::Start { target } => self.add_worker(target, ctx),
+                Action::Revive { schema } => self.revive(&schema, ctx),
+                Action::RestartNow { schema, attempt } => {
+                    if let Some(SlotState::Restarting { handle, .. }) =
+                        self.slots.get(&schema).map(|slot| &slot.state)
+                    {
+                        ctx.cancel_future(*handle);
                     }
-                    // The operator may have fixed the cause (a GRANT, a
-                    // table): the restart waiting out its backoff runs now.
-                    SlotState::Restarting {
-                        handle, attempt, ..
-                    } => {
-                        let (handle, attempt) = (*handle, *attempt);
-                        ctx.cancel_future(handle);
-                        self.restart_worker(&schema, attempt, RestartReason::Reload, ctx);
-                        to_reconfigure.push_back(schema);
+                    self.restart_worker(&schema, attempt, RestartReason::Reload, ctx);
+                }
+                // Every running worker, the ones still waiting from an
+                // earlier reload included: each is told the settings
+                // current when its batch goes, so none sees an older
+                // reload after a newer one.
+                Action::Reconfigure { schemas } => {
+                    self.reconfigure_queue = schemas.into();
+                    if !std::mem::replace(&mut self.reconfiguring, true) {
+                        self.reconfigure_batch(ctx);
                     }
-                },
+                }
             }
         }
-        // Every running worker, the ones still waiting from an earlier
-        // reload included: each is told the settings current when its
-        // batch goes, so none sees an older reload after a newer one.
-        self.reconfigure_queue = to_reconfigure;
-        if !std::mem::replace(&mut self.reconfiguring, true) {
-            self.reconfigure_batch(ctx);
+    }
+
+    /// Starts a given-up worker afresh, its restart history forgotten.
+    fn revive(&mut self, schema: &str, ctx: &mut Context<Self>) {
+        let Some(target) = self
+            .slots
+            .get(schema)
+            .filter(|slot| matches!(slot.state, SlotState::GivenUp { .. }))
+            .map(|slot| slot.target.clone())
+        else {
+            return;
+        };
+        let state = self.spawn_worker(&target, false, ctx);
+        if let Some(slot) = self.slots.get_mut(schema) {
+            slot.history = None;
+            slot.state = state;
         }
     }
 
@@ -709,9 +717,8 @@ impl Actor for Supervisor {
             info!(self.log, "workers.schemas names {} schemas; workers.total is not used",
                 self.settings.workers.schemas.len(); "event" => "schemas_listed");
         }
-        for target in self.settings.targets() {
-            self.add_worker(target, ctx);
-        }
+        let desired = Desired::from_settings(&self.settings);
+        self.reconcile(desired, Reason::Start, ctx);
     }
 
     /// The Supervisor stops when a shutdown is done, and then stops the

@@ -37,7 +37,6 @@ use crate::db::{Database, DbError, LaneLease, PgClient, PgConnection};
 use crate::job::{FoldJob, Job, Postponed, SharedStep, Step};
 use crate::settings::{SchemaTarget, Settings};
 use crate::status::{FoldDone, Status, WorkerState};
-use crate::supervisor::{WorkerExited, WorkerStarted};
 
 /// Why a worker ended.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -68,6 +67,27 @@ pub struct Reconfigure {
 #[rtype(result = "()")]
 pub struct Stop {
     pub cancel_in_flight: bool,
+}
+
+/// A worker's last word to its Supervisor (through
+/// [`FleetHandles::supervisor`]): `failure` is None when it stopped because
+/// it was asked to. Sent by the worker, handled by the Supervisor; defined
+/// here so that a worker needs nothing of the Supervisor's.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WorkerExited {
+    pub schema: Arc<str>,
+    pub generation: u64,
+    pub failure: Option<WorkerError>,
+}
+
+/// A worker initialised its schema and folds from now on (through
+/// [`FleetHandles::started`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WorkerStarted {
+    pub schema: Arc<str>,
+    pub generation: u64,
 }
 
 /// Everything a worker is started with.
