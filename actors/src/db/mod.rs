@@ -9,6 +9,7 @@
 
 pub mod connect;
 mod error;
+mod health;
 mod lanes;
 pub mod maintenance;
 mod manager;
@@ -27,6 +28,7 @@ use slog::{error, info, warn, Logger};
 
 pub use connect::{Connector, Session};
 pub use error::{describe, DbError, Refusal};
+pub use health::DbHealth;
 use lanes::Joined;
 pub use lanes::{LaneLease, MaintenanceSlot};
 pub use manager::{Manager, PgClient};
@@ -35,7 +37,6 @@ pub use statements::{confirm_table_gone, fold, initialise, vacuum, FoldOutcome, 
 
 use crate::conninfo::ProcessEnvironment;
 use crate::settings::DatabaseSettings;
-use crate::status::DbHealth;
 
 pub type PgPool = Pool<Manager>;
 pub type PgConnection = PooledConnection<'static, Manager>;
