@@ -5,10 +5,9 @@
 
 use std::time::Duration;
 
-use pgfleet_actors::conninfo::ProcessEnvironment;
+use pgfleet_actors::config_actor::Loaded;
 use pgfleet_actors::db::privileges::{self, Job};
-use pgfleet_actors::db::{Connector, DbError};
-use pgfleet_actors::settings::Settings;
+use pgfleet_actors::db::DbError;
 use slog::{o, Drain, Logger};
 
 /// The database cannot be reached, refuses us, or the role lacks a
@@ -16,8 +15,14 @@ use slog::{o, Drain, Logger};
 pub const EXIT_CHECK_FAILED: i32 = 1;
 
 /// Connects as the service does (same hosts, TLS, password sources,
-/// pooler handling) and checks the role's privileges on every schema.
-pub fn run(settings: &Settings) -> i32 {
+/// pooler handling: the connector the configuration was validated with)
+/// and checks the role's privileges on every schema.
+pub fn run(
+    Loaded {
+        settings,
+        connector,
+    }: Loaded,
+) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -29,14 +34,7 @@ pub fn run(settings: &Settings) -> i32 {
         }
     };
     let log = Logger::root(StderrWarnings.fuse(), o!());
-    let connector = match Connector::new(&settings.database, &ProcessEnvironment, &log) {
-        Ok(connector) => connector,
-        Err(e) => {
-            // Validation already built one; only a file changed since.
-            eprintln!("pgfleet: database.url: {e}");
-            return EXIT_CHECK_FAILED;
-        }
-    };
+    let connector = connector.with_log(&log);
     let targets: Vec<String> = settings
         .targets()
         .into_iter()

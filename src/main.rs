@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use clap::Parser;
-use pgfleet_actors::config_actor::{ConfigActor, Reload};
+use pgfleet_actors::config_actor::{ConfigActor, Loaded, Reload};
 use pgfleet_actors::config_watch::{self, WatchedFiles};
-use pgfleet_actors::settings::{ConfigSources, Settings};
+use pgfleet_actors::settings::ConfigSources;
 use pgfleet_actors::supervisor::Supervisor;
 use slog::{error, info, warn};
 
@@ -32,20 +32,24 @@ fn main() {
 
 fn run(cli: cli::Cli, early_reloads: signals::EarlyReloads) -> i32 {
     let sources = ConfigSources::new(cli.config);
-    let settings = match sources.load() {
-        Ok(settings) => settings,
+    // No logger yet (its settings are being read): the connector's is set
+    // where it is used.
+    let quiet = slog::Logger::root(slog::Discard, slog::o!());
+    let loaded = match Loaded::read(&sources, &quiet) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("pgfleet: {e}");
             return EXIT_BAD_CONFIG;
         }
     };
+    let settings = &loaded.settings;
     for warning in &settings.load_warnings {
         if cli.print_config || cli.check {
             eprintln!("pgfleet: warning: {warning}");
         }
     }
     if cli.print_config {
-        return match serde_norway::to_string(&settings) {
+        return match serde_norway::to_string(settings) {
             Ok(yaml) => {
                 print!("{yaml}");
                 0
@@ -57,15 +61,18 @@ fn run(cli: cli::Cli, early_reloads: signals::EarlyReloads) -> i32 {
         };
     }
     if cli.check {
-        return check::run(&settings);
+        return check::run(loaded);
     }
-    serve(sources, settings, early_reloads, cli.watch_config)
+    serve(sources, loaded, early_reloads, cli.watch_config)
 }
 
 /// Runs the service until the Supervisor stops the system.
 fn serve(
     sources: ConfigSources,
-    settings: Settings,
+    Loaded {
+        settings,
+        connector,
+    }: Loaded,
     early_reloads: signals::EarlyReloads,
     watch_config: bool,
 ) -> i32 {
@@ -82,6 +89,7 @@ fn serve(
         }
     };
     let settings = Arc::new(settings);
+    let connector = Arc::new(connector.with_log(&log));
     info!(log, "pgfleet {} started with {} workers", env!("CARGO_PKG_VERSION"), settings.targets().len();
         "event" => "service_started", "version" => env!("CARGO_PKG_VERSION"),
         "workers" => settings.targets().len());
@@ -96,8 +104,13 @@ fn serve(
         if let Some(listener) = listener {
             pgfleet_actors::http::serve(listener, status.clone(), &log)?;
         }
-        let supervisor =
-            Supervisor::new(Arc::clone(&settings), log.clone(), status.clone())?.start();
+        let supervisor = Supervisor::new(
+            Arc::clone(&settings),
+            connector,
+            log.clone(),
+            status.clone(),
+        )
+        .start();
         let level = logging.level.clone().start();
         let config = ConfigActor::new(
             sources,

@@ -6,6 +6,12 @@
 //! A bad edit is logged as `config_rejected`, naming the key, and the
 //! service keeps running on what it had.
 //!
+//! Validating includes building the database [`Connector`] (the connection
+//! string, the `PG*` variables, the TLS files and, with
+//! `sslrootcert=system`, the OS trust store): [`Loaded`] builds it once,
+//! with the settings, and it is handed to the Supervisor with them, which
+//! builds its pool on it; nothing on the actor thread reads those files.
+//!
 //! Reading the files is blocking I/O, and a configuration on a hung mount
 //! (NFS, a stuck FUSE secret store) would block forever: it runs on a
 //! thread of its own, and a read that has not finished within
@@ -19,6 +25,8 @@ use actix::prelude::*;
 use slog::{error, info, warn, Logger};
 
 use crate::config_watch::WatchedFiles;
+use crate::conninfo::ProcessEnvironment;
+use crate::db::Connector;
 use crate::settings::{ConfigError, ConfigSources, Settings};
 use crate::status::Status;
 
@@ -30,6 +38,50 @@ pub const READ_WITHIN: Duration = Duration::from_secs(5);
 #[rtype(result = "()")]
 pub struct SettingsChanged {
     pub settings: Arc<Settings>,
+    /// Built from `settings.database` by the reading thread; the
+    /// Supervisor builds its new pool on it when `database.*` changed.
+    pub connector: Arc<Connector>,
+}
+
+/// A configuration that passed every check, and the connector built from
+/// it: what the service starts with, and what a reload hands over.
+pub struct Loaded {
+    pub settings: Settings,
+    pub connector: Connector,
+}
+
+impl Loaded {
+    /// Every layer, the process environment included (see
+    /// [`ConfigSources::load`]); the connector logs to `log`.
+    pub fn read(sources: &ConfigSources, log: &Logger) -> Result<Self, ConfigError> {
+        let environment: Vec<(String, String)> = std::env::vars().collect();
+        Self::read_with_env(sources, &environment, log)
+    }
+
+    /// Every layer, with `environment` standing in for the process's in the
+    /// `PGFLEET__` layer (the connection string's `PG*` variables are still
+    /// read from the process). A connection string the connector cannot
+    /// use is a problem of `database.url`, reported with the others.
+    pub fn read_with_env(
+        sources: &ConfigSources,
+        environment: &[(String, String)],
+        log: &Logger,
+    ) -> Result<Self, ConfigError> {
+        let (settings, connector) = sources.load_and_build(environment, |settings| {
+            let db = &settings.database;
+            Connector::new(db, &ProcessEnvironment, log).map_err(|e| {
+                vec![(
+                    "database.url",
+                    db.url.masked(),
+                    format!("not a usable PostgreSQL connection URL or key=value string: {e}"),
+                )]
+            })
+        })?;
+        Ok(Loaded {
+            settings,
+            connector,
+        })
+    }
 }
 
 /// SIGHUP.
@@ -77,11 +129,18 @@ impl ConfigActor {
         self
     }
 
-    fn apply(&mut self, settings: Settings) {
+    fn apply(
+        &mut self,
+        Loaded {
+            settings,
+            connector,
+        }: Loaded,
+    ) {
         if let Some(watched) = &self.watched {
             watched.set(watched_files(&self.sources, &settings));
         }
         let settings = Arc::new(settings);
+        let connector = Arc::new(connector);
         for warning in &settings.load_warnings {
             warn!(self.log, "{warning}"; "event" => "config_warning");
         }
@@ -97,6 +156,7 @@ impl ConfigActor {
         for subscriber in &self.subscribers {
             subscriber.do_send(SettingsChanged {
                 settings: Arc::clone(&settings),
+                connector: Arc::clone(&connector),
             });
         }
         self.status.config_reloaded(true);
@@ -118,15 +178,18 @@ fn watched_files(sources: &ConfigSources, settings: &Settings) -> Vec<std::path:
     files
 }
 
-/// Reads every layer on a thread of its own; the answer comes back on a
-/// channel. A thread stuck in a read is left behind (it ends with the
-/// process), never waited for.
-async fn read_off_thread(sources: ConfigSources) -> Result<Result<Settings, ConfigError>, String> {
+/// Reads every layer and builds the connector on a thread of its own; the
+/// answer comes back on a channel. A thread stuck in a read is left behind
+/// (it ends with the process), never waited for.
+async fn read_off_thread(
+    sources: ConfigSources,
+    log: Logger,
+) -> Result<Result<Loaded, ConfigError>, String> {
     let (answer, answered) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("pgfleet-config-read".into())
         .spawn(move || {
-            let _ = answer.send(sources.load());
+            let _ = answer.send(Loaded::read(&sources, &log));
         })
         .map_err(|e| format!("cannot start a thread to read the configuration: {e}"))?;
     match tokio::time::timeout(READ_WITHIN, answered).await {
@@ -163,28 +226,85 @@ impl Handler<Reload> for ConfigActor {
         }
         self.reading = true;
         crate::notify::tell(crate::notify::Note::Reloading);
-        ctx.spawn(read_off_thread(self.sources.clone()).into_actor(self).map(
-            |read, actor, ctx| {
-                actor.reading = false;
-                let told = match read {
-                    Ok(Ok(settings)) => {
-                        actor.apply(settings);
-                        "configuration reloaded"
+        ctx.spawn(
+            read_off_thread(self.sources.clone(), self.log.clone())
+                .into_actor(self)
+                .map(|read, actor, ctx| {
+                    actor.reading = false;
+                    let told = match read {
+                        Ok(Ok(loaded)) => {
+                            actor.apply(loaded);
+                            "configuration reloaded"
+                        }
+                        Ok(Err(e)) => {
+                            actor.reject(&e.one_line());
+                            "configuration rejected; the running one stays"
+                        }
+                        Err(why) => {
+                            actor.reject(&why);
+                            "configuration rejected; the running one stays"
+                        }
+                    };
+                    crate::notify::tell(crate::notify::Note::Ready(told.into()));
+                    if std::mem::take(&mut actor.read_again) {
+                        ctx.notify(Reload);
                     }
-                    Ok(Err(e)) => {
-                        actor.reject(&e.one_line());
-                        "configuration rejected; the running one stays"
-                    }
-                    Err(why) => {
-                        actor.reject(&why);
-                        "configuration rejected; the running one stays"
-                    }
-                };
-                crate::notify::tell(crate::notify::Note::Ready(told.into()));
-                if std::mem::take(&mut actor.read_again) {
-                    ctx.notify(Reload);
-                }
-            },
-        ));
+                }),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn quiet() -> Logger {
+        Logger::root(slog::Discard, slog::o!())
+    }
+
+    fn read(yaml: &str) -> Result<Loaded, ConfigError> {
+        let mut file = tempfile::Builder::new()
+            .suffix(".yaml")
+            .tempfile()
+            .expect("temp file");
+        file.write_all(yaml.as_bytes()).expect("write");
+        Loaded::read_with_env(
+            &ConfigSources::new(vec![file.path().to_path_buf()]),
+            &[],
+            &quiet(),
+        )
+    }
+
+    #[test]
+    fn the_connector_is_built_from_the_settings_read() {
+        let loaded =
+            read("database:\n  url: \"postgres://u@db.example:6543/app\"\n").expect("valid");
+        assert_eq!(
+            loaded.settings.database.url.expose(),
+            "postgres://u@db.example:6543/app"
+        );
+        let target = loaded.connector.describe_target();
+        assert!(target.starts_with("u@db.example:6543/app "), "{target}");
+    }
+
+    #[test]
+    fn an_unusable_url_is_a_problem_of_database_url_among_the_others() {
+        let error =
+            read("database:\n  url: \"postgres://u:hunter2@h:notaport/d\"\n  pool_size: 0\n")
+                .err()
+                .expect("rejected");
+        let ConfigError::Invalid(problems) = &error else {
+            panic!("{error}");
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["database.pool_size", "database.url"]);
+        let text = error.to_string();
+        assert!(
+            text.contains("not a usable PostgreSQL connection URL or key=value string"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
     }
 }

@@ -6,8 +6,8 @@
 //! ```text
 //!  SIGHUP ──► ConfigActor ──SettingsChanged──► LevelSwitch (log.level)
 //!                 │                       └──► Supervisor ──Reconfigure──► WorkerActor ×N
-//!                 └ re-reads default.yaml,                                   │ run_interval(naptime)
-//!                   --config files, PGFLEET__*                               ▼
+//!                 └ re-reads default.yaml, --config files,                   │ run_interval(naptime)
+//!                   PGFLEET__*; builds the connector                         ▼
 //!  SIGTERM ─────────────────────────Shutdown──► Supervisor ──Stop──────► fold: one statement
 //!                                                   ▲                     via the bb8 pool
 //!                                                   └──WorkerExited────── (PostgreSQL)
@@ -17,7 +17,10 @@
 //! ```
 //!
 //! - [`settings`]: the configuration's shape, layers and validation.
-//! - [`config_actor`]: reload on SIGHUP, broadcast to subscribers.
+//! - [`config_actor`]: reload on SIGHUP, broadcast to subscribers; the
+//!   settings and the database connector built from them are read
+//!   together ([`config_actor::Loaded`]), at start and off the actor thread
+//!   on a reload, and handed to the Supervisor.
 //! - [`supervisor`]: one worker per schema, the restart policy applied,
 //!   shutdown carried out; [`supervisor::reconcile`]: which workers to
 //!   start, retire, revive or tell of a reload, as plain logic.

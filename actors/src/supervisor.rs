@@ -36,7 +36,7 @@ use actix::prelude::*;
 use slog::{error, info, warn, Logger};
 
 use crate::config_actor::SettingsChanged;
-use crate::db::Database;
+use crate::db::{Connector, Database};
 use crate::fleet_summary::FleetSummary;
 use crate::job::FoldJob;
 use crate::policy::{escalation, Decision, Escalation, RestartHistory};
@@ -179,10 +179,17 @@ impl SlotState {
 }
 
 impl Supervisor {
-    pub fn new(settings: Arc<Settings>, log: Logger, status: Status) -> Result<Self, String> {
-        let db = Database::new(&settings.database, settings.restart.delay, &log)?;
+    /// `connector` is the one built from `settings.database` where the
+    /// configuration was read (see `config_actor::Loaded`).
+    pub fn new(
+        settings: Arc<Settings>,
+        connector: Arc<Connector>,
+        log: Logger,
+        status: Status,
+    ) -> Self {
+        let db = Database::new(connector, &settings.database, settings.restart.delay, &log);
         let table = TableKey::from_settings(&settings);
-        Ok(Supervisor {
+        Supervisor {
             told_ready: false,
             last_watchdog: None,
             last_status_line: String::new(),
@@ -202,7 +209,7 @@ impl Supervisor {
             summary: FleetSummary::new(Instant::now()),
             shutting_down: false,
             exit_code: 0,
-        })
+        }
     }
 
     /// What `/metrics` reads of the pool at each scrape.
@@ -537,7 +544,12 @@ impl Supervisor {
         }
     }
 
-    fn apply(&mut self, settings: Arc<Settings>, ctx: &mut Context<Self>) {
+    fn apply(
+        &mut self,
+        settings: Arc<Settings>,
+        connector: Arc<Connector>,
+        ctx: &mut Context<Self>,
+    ) {
         let old = std::mem::replace(&mut self.settings, settings);
         let new = Arc::clone(&self.settings);
         self.status.configure(&new);
@@ -547,18 +559,11 @@ impl Supervisor {
                 "event" => "config_needs_restart", "key" => "http.listen");
         }
         if old.database != new.database {
-            match Database::new(&new.database, new.restart.delay, &self.log) {
-                // Workers move to the new pool with the Reconfigure that
-                // the reconcile below sends; the old pool closes when its
-                // last connection is returned.
-                Ok(db) => {
-                    self.db = db;
-                    self.watch_pool();
-                }
-                Err(e) => {
-                    warn!(self.log, "keeping the old connection pool: {e}"; "event" => "pool_rebuild_failed")
-                }
-            }
+            // Workers move to the new pool with the Reconfigure that the
+            // reconcile below sends; the old pool closes when its last
+            // connection is returned.
+            self.db = Database::new(connector, &new.database, new.restart.delay, &self.log);
+            self.watch_pool();
         } else if old.restart.delay != new.restart.delay {
             self.db.set_probe_interval(new.restart.delay);
         }
@@ -790,7 +795,7 @@ impl Handler<SettingsChanged> for Supervisor {
             panic!("test hook: a panic in the Supervisor");
         }
         if !self.shutting_down {
-            self.apply(msg.settings, ctx);
+            self.apply(msg.settings, msg.connector, ctx);
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use std::io::Write;
 
+use pgfleet_actors::config_actor::Loaded;
 use pgfleet_actors::conninfo;
 use pgfleet_actors::settings::{ConfigSources, Settings};
 use proptest::prelude::*;
@@ -24,8 +25,10 @@ fn outputs(yaml: &str, env: &[(&str, &str)]) -> String {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let sources = ConfigSources::new(vec![file.path().to_path_buf()]);
-    match sources.load_with_env(&env) {
-        Ok(settings) => {
+    // As the service reads it: the connector's errors are among the outputs.
+    let quiet = slog::Logger::root(slog::Discard, slog::o!());
+    match Loaded::read_with_env(&sources, &env, &quiet) {
+        Ok(Loaded { settings, .. }) => {
             let defaults: Settings = ConfigSources::default()
                 .load_without_env()
                 .expect("defaults are valid");

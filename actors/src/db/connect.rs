@@ -171,6 +171,13 @@ impl Connector {
         })
     }
 
+    /// The same connector, logging to `log`: for one built while the
+    /// configuration was read, before the service had its logger.
+    pub fn with_log(mut self, log: &Logger) -> Self {
+        self.log = log.clone();
+        self
+    }
+
     /// Asks the server to cancel the statement running on the connection
     /// `token` came from, over the same TLS as the connection (a server
     /// whose `pg_hba.conf` says `hostssl` refuses a plaintext cancel).

@@ -9,6 +9,7 @@
 
 pub mod connect;
 mod error;
+mod health;
 mod lanes;
 pub mod maintenance;
 mod manager;
@@ -27,15 +28,14 @@ use slog::{error, info, warn, Logger};
 
 pub use connect::{Connector, Session};
 pub use error::{describe, DbError, Refusal};
+pub use health::DbHealth;
 use lanes::Joined;
 pub use lanes::{LaneLease, MaintenanceSlot};
 pub use manager::{Manager, PgClient};
 pub use outage::{OutageGate, OutageSoFar};
 pub use statements::{confirm_table_gone, fold, initialise, vacuum, FoldOutcome, InitOutcome};
 
-use crate::conninfo::ProcessEnvironment;
 use crate::settings::DatabaseSettings;
-use crate::status::DbHealth;
 
 pub type PgPool = Pool<Manager>;
 pub type PgConnection = PooledConnection<'static, Manager>;
@@ -79,19 +79,19 @@ struct Exhausted {
 pub const POOL_EXHAUSTED_WARN_EVERY: Duration = Duration::from_secs(10);
 
 impl Database {
-    /// Builds the pool without connecting: the service starts, and keeps
-    /// trying, when the database is down. `probe_interval` caps the spacing
-    /// of connection attempts during an outage.
+    /// Builds the pool on `connector` (built from the same `settings`
+    /// where the configuration was read, see `config_actor::Loaded`)
+    /// without connecting: the service starts, and keeps trying, when the
+    /// database is down. `probe_interval` caps the spacing of connection
+    /// attempts during an outage.
     pub fn new(
+        connector: Arc<Connector>,
         settings: &DatabaseSettings,
         probe_interval: Duration,
         log: &Logger,
-    ) -> Result<Self, String> {
-        let connector = Connector::new(settings, &ProcessEnvironment, log)
-            .map_err(|e| format!("database.url: {e}"))?;
+    ) -> Self {
         let gate = Arc::new(OutageGate::new(probe_interval));
         let health = Health::new(connector.describe_target());
-        let connector = Arc::new(connector);
         let prepared = Arc::new(prepared::PreparedPolicy::new(settings, log));
         let manager = Manager::new(Arc::clone(&connector), Arc::clone(&prepared));
         let pool = Pool::builder()
@@ -109,7 +109,7 @@ impl Database {
             )))
             .build_unchecked(manager);
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        Ok(Database {
+        Database {
             inner: Arc::new(Shared {
                 id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 pool,
@@ -126,7 +126,7 @@ impl Database {
                 answer_deadline: settings.statement_timeout + settings.connect_timeout,
                 exhausted: std::sync::Mutex::default(),
             }),
-        })
+        }
     }
 
     /// The pool as bb8 sees it, for the pool gauges.

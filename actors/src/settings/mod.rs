@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{ConfigError, ConfigSources, Problem, UNKNOWN_KEY};
+pub use load::{ConfigError, ConfigSources, KeyProblem, Problem, UNKNOWN_KEY};
 pub use secret::{DatabaseUrl, Secret};
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1): longer names would be
@@ -284,22 +284,15 @@ impl Settings {
     }
 
     /// Checks that types alone cannot express. Every problem is returned,
-    /// not just the first, so one edit fixes a file.
-    pub fn problems(&self) -> Vec<(&'static str, String, String)> {
+    /// not just the first, so one edit fixes a file. Whether
+    /// `database.url` can be connected with is not checked here: the
+    /// loader that builds the connector says (see `config_actor::Loaded`).
+    pub fn problems(&self) -> Vec<KeyProblem> {
         let mut problems = Vec::new();
         let mut bad = |key: &'static str, value: String, reason: &str| {
             problems.push((key, value, reason.to_owned()));
         };
         let db = &self.database;
-        let quiet = slog::Logger::root(slog::Discard, slog::o!());
-        if let Err(e) = crate::db::Connector::new(db, &crate::conninfo::ProcessEnvironment, &quiet)
-        {
-            bad(
-                "database.url",
-                db.url.masked(),
-                &format!("not a usable PostgreSQL connection URL or key=value string: {e}"),
-            );
-        }
         if db.pool_size == 0 {
             bad("database.pool_size", "0".into(), "must be at least 1");
         }

@@ -28,6 +28,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::counter::{Backlog, Total};
+/// The database's health is db's to say; it is shown here, so the
+/// Supervisor and the pages find it beside the rest of the status.
+pub use crate::db::DbHealth;
 use crate::settings::{SchemaTarget, Settings};
 
 use history::History;
@@ -303,48 +306,6 @@ pub struct FoldDone<'a> {
     pub backlog: Option<Backlog>,
     /// Without a total row: the deltas kept until one exists.
     pub waiting: Option<Backlog>,
-}
-
-/// What the workers last learnt about the database.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DbHealth {
-    /// No worker has tried yet.
-    Unknown,
-    /// The last attempt got an answer.
-    Up,
-    /// The last attempt could not reach the server (`server`: where it
-    /// tried, `user@host:port/dbname`, never a password).
-    Unreachable { server: Arc<str>, reason: String },
-    /// The server refused us (`kind` as in `database_refused`).
-    Refused {
-        server: Arc<str>,
-        kind: &'static str,
-        reason: String,
-    },
-}
-
-impl DbHealth {
-    /// Neither up nor unknown: nothing can fold.
-    pub fn is_down(&self) -> bool {
-        matches!(
-            self,
-            DbHealth::Unreachable { .. } | DbHealth::Refused { .. }
-        )
-    }
-
-    /// What is wrong, naming the server, for `/readyz` and the status
-    /// page: None while it is up (or unknown).
-    pub fn problem(&self) -> Option<String> {
-        match self {
-            DbHealth::Up | DbHealth::Unknown => None,
-            DbHealth::Unreachable { server, reason } => {
-                Some(format!("the database at {server} is unreachable: {reason}"))
-            }
-            DbHealth::Refused { server, reason, .. } => Some(format!(
-                "the database at {server} refuses pgfleet: {reason}"
-            )),
-        }
-    }
 }
 
 /// The pool, as bb8 reports it.
