@@ -244,3 +244,20 @@ fn every_metric_served_is_in_the_operations_reference() {
         );
     }
 }
+
+/// The house has no import cycle (issue 18 §0): the script docs/design.md
+/// names finds none in the library.
+#[test]
+fn the_module_graph_has_no_cycle() {
+    let output = std::process::Command::new("python3")
+        .arg(repo().join("scripts/module-cycles.py"))
+        .arg(repo().join("actors/src"))
+        .output()
+        .expect("python3 scripts/module-cycles.py");
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && said.contains("0 import cycle(s)"),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
