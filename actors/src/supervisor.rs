@@ -36,12 +36,12 @@ use actix::prelude::*;
 use slog::{error, info, warn, Logger};
 
 use crate::config_actor::SettingsChanged;
-use crate::db::{Connector, Database};
+use crate::db::{Connector, Database, PoolMetrics};
 use crate::fleet_summary::FleetSummary;
 use crate::job::FoldJob;
 use crate::policy::{escalation, Decision, Escalation, RestartHistory};
 use crate::settings::{SchemaTarget, Settings};
-use crate::status::{DbHealth, PoolGauges, Status, WorkerState, HEARTBEAT_INTERVAL};
+use crate::status::{DbHealth, Status, WorkerState, HEARTBEAT_INTERVAL};
 use crate::worker::{
     reload_fold_window, worker_log, FleetHandles, Reconfigure, Stop, WorkerActor, WorkerError,
     WorkerExited, WorkerSpec, WorkerStarted,
@@ -80,6 +80,8 @@ pub struct Supervisor {
     last_status_line: String,
     settings: Arc<Settings>,
     db: Database,
+    /// The pool's series on `/metrics`, following `db` across reloads.
+    pool_metrics: PoolMetrics,
     epoch: Instant,
     log: Logger,
     slots: BTreeMap<Arc<str>, Slot>,
@@ -189,12 +191,15 @@ impl Supervisor {
     ) -> Self {
         let db = Database::new(connector, &settings.database, settings.restart.delay, &log);
         let table = TableKey::from_settings(&settings);
+        let pool_metrics = PoolMetrics::default();
+        status.register(|registry| pool_metrics.register(registry));
         Supervisor {
             told_ready: false,
             last_watchdog: None,
             last_status_line: String::new(),
             settings,
             db,
+            pool_metrics,
             epoch: Instant::now(),
             log,
             slots: BTreeMap::new(),
@@ -212,20 +217,9 @@ impl Supervisor {
         }
     }
 
-    /// What `/metrics` reads of the pool at each scrape.
+    /// The pool `/metrics` and the health probes read from now on.
     fn watch_pool(&self) {
-        let size = self.settings.database.pool_size;
-        let db = self.db.clone();
-        self.status.set_pool_probe(move || {
-            let state = db.pool_state();
-            PoolGauges {
-                size,
-                connections: Some(state.connections),
-                idle_connections: Some(state.idle_connections),
-                prepared_statements: u64::try_from(db.prepared_statements()).ok(),
-                pipelined_folds: Some(Database::pipelined_folds()),
-            }
-        });
+        self.pool_metrics.watch(&self.db);
         let db = self.db.clone();
         self.status.set_database_probe(move || db.health());
     }

@@ -13,6 +13,7 @@ mod health;
 mod lanes;
 pub mod maintenance;
 mod manager;
+mod metrics;
 mod outage;
 mod prepared;
 pub mod privileges;
@@ -32,6 +33,7 @@ pub use health::DbHealth;
 use lanes::Joined;
 pub use lanes::{LaneLease, MaintenanceSlot};
 pub use manager::{Manager, PgClient};
+pub use metrics::PoolMetrics;
 pub use outage::{OutageGate, OutageSoFar};
 pub use statements::{confirm_table_gone, fold, initialise, vacuum, FoldOutcome, InitOutcome};
 
@@ -54,6 +56,8 @@ struct Shared {
     /// Unique in the process: the key of this pool's lanes.
     id: u64,
     pool: PgPool,
+    /// `database.pool_size`, for `pgfleet_pool_size`.
+    pool_size: u32,
     /// Initialisations under way at once (see [`Database::start_permits`]).
     start_permits: Arc<tokio::sync::Semaphore>,
     prepared: Arc<prepared::PreparedPolicy>,
@@ -113,6 +117,7 @@ impl Database {
             inner: Arc::new(Shared {
                 id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 pool,
+                pool_size: settings.pool_size,
                 start_permits: Arc::new(tokio::sync::Semaphore::new(
                     usize::try_from(settings.pool_size)
                         .unwrap_or(usize::MAX)
@@ -127,21 +132,6 @@ impl Database {
                 exhausted: std::sync::Mutex::default(),
             }),
         }
-    }
-
-    /// The pool as bb8 sees it, for the pool gauges.
-    pub fn pool_state(&self) -> bb8::State {
-        self.inner.pool.state()
-    }
-
-    /// Folds sent on a connection that had folds in flight (all pools).
-    pub fn pipelined_folds() -> u64 {
-        lanes::PIPELINED_FOLDS.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Fold statements the pool's connections hold prepared on the server.
-    pub fn prepared_statements(&self) -> usize {
-        self.inner.prepared.held()
     }
 
     /// What the last connection attempt or statement found: for

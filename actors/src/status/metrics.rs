@@ -3,13 +3,17 @@
 //!
 //! Histograms and labelled counters that only grow are registered as
 //! prometheus-client metrics and updated in place. Everything that is a
-//! view of the fleet (worker states, per-schema counters, the pool, the
-//! database) is read at scrape time by one collector, so it can never
+//! view of the fleet (worker states, per-schema counters, the database)
+//! is read at scrape time by one collector, so it can never
 //! drift from what `/workers` shows. Per-schema series (label `schema`)
 //! exist only while the fleet has at most `http.per_schema_metrics_max`
 //! schemas; above that the same names carry one fleet-wide series, so
 //! `sum(rate(pgfleet_folds_total[5m]))` reads the same either way and
 //! 10,000 schemas never make 30,000 series.
+//!
+//! Only the status's own series are here: other owners add theirs to the
+//! same registry with [`super::Status::register`] (the pool's are in
+//! `db::metrics`).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -192,49 +196,6 @@ impl Collector for FleetCollector {
             "1 when the last connection attempt reached the database and was not refused.",
             up,
         )?;
-        let probe = lock(&inner.pool).clone();
-        if let Some(probe) = probe {
-            let pool = probe();
-            gauge(
-                &mut encoder,
-                "pgfleet_pool_size",
-                "The most connections the pool opens (database.pool_size).",
-                i64::from(pool.size),
-            )?;
-            if let Some(connections) = pool.connections {
-                gauge(
-                    &mut encoder,
-                    "pgfleet_pool_connections",
-                    "Connections the pool holds open, in use or idle.",
-                    i64::from(connections),
-                )?;
-            }
-            if let Some(idle) = pool.idle_connections {
-                gauge(
-                    &mut encoder,
-                    "pgfleet_pool_idle_connections",
-                    "Open connections no fold is using.",
-                    i64::from(idle),
-                )?;
-            }
-            if let Some(pipelined) = pool.pipelined_folds {
-                counter(
-                    &mut encoder,
-                    "pgfleet_folds_pipelined",
-                    "Folds sent on a connection that already had folds in flight, without waiting for their answers.",
-                    pipelined,
-                )?;
-            }
-            if let Some(prepared) = pool.prepared_statements {
-                gauge(
-                    &mut encoder,
-                    "pgfleet_prepared_statements",
-                    "Fold statements the pool's connections keep prepared on the server (each about 100 KB of server memory; database.prepared_cache per connection at most).",
-                    i64::try_from(prepared).unwrap_or(i64::MAX),
-                )?;
-            }
-        }
-
         let mut build = encoder.encode_descriptor(
             "pgfleet_build_info",
             "Always 1; the version is a label.",

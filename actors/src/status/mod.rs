@@ -19,7 +19,7 @@ mod metrics;
 
 use std::collections::{btree_map, BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
@@ -308,21 +308,6 @@ pub struct FoldDone<'a> {
     pub waiting: Option<Backlog>,
 }
 
-/// The pool, as bb8 reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PoolGauges {
-    /// `database.pool_size`.
-    pub size: u32,
-    /// Open connections, in use or idle, when the pool tells.
-    pub connections: Option<u32>,
-    pub idle_connections: Option<u32>,
-    /// Fold statements the connections hold prepared (`db::prepared`).
-    pub prepared_statements: Option<u64>,
-    /// Folds pipelined behind others on one connection (`db::lanes`).
-    pub pipelined_folds: Option<u64>,
-}
-
-type PoolProbe = Arc<dyn Fn() -> PoolGauges + Send + Sync>;
 type HealthProbe = Arc<dyn Fn() -> DbHealth + Send + Sync>;
 
 /// The fleet at a glance, for the status page.
@@ -346,7 +331,8 @@ pub struct Summary {
 #[derive(Clone)]
 pub struct Status {
     inner: Arc<Inner>,
-    registry: Arc<Registry>,
+    /// The status's own series, and those its owners add ([`Status::register`]).
+    registry: Arc<RwLock<Registry>>,
 }
 
 struct Inner {
@@ -369,7 +355,6 @@ struct Inner {
     /// The fleet-wide counters over the last minutes (status page charts).
     history: Mutex<History>,
     database_probe: Mutex<Option<HealthProbe>>,
-    pool: Mutex<Option<PoolProbe>>,
     log_lines_dropped: Mutex<Option<Arc<AtomicU64>>>,
     ticks_skipped: Family<[(&'static str, &'static str); 1], Counter>,
     vacuums: Family<[(&'static str, &'static str); 1], Counter>,
@@ -413,7 +398,6 @@ impl Status {
             fleet: Mutex::new(Fleet::default()),
             history: Mutex::new(History::default()),
             database_probe: Mutex::new(None),
-            pool: Mutex::new(None),
             log_lines_dropped: Mutex::new(None),
             ticks_skipped: Family::default(),
             vacuums: Family::default(),
@@ -421,7 +405,7 @@ impl Status {
             fold_duration: Histogram::new(metrics::FOLD_DURATION_BUCKETS),
             tick_lateness: Histogram::new(metrics::TICK_LATENESS_BUCKETS),
         });
-        let registry = Arc::new(metrics::registry(&inner));
+        let registry = Arc::new(RwLock::new(metrics::registry(&inner)));
         Status { inner, registry }
     }
 
@@ -458,10 +442,15 @@ impl Status {
         self.inner.shutting_down.store(true, Ordering::Relaxed);
     }
 
-    /// Where the pool gauges come from; called at each scrape. Replaced
-    /// when a reload builds a new pool.
-    pub fn set_pool_probe(&self, probe: impl Fn() -> PoolGauges + Send + Sync + 'static) {
-        *lock(&self.inner.pool) = Some(Arc::new(probe));
+    /// Lets an owner of series add them to `/metrics` (a collector read at
+    /// each scrape, or metrics it updates itself), so that a new metric is
+    /// the file that emits it plus its registration: `db::PoolMetrics`, for
+    /// one. Once per owner: a name registered twice is served twice.
+    pub fn register(&self, add: impl FnOnce(&mut Registry)) {
+        add(&mut self
+            .registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner));
     }
 
     /// Where the database's health comes from when the pool can tell it
@@ -785,7 +774,8 @@ impl Status {
     /// `/metrics`, in the OpenMetrics text format.
     pub fn encode_metrics(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::with_capacity(8 * 1024);
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        let registry = self.registry.read().unwrap_or_else(PoisonError::into_inner);
+        prometheus_client::encoding::text::encode(&mut text, &registry)?;
         Ok(text)
     }
 
