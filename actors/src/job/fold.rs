@@ -380,6 +380,62 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::job::{build, JobKind};
+
+    fn settings() -> Settings {
+        crate::settings::ConfigSources::default()
+            .load_without_env()
+            .expect("the built-in defaults load")
+    }
+
+    fn target(schema: &str, worker: &str) -> SchemaTarget {
+        SchemaTarget {
+            schema: schema.into(),
+            worker: worker.into(),
+        }
+    }
+
+    /// The Supervisor's constructor builds the fold for the target, with
+    /// the settings' table, batch, VACUUM threshold and `create_schema`.
+    #[test]
+    fn the_constructor_builds_the_fold_of_the_target_from_the_settings() {
+        let mut settings = settings();
+        settings.workers.table = "tally".into();
+        settings.workers.fold_batch = 250;
+        settings.workers.vacuum_after = 42;
+        settings.workers.create_schema = false;
+        assert_eq!(JobKind::of(&settings), JobKind::Fold);
+        let job = build(JobKind::Fold, &target("Orders", "worker 7"), &settings);
+        assert_eq!(&*job.sql.schema, "Orders");
+        assert_eq!(&*job.sql.table, "tally");
+        assert_eq!(&*job.worker, "worker 7");
+        assert_eq!(job.fold_batch, 250);
+        assert_eq!(job.vacuum_after, 42);
+        assert!(!job.create_schema);
+        assert_eq!(job.init_lock_timeout, settings.database.lock_timeout);
+        assert_eq!(job.fold_lines_at_info, settings.fold_lines_at_info());
+        // A new worker's job knows nothing yet: worker_spi's column type,
+        // no table seen, nothing folded.
+        assert!(!job.existed);
+        assert_eq!(job.value_type, ValueType::Integer);
+        assert_eq!(job.rows_since_vacuum, 0);
+        assert_eq!(job.display_name(), "\"Orders\".tally");
+    }
+
+    #[test]
+    fn the_constructor_follows_create_schema_and_an_earlier_table() {
+        let mut settings = settings();
+        settings.workers.create_schema = true;
+        let job = build(
+            JobKind::of(&settings),
+            &target("schema1", "worker 1"),
+            &settings,
+        );
+        assert!(job.create_schema);
+        assert_eq!(&*job.sql.table, &*settings.workers.table);
+        assert_eq!(job.fold_batch, i64::from(settings.workers.fold_batch));
+        assert!(job.after_it_existed(true).existed);
+    }
 
     #[test]
     fn vacuum_comes_due_after_vacuum_after_rows() {
