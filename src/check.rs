@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use pgfleet_actors::config_actor::Loaded;
-use pgfleet_actors::db::privileges::{self, Job};
 use pgfleet_actors::db::DbError;
+use pgfleet_actors::job::privileges::{self, Job};
 use slog::{o, Drain, Logger};
 
 /// The database cannot be reached, refuses us, or the role lacks a

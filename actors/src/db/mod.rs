@@ -15,9 +15,7 @@ pub mod maintenance;
 mod manager;
 mod outage;
 mod prepared;
-pub mod privileges;
 mod server_cert;
-mod statements;
 pub mod tls;
 
 use std::sync::Arc;
@@ -33,7 +31,6 @@ use lanes::Joined;
 pub use lanes::{LaneLease, MaintenanceSlot};
 pub use manager::{Manager, PgClient};
 pub use outage::{OutageGate, OutageSoFar};
-pub use statements::{confirm_table_gone, fold, initialise, vacuum, FoldOutcome, InitOutcome};
 
 use crate::settings::DatabaseSettings;
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::LocalBoxFuture;
 use slog::Logger;
 
-pub use fold::FoldJob;
+pub use fold::{privileges, FoldJob};
 
 use crate::counter::{Backlog, Total};
 use crate::db::{DbError, PgClient, PgConnection};

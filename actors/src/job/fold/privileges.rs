@@ -1,4 +1,4 @@
-//! Can this role do the job? Asked by `pgfleet --check`, so that a role
+//! Can this role do the fold? Asked by `pgfleet --check`, so that a role
 //! without privileges fails the deploy step with the GRANT that fixes it,
 //! instead of passing and then failing every worker with 42501.
 //!
@@ -13,7 +13,7 @@
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
-use super::DbError;
+use crate::db::DbError;
 use crate::sql::quote_ident;
 
 /// What the job needs and the role lacks, with the statement that fixes it.

@@ -16,6 +16,9 @@
 //! end within `statement_timeout`, at most half of the time of the
 //! connection it shares with other schemas, and said at its start
 //! (`worker_backlog`) and end (`worker_caught_up`).
+//!
+//! Beside it: `statements` (what it sends, what it finds, its own errors)
+//! and [`privileges`] (what the role needs for it, for `pgfleet --check`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,9 +26,14 @@ use std::time::Instant;
 use futures_util::FutureExt;
 use slog::{debug, info, warn, Logger};
 
+pub mod privileges;
+mod statements;
+
+pub use statements::{FoldOutcome, InitOutcome};
+
 use super::{Job, Postponed, RunReport, SharedStep, Step};
 use crate::counter::{Backlog, Total, ValueType};
-use crate::db::{self, DbError, FoldOutcome, InitOutcome};
+use crate::db::DbError;
 use crate::settings::{SchemaTarget, Settings};
 use crate::sql::TableSql;
 
@@ -207,7 +215,7 @@ impl FoldJob {
             // VACUUM names the table alone: 42P01 means it was dropped
             // since the fold before.
             async move {
-                db::vacuum(conn, &sql)
+                statements::vacuum(conn, &sql)
                     .await
                     .map_err(|error| error.vanished(sql.display_name()))
             }
@@ -233,7 +241,7 @@ impl Job for FoldJob {
         Box::new(move |conn| {
             let sql = Arc::clone(&sql);
             async move {
-                let found = db::initialise(conn, &sql, create, lock_timeout).await;
+                let found = statements::initialise(conn, &sql, create, lock_timeout).await;
                 match found {
                     Err(error) if existed => Err(error.vanished(sql.display_name())),
                     found => found,
@@ -267,9 +275,9 @@ impl Job for FoldJob {
                     panic!("test hook: a panic in the fold of {}", sql.schema);
                 }
                 let started = Instant::now();
-                let outcome = match db::fold(conn, &sql, batch, value_type).await {
+                let outcome = match statements::fold(conn, &sql, batch, value_type).await {
                     Err(error) if error.is_missing_relation() => {
-                        return Err(db::confirm_table_gone(conn, &sql, error).await)
+                        return Err(statements::confirm_table_gone(conn, &sql, error).await)
                     }
                     outcome => outcome?,
                 };
