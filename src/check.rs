@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use pgfleet_actors::config_actor::Loaded;
-use pgfleet_actors::db::privileges::{self, Job};
 use pgfleet_actors::db::DbError;
+use pgfleet_actors::job::privileges::{self, Needs};
 use slog::{o, Drain, Logger};
 
 /// The database cannot be reached, refuses us, or the role lacks a
@@ -40,12 +40,7 @@ pub fn run(
         .into_iter()
         .map(|t| t.schema.to_string())
         .collect();
-    let job = Job {
-        schemas: &targets,
-        table: &settings.workers.table,
-        create_schema: settings.workers.create_schema,
-        vacuum: settings.workers.vacuum_after > 0,
-    };
+    let needs = Needs::of(&settings, &targets);
     // Every host may take connect_timeout, twice with sslmode prefer/allow.
     let answer_within = connector.connect_timeout() * 2 + settings.database.statement_timeout;
     let result = runtime.block_on(async {
@@ -60,7 +55,7 @@ pub fn run(
         .await
         .map_err(|_| no_answer(answer_within))?
         .map_err(|e| DbError::from_statement(&e))?;
-        let missing = tokio::time::timeout(answer_within, privileges::missing(client, &job))
+        let missing = tokio::time::timeout(answer_within, privileges::missing(client, &needs))
             .await
             .map_err(|_| no_answer(answer_within))??;
         let encryption = if session.tls { "TLS" } else { "plaintext" };

@@ -25,13 +25,15 @@
 //!   shutdown carried out; [`supervisor::reconcile`]: which workers to
 //!   start, retire, revive or tell of a reload, as plain logic.
 //! - [`worker`]: the ticks of one schema; [`job`]: what runs at a tick
-//!   (worker_spi's fold, its initialisation and VACUUM, and their state).
+//!   (worker_spi's fold, its initialisation and VACUUM, their state, the
+//!   statements they send, and the privileges they need), built for the
+//!   Supervisor by one constructor, [`job::build`].
 //! - [`policy`]: backoff, limits, give-up and escalation, as plain logic.
 //! - [`conninfo`]: connection strings, `PG*` variables and `~/.pgpass`,
 //!   read as libpq reads them, and passwords masked.
 //! - [`db`]: connections (hosts, TLS modes, poolers), the pool, the outage
-//!   gate, errors sorted by whose problem they are, the privilege check, and
-//!   the statements run; [`sql`]: their text, identifiers quoted;
+//!   gate, errors sorted by whose problem they are, and each connection's
+//!   prepared folds; [`sql`]: the statements' text, identifiers quoted;
 //!   [`counter`]: the `value` column's types, and totals of any of them.
 //! - [`log_level`]: the log level, live.
 //! - [`fleet_summary`]: the periodic `fleet_summary` log line.

@@ -38,12 +38,12 @@ use slog::{error, info, warn, Logger};
 use crate::config_actor::SettingsChanged;
 use crate::db::{Connector, Database, PoolMetrics};
 use crate::fleet_summary::FleetSummary;
-use crate::job::FoldJob;
+use crate::job::{self, JobKind};
 use crate::policy::{escalation, Decision, Escalation, RestartHistory};
 use crate::settings::{SchemaTarget, Settings};
 use crate::status::{DbHealth, Status, WorkerState, HEARTBEAT_INTERVAL};
 use crate::worker::{
-    reload_fold_window, worker_log, FleetHandles, Reconfigure, Stop, WorkerActor, WorkerError,
+    reload_fold_window, worker_log, FleetHandles, FoldWorker, Reconfigure, Stop, WorkerError,
     WorkerExited, WorkerSpec, WorkerStarted,
 };
 
@@ -89,7 +89,7 @@ pub struct Supervisor {
     table: TableKey,
     /// Workers asked to stop because a reload removed or replaced them,
     /// by (schema, generation).
-    retiring: HashMap<(Arc<str>, u64), (SchemaTarget, Addr<WorkerActor>)>,
+    retiring: HashMap<(Arc<str>, u64), (SchemaTarget, Addr<FoldWorker>)>,
     /// The last generation of each schema that left the configuration, so
     /// that one coming back never reuses a generation (a schema in
     /// `slots` keeps its own there).
@@ -146,7 +146,7 @@ struct StartBatch {
 
 enum SlotState {
     Running {
-        addr: Addr<WorkerActor>,
+        addr: Addr<FoldWorker>,
         generation: u64,
         since: Instant,
     },
@@ -267,9 +267,10 @@ impl Supervisor {
             fleet: self.fleet_handles(ctx),
         };
         SlotState::Running {
-            addr: WorkerActor::new(
+            addr: FoldWorker::new(
                 spec,
-                FoldJob::new(target, &self.settings).after_it_existed(existed),
+                job::build(JobKind::of(&self.settings), target, &self.settings)
+                    .after_it_existed(existed),
             )
             .start(),
             generation,

@@ -149,7 +149,7 @@ pub fn worker_log(base: &Logger, target: &SchemaTarget, generation: u64) -> Logg
 /// ([`FleetHandles`]), and a worker's logger is built when it logs. Fixed,
 /// whatever the fleet: 6.8 MB for the log queue (65,536 records, so that
 /// 10,000 workers starting lose no line).
-pub struct WorkerActor<J: Job = FoldJob> {
+pub struct WorkerActor<J: Job> {
     spec: WorkerSpec,
     job: J,
     initialised: bool,
@@ -258,6 +258,10 @@ const SLOW_FOLD_FLOOR: Duration = Duration::from_secs(1);
 
 /// How often one tick's work is tried on a connection that turns out lost.
 const MAX_ATTEMPTS_ON_LOST_CONNECTIONS: u32 = 3;
+
+/// A worker whose job is worker_spi's fold: what the Supervisor starts
+/// (see `job::build`).
+pub type FoldWorker = WorkerActor<FoldJob>;
 
 impl<J: Job> WorkerActor<J> {
     pub fn new(spec: WorkerSpec, job: J) -> Self {
@@ -974,9 +978,9 @@ mod tests {
     fn a_worker_stays_small() {
         use std::mem::size_of;
         assert!(
-            size_of::<WorkerActor<FoldJob>>() <= 400,
+            size_of::<FoldWorker>() <= 400,
             "WorkerActor is {} bytes",
-            size_of::<WorkerActor<FoldJob>>()
+            size_of::<FoldWorker>()
         );
         assert!(size_of::<InFlightState>() <= 16);
         assert!(size_of::<Database>() <= 8);

@@ -22,7 +22,7 @@
 //! autovacuum or `CREATE INDEX CONCURRENTLY` hold), their VACUUMs took all
 //! 8 connections and no schema folded at all (0 folds in 10 s, against
 //! 5,000 without VACUUM). (Nor does a VACUUM wait for a lock any more, see
-//! `statements::vacuum`.) The figures that chose this are in BENCHMARKS.md
+//! the fold's `vacuum`, `job/fold/statements.rs`.) The figures that chose this are in BENCHMARKS.md
 //! ("How the VACUUM fix was chosen").
 
 /// What a maintenance step finds when it asks for a connection.

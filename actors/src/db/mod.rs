@@ -16,9 +16,7 @@ mod manager;
 mod metrics;
 mod outage;
 mod prepared;
-pub mod privileges;
 mod server_cert;
-mod statements;
 pub mod tls;
 
 use std::sync::Arc;
@@ -35,7 +33,6 @@ pub use lanes::{LaneLease, MaintenanceSlot};
 pub use manager::{Manager, PgClient};
 pub use metrics::PoolMetrics;
 pub use outage::{OutageGate, OutageSoFar};
-pub use statements::{confirm_table_gone, fold, initialise, vacuum, FoldOutcome, InitOutcome};
 
 use crate::settings::DatabaseSettings;
 

@@ -10,6 +10,10 @@
 //! implementation of the same trait.
 //!
 //! [`FoldJob`] is worker_spi's fold.
+//!
+//! The Supervisor builds every worker's job through [`build`], with the
+//! [`JobKind`] the settings choose ([`JobKind::of`]): a new kind of job is
+//! one new file here, its arm in [`build`], and its configuration key.
 
 mod fold;
 
@@ -18,11 +22,37 @@ use std::time::{Duration, Instant};
 use futures_util::future::LocalBoxFuture;
 use slog::Logger;
 
-pub use fold::FoldJob;
+pub use fold::{privileges, FoldJob};
 
 use crate::counter::{Backlog, Total};
 use crate::db::{DbError, PgClient, PgConnection};
-use crate::settings::Settings;
+use crate::settings::{SchemaTarget, Settings};
+
+/// Which job a fleet's workers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// worker_spi's fold ([`FoldJob`]).
+    Fold,
+}
+
+impl JobKind {
+    /// The kind of job `settings` choose. There is one today, so no key
+    /// chooses it: this is where a `jobs:` key will.
+    pub fn of(_settings: &Settings) -> Self {
+        JobKind::Fold
+    }
+}
+
+/// The one constructor of a worker's job: the job of `kind` for
+/// `target`, from `settings` (its table, batch, VACUUM threshold, whether
+/// it may create the schema). A second kind makes this return an enum of
+/// jobs, or the worker a factory of its own; the Supervisor does not
+/// change.
+pub fn build(kind: JobKind, target: &SchemaTarget, settings: &Settings) -> FoldJob {
+    match kind {
+        JobKind::Fold => FoldJob::new(target, settings),
+    }
+}
 
 /// Work for a pooled connection of its own (a transaction, a long
 /// statement); it may run again on another connection when the first is

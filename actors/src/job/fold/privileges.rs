@@ -1,4 +1,4 @@
-//! Can this role do the job? Asked by `pgfleet --check`, so that a role
+//! Can this role do the fold? Asked by `pgfleet --check`, so that a role
 //! without privileges fails the deploy step with the GRANT that fixes it,
 //! instead of passing and then failing every worker with 42501.
 //!
@@ -13,7 +13,8 @@
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
-use super::DbError;
+use crate::db::DbError;
+use crate::settings::Settings;
 use crate::sql::quote_ident;
 
 /// What the job needs and the role lacks, with the statement that fixes it.
@@ -23,12 +24,27 @@ pub struct Missing {
     pub fix: String,
 }
 
-/// What the job asks of the database, from the configuration.
-pub struct Job<'a> {
+/// What the fold asks of the database, from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Needs<'a> {
     pub schemas: &'a [String],
     pub table: &'a str,
     pub create_schema: bool,
     pub vacuum: bool,
+}
+
+impl<'a> Needs<'a> {
+    /// What folding `schemas` with `settings` needs: their table, the
+    /// right to create what is missing when `workers.create_schema` is on,
+    /// the right to VACUUM when `workers.vacuum_after` is.
+    pub fn of(settings: &'a Settings, schemas: &'a [String]) -> Self {
+        Needs {
+            schemas,
+            table: &settings.workers.table,
+            create_schema: settings.workers.create_schema,
+            vacuum: settings.workers.vacuum_after > 0,
+        }
+    }
 }
 
 const PROBE: &str = "
@@ -58,7 +74,7 @@ const WHO: &str = "SELECT current_user::text, current_database()::text, \
 
 /// Everything `job` needs that the connected role lacks; empty when it
 /// can do the job.
-pub async fn missing(client: &Client, job: &Job<'_>) -> Result<Vec<Missing>, DbError> {
+pub async fn missing(client: &Client, job: &Needs<'_>) -> Result<Vec<Missing>, DbError> {
     let pg = |e: tokio_postgres::Error| DbError::from_statement(&e);
     let who = client.query_typed_one(WHO, &[]).await.map_err(pg)?;
     let (role, database, can_create_schemas, version): (String, String, bool, i32) =
@@ -160,4 +176,33 @@ pub async fn missing(client: &Client, job: &Job<'_>) -> Result<Vec<Missing>, DbE
         );
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_needs_follow_the_settings() {
+        let mut settings = crate::settings::ConfigSources::default()
+            .load_without_env()
+            .expect("the built-in defaults load");
+        settings.workers.table = "tally".into();
+        settings.workers.create_schema = false;
+        settings.workers.vacuum_after = 0;
+        let schemas = vec!["a".to_owned(), "B".to_owned()];
+        assert_eq!(
+            Needs::of(&settings, &schemas),
+            Needs {
+                schemas: &schemas,
+                table: "tally",
+                create_schema: false,
+                vacuum: false,
+            }
+        );
+        settings.workers.create_schema = true;
+        settings.workers.vacuum_after = 1;
+        let needs = Needs::of(&settings, &schemas);
+        assert!(needs.create_schema && needs.vacuum);
+    }
 }

@@ -1,7 +1,9 @@
-//! The three things a worker asks of PostgreSQL: make sure its table
-//! exists, fold it, vacuum it. The SQL itself is in `crate::sql`.
+//! The three things the fold asks of PostgreSQL: make sure its table
+//! exists, fold it, vacuum it; what each found, and the fold's own errors
+//! (the total's overflow, the table gone). The SQL itself is in
+//! `crate::sql`; the connections, and errors by SQLSTATE, in `crate::db`.
 //!
-//! Only the prepared fold (see `prepared`, on when no pooler is known)
+//! Only the prepared fold (see `db::prepared`, on when no pooler is known)
 //! uses a named statement. Everything else goes as the unnamed statement
 //! (`*_typed`: parse, bind and execute in one message, parameters typed
 //! here) or through the simple protocol. A named statement is closed by
@@ -17,8 +19,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::{SimpleQueryMessage, Statement};
 
-use super::{DbError, PgClient, PgConnection};
 use crate::counter::{Backlog, Total, ValueType};
+use crate::db::{self, DbError, PgClient, PgConnection};
 use crate::sql::{FoldBatch, TableSql, INIT_LOCK, INIT_PROBE};
 
 /// What `initialise` found, for the worker to log: this module has no
@@ -310,7 +312,7 @@ fn fold_error(error: &tokio_postgres::Error, sql: &TableSql, value_type: ValueTy
             table: sql.display_name().to_string(),
             qualified: sql.qualified(),
             value_type,
-            detail: super::describe(error),
+            detail: db::describe(error),
         }
     } else {
         DbError::from_statement(error)
@@ -363,7 +365,7 @@ async fn fold_unprepared(
 /// not folding meanwhile and a connection held: so it goes with
 /// `SKIP_LOCKED` (PostgreSQL 12 and later), which does not wait at all,
 /// and whose skip (a warning with 55P03, not an error) is read from the
-/// connection ([`PgClient::lock_skips`](super::PgClient::lock_skips)).
+/// connection ([`PgClient::lock_skips`](crate::db::PgClient::lock_skips)).
 pub async fn vacuum(conn: &PgConnection, sql: &TableSql) -> Result<(), DbError> {
     let behind_pooler = conn.set_local().is_some();
     let skips = conn.lock_skips();

@@ -16,6 +16,9 @@
 //! end within `statement_timeout`, at most half of the time of the
 //! connection it shares with other schemas, and said at its start
 //! (`worker_backlog`) and end (`worker_caught_up`).
+//!
+//! Beside it: `statements` (what it sends, what it finds, its own errors)
+//! and [`privileges`] (what the role needs for it, for `pgfleet --check`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,9 +26,14 @@ use std::time::Instant;
 use futures_util::FutureExt;
 use slog::{debug, info, warn, Logger};
 
+pub mod privileges;
+mod statements;
+
+pub use statements::{FoldOutcome, InitOutcome};
+
 use super::{Job, Postponed, RunReport, SharedStep, Step};
 use crate::counter::{Backlog, Total, ValueType};
-use crate::db::{self, DbError, FoldOutcome, InitOutcome};
+use crate::db::DbError;
 use crate::settings::{SchemaTarget, Settings};
 use crate::sql::TableSql;
 
@@ -207,7 +215,7 @@ impl FoldJob {
             // VACUUM names the table alone: 42P01 means it was dropped
             // since the fold before.
             async move {
-                db::vacuum(conn, &sql)
+                statements::vacuum(conn, &sql)
                     .await
                     .map_err(|error| error.vanished(sql.display_name()))
             }
@@ -233,7 +241,7 @@ impl Job for FoldJob {
         Box::new(move |conn| {
             let sql = Arc::clone(&sql);
             async move {
-                let found = db::initialise(conn, &sql, create, lock_timeout).await;
+                let found = statements::initialise(conn, &sql, create, lock_timeout).await;
                 match found {
                     Err(error) if existed => Err(error.vanished(sql.display_name())),
                     found => found,
@@ -267,9 +275,9 @@ impl Job for FoldJob {
                     panic!("test hook: a panic in the fold of {}", sql.schema);
                 }
                 let started = Instant::now();
-                let outcome = match db::fold(conn, &sql, batch, value_type).await {
+                let outcome = match statements::fold(conn, &sql, batch, value_type).await {
                     Err(error) if error.is_missing_relation() => {
-                        return Err(db::confirm_table_gone(conn, &sql, error).await)
+                        return Err(statements::confirm_table_gone(conn, &sql, error).await)
                     }
                     outcome => outcome?,
                 };
@@ -380,6 +388,62 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::job::{build, JobKind};
+
+    fn settings() -> Settings {
+        crate::settings::ConfigSources::default()
+            .load_without_env()
+            .expect("the built-in defaults load")
+    }
+
+    fn target(schema: &str, worker: &str) -> SchemaTarget {
+        SchemaTarget {
+            schema: schema.into(),
+            worker: worker.into(),
+        }
+    }
+
+    /// The Supervisor's constructor builds the fold for the target, with
+    /// the settings' table, batch, VACUUM threshold and `create_schema`.
+    #[test]
+    fn the_constructor_builds_the_fold_of_the_target_from_the_settings() {
+        let mut settings = settings();
+        settings.workers.table = "tally".into();
+        settings.workers.fold_batch = 250;
+        settings.workers.vacuum_after = 42;
+        settings.workers.create_schema = false;
+        assert_eq!(JobKind::of(&settings), JobKind::Fold);
+        let job = build(JobKind::Fold, &target("Orders", "worker 7"), &settings);
+        assert_eq!(&*job.sql.schema, "Orders");
+        assert_eq!(&*job.sql.table, "tally");
+        assert_eq!(&*job.worker, "worker 7");
+        assert_eq!(job.fold_batch, 250);
+        assert_eq!(job.vacuum_after, 42);
+        assert!(!job.create_schema);
+        assert_eq!(job.init_lock_timeout, settings.database.lock_timeout);
+        assert_eq!(job.fold_lines_at_info, settings.fold_lines_at_info());
+        // A new worker's job knows nothing yet: worker_spi's column type,
+        // no table seen, nothing folded.
+        assert!(!job.existed);
+        assert_eq!(job.value_type, ValueType::Integer);
+        assert_eq!(job.rows_since_vacuum, 0);
+        assert_eq!(job.display_name(), "\"Orders\".tally");
+    }
+
+    #[test]
+    fn the_constructor_follows_create_schema_and_an_earlier_table() {
+        let mut settings = settings();
+        settings.workers.create_schema = true;
+        let job = build(
+            JobKind::of(&settings),
+            &target("schema1", "worker 1"),
+            &settings,
+        );
+        assert!(job.create_schema);
+        assert_eq!(&*job.sql.table, &*settings.workers.table);
+        assert_eq!(job.fold_batch, i64::from(settings.workers.fold_batch));
+        assert!(job.after_it_existed(true).existed);
+    }
 
     #[test]
     fn vacuum_comes_due_after_vacuum_after_rows() {
