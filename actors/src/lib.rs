@@ -53,6 +53,7 @@ pub mod log_level;
 pub mod notify;
 pub mod panics;
 pub mod policy;
+pub mod scrape;
 pub mod settings;
 pub mod sql;
 pub mod status;

@@ -320,21 +320,7 @@ fn passwords_from_keys_and_files_never_show() {
 fn a_vacuum_that_times_out_keeps_the_fold_before_it() {
     let db = cluster().create_database();
     let pgfleet = Pgfleet::start(&db, "workers:\n  total: 1\n  vacuum_after: 1\n");
-    ready(&pgfleet, &db, &schema_names(1));
-    let mut holder = db.client();
-    holder
-        .batch_execute("BEGIN; LOCK TABLE schema1.counted IN SHARE UPDATE EXCLUSIVE MODE")
-        .expect("lock");
-    let mark = pgfleet.mark();
-    execute(&db, "INSERT INTO schema1.counted VALUES ('delta', 5)");
-    pgfleet.wait_for_from(mark, "the fold reported", |e| {
-        e["event"] == "worker_tick" && e["total"] == 5
-    });
-    let skipped = pgfleet
-        .wait_for_from(mark, "the VACUUM postponed", |e| {
-            e["event"] == "worker_vacuum_postponed"
-        })
-        .1;
+    let (mut holder, mark, skipped) = crate::vacuum::vacuum_locked_out(&pgfleet, &db);
     assert!(
         skipped["error"]
             .as_str()

@@ -16,7 +16,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::http::{folds, scrape, start, value};
-use crate::support::cluster::cluster;
+use serde_json::Value;
+
+use crate::support::cluster::{cluster, TestDb};
 use crate::support::load::{CpuLoad, SpreadWriters};
 use crate::support::pgbouncer::PgBouncer;
 use crate::support::pgfleet::{execute, ready, schema_names, Pgfleet};
@@ -240,21 +242,7 @@ fn a_locked_tables_vacuum_through_a_transaction_pgbouncer_does_not_hold_up_its_f
         "workers:\n  total: 1\n  vacuum_after: 1\n",
         &[("PGFLEET__DATABASE__URL", &bouncer.url(&db.name))],
     );
-    ready(&pgfleet, &db, &schema_names(1));
-    let mut holder = db.client();
-    holder
-        .batch_execute("BEGIN; LOCK TABLE schema1.counted IN SHARE UPDATE EXCLUSIVE MODE")
-        .expect("lock");
-    let mark = pgfleet.mark();
-    execute(&db, "INSERT INTO schema1.counted VALUES ('delta', 5)");
-    pgfleet.wait_for_from(mark, "the fold reported", |e| {
-        e["event"] == "worker_tick" && e["total"] == 5
-    });
-    let postponed = pgfleet
-        .wait_for_from(mark, "the VACUUM postponed", |e| {
-            e["event"] == "worker_vacuum_postponed"
-        })
-        .1;
+    let (mut holder, mark, postponed) = vacuum_locked_out(&pgfleet, &db);
     assert_eq!(postponed["reason"], "locked", "{postponed}");
     assert_eq!(postponed["level"], "info", "{postponed}");
     assert!(
@@ -294,4 +282,32 @@ fn a_locked_tables_vacuum_through_a_transaction_pgbouncer_does_not_hold_up_its_f
             .collect();
         assert!(found.is_empty(), "{event}: {found:?}");
     }
+}
+
+/// `schema1` of `pgfleet` (one worker, `vacuum_after: 1`) made ready, its
+/// table held in `SHARE UPDATE EXCLUSIVE` (as autovacuum holds it; the
+/// fold is not blocked) by the returned session, and a delta written: the
+/// fold is reported, then its VACUUM postponed. Returns the session holding
+/// the lock (`ROLLBACK` releases it), the log mark before the delta, and
+/// the `worker_vacuum_postponed` line.
+pub(crate) fn vacuum_locked_out(
+    pgfleet: &Pgfleet,
+    db: &TestDb,
+) -> (postgres::Client, usize, Value) {
+    ready(pgfleet, db, &schema_names(1));
+    let mut holder = db.client();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE schema1.counted IN SHARE UPDATE EXCLUSIVE MODE")
+        .expect("lock");
+    let mark = pgfleet.mark();
+    execute(db, "INSERT INTO schema1.counted VALUES ('delta', 5)");
+    pgfleet.wait_for_from(mark, "the fold reported", |e| {
+        e["event"] == "worker_tick" && e["total"] == 5
+    });
+    let postponed = pgfleet
+        .wait_for_from(mark, "the VACUUM postponed", |e| {
+            e["event"] == "worker_vacuum_postponed"
+        })
+        .1;
+    (holder, mark, postponed)
 }

@@ -17,6 +17,28 @@ fn worker(address: SocketAddr, schema: &str) -> Value {
     json(address, &format!("/workers/{schema}"))
 }
 
+/// `/metrics`: schemas `waiting_for_total`, and the deltas they keep.
+fn waiting_for_total(address: SocketAddr) -> (Option<f64>, Option<f64>) {
+    let samples = scrape(address);
+    (
+        value(
+            &samples,
+            "pgfleet_workers",
+            &[("state", "waiting_for_total")],
+        ),
+        value(&samples, "pgfleet_deltas_waiting_for_total", &[]),
+    )
+}
+
+/// Whether every worker in `/workers` is in `state`.
+fn all_in_state(address: SocketAddr, state: &str) -> bool {
+    json(address, "/workers")
+        .as_array()
+        .expect("an array")
+        .iter()
+        .all(|w| w["state"] == state)
+}
+
 /// A schema without a total row keeps its deltas (worker_spi would lose
 /// them): it is `waiting_for_total` with the count, in `/workers`, in
 /// `pgfleet_workers` and `pgfleet_deltas_waiting_for_total`, and on the
@@ -47,19 +69,7 @@ fn deltas_waiting_for_a_total_row_are_a_state_a_gauge_and_a_row() {
     });
     assert_eq!(worker(address, "schema1")["state"], "running");
     assert_eq!(worker(address, "schema1")["waiting_for_total"], 0);
-    let samples = scrape(address);
-    assert_eq!(
-        value(
-            &samples,
-            "pgfleet_workers",
-            &[("state", "waiting_for_total")]
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        value(&samples, "pgfleet_deltas_waiting_for_total", &[]),
-        Some(152.0)
-    );
+    assert_eq!(waiting_for_total(address), (Some(1.0), Some(152.0)));
     assert_eq!(get(address, "/readyz").status, 200);
     let page = get(address, "/").body;
     assert!(
@@ -74,19 +84,7 @@ fn deltas_waiting_for_a_total_row_are_a_state_a_gauge_and_a_row() {
     pgfleet.eventually("schema2 runs again", || {
         worker(address, "schema2")["state"] == "running"
     });
-    let samples = scrape(address);
-    assert_eq!(
-        value(
-            &samples,
-            "pgfleet_workers",
-            &[("state", "waiting_for_total")]
-        ),
-        Some(0.0)
-    );
-    assert_eq!(
-        value(&samples, "pgfleet_deltas_waiting_for_total", &[]),
-        Some(0.0)
-    );
+    assert_eq!(waiting_for_total(address), (Some(0.0), Some(0.0)));
     assert_eq!(
         scalar_i64(
             &db,
@@ -121,11 +119,7 @@ fn during_an_outage_nothing_says_running() {
     proxy.set_mode(Mode::Refuse);
     proxy.cut_all();
     pgfleet.eventually("every worker waits for the database", || {
-        json(address, "/workers")
-            .as_array()
-            .expect("an array")
-            .iter()
-            .all(|w| w["state"] == "waiting_for_database")
+        all_in_state(address, "waiting_for_database")
     });
     let samples = scrape(address);
     assert_eq!(
@@ -159,11 +153,7 @@ fn during_an_outage_nothing_says_running() {
 
     proxy.set_mode(Mode::Forward);
     pgfleet.eventually("every worker runs again", || {
-        json(address, "/workers")
-            .as_array()
-            .expect("an array")
-            .iter()
-            .all(|w| w["state"] == "running")
+        all_in_state(address, "running")
     });
     let back = pgfleet.wait_event("database_back");
     assert!(

@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::{lanes, Database};
+use crate::scrape::gauge;
 
 /// The pool the series describe. Cheap to clone; every clone watches the
 /// same pool.
@@ -90,16 +90,6 @@ impl Collector for PoolMetrics {
             i64::try_from(shared.prepared.held()).unwrap_or(i64::MAX),
         )
     }
-}
-
-fn gauge(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: i64,
-) -> Result<(), std::fmt::Error> {
-    let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    ConstGauge::new(value).encode(metric)
 }
 
 #[cfg(test)]

@@ -1296,16 +1296,7 @@ mod tests {
         }
 
         fn run(&self, args: &[&str]) {
-            let output = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(self.path())
-                .output()
-                .expect("the openssl program (these tests make X.509 v1 certificates with it)");
-            assert!(
-                output.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            crate::db::tls::tests::openssl(self.path(), args);
         }
 
         /// `<name>.key` (P-256, fast to make) and `<name>.csr` for `cn`.

@@ -759,7 +759,7 @@ fn describe_alert(alert: AlertDescription, options: &TlsOptions<'_>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     /// The mode to give `tokio_postgres::Config::ssl_mode`, which decides only
     /// whether TLS is attempted and whether plaintext is acceptable (the checks
     /// themselves are in the connector). `allow`'s plaintext-first attempt is
@@ -1551,7 +1551,8 @@ mod tests {
     // rcgen makes only version 3 certificates; these come from the openssl
     // program, as PostgreSQL's docs make them.
 
-    fn openssl(dir: &Path, args: &[&str]) {
+    /// Runs the `openssl` program in `dir` (also for `server_cert`'s tests).
+    pub(in crate::db) fn openssl(dir: &Path, args: &[&str]) {
         let output = std::process::Command::new("openssl")
             .args(args)
             .current_dir(dir)

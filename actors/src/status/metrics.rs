@@ -26,6 +26,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::{lock, DbHealth, Inner, WorkerState, WorkerStatus};
+use crate::scrape::{counter, gauge};
 
 /// A fold is one statement, usually under a millisecond; a slow one is
 /// bounded by `database.statement_timeout` (30 s by default).
@@ -224,26 +225,6 @@ impl From<&WorkerStatus> for SchemaCounters {
             failures: worker.failures(),
         }
     }
-}
-
-fn counter(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: u64,
-) -> Result<(), std::fmt::Error> {
-    let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-    ConstCounter::new(value).encode(metric)
-}
-
-fn gauge(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: i64,
-) -> Result<(), std::fmt::Error> {
-    let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    ConstGauge::new(value).encode(metric)
 }
 
 #[cfg(test)]
