@@ -139,18 +139,30 @@ fn three_million_deltas_fold_in_batches_while_another_schema_folds_on() {
     let batches: Vec<_> = pgfleet
         .events("worker_tick")
         .into_iter()
-        .filter(|e| e["schema"] == "schema1" && e["folded"] == 50_000)
+        .filter(|e| e["schema"] == "schema1" && e["backlog"].is_u64())
+        .collect();
+    let sizes: Vec<u64> = batches
+        .iter()
+        .filter_map(|e| e["folded"].as_u64())
         .collect();
     eprintln!(
         "MEASURED a backlog of {BACKLOG} deltas with statement_timeout 2s: caught up in {:.1} s \
-         ({} full batches, {}); the other schema on the same connection folded {other_folds} times \
+         ({} full batches of {} to {} rows, {}); the other schema on the same connection folded {other_folds} times \
          of about {possible:.0} ticks ({:.1}%); the invariant held at {checks} looks",
         took.as_secs_f64(),
         batches.len(),
+        sizes.iter().min().unwrap_or(&0),
+        sizes.iter().max().unwrap_or(&0),
         caught_up["msg"],
         100.0 * other_folds as f64 / possible
     );
+    // 50,000 rows at most (workers.fold_batch), fewer where a batch took
+    // longer than half the naptime.
     assert!(batches.len() >= 59, "{} full batches", batches.len());
+    assert!(
+        sizes.iter().all(|&rows| (1_000..=50_000).contains(&rows)),
+        "{sizes:?}"
+    );
     assert!(
         batches.iter().all(|e| e["backlog"].as_u64().is_some()),
         "a full batch's line has no backlog: {batches:?}"

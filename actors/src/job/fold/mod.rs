@@ -9,11 +9,12 @@
 //! preparing again: the fold's answer has the same shape for every type
 //! (see `counter`).
 //!
-//! A fold deletes at most `workers.fold_batch` deltas. One that took a
+//! A fold deletes at most `workers.fold_batch` deltas, fewer while full
+//! batches take longer than half of `naptime` ([`batch`]). One that took a
 //! full batch asks to run again after a pause as long as the batch took
 //! (see [`RunReport::again_after`]), batch after batch, until one is not
 //! full: a backlog of millions of deltas is folded in statements that each
-//! end within `statement_timeout`, at most half of the time of the
+//! end well within `statement_timeout`, at most half of the time of the
 //! connection it shares with other schemas, and said at its start
 //! (`worker_backlog`) and end (`worker_caught_up`).
 //!
@@ -26,6 +27,7 @@ use std::time::Instant;
 use futures_util::FutureExt;
 use slog::{debug, info, warn, Logger};
 
+mod batch;
 pub mod privileges;
 mod statements;
 
@@ -58,8 +60,9 @@ pub struct FoldJob {
     /// fold's answer.
     value_type: ValueType,
     last_total: Option<Total>,
-    /// `workers.fold_batch`: the most deltas one fold deletes.
-    fold_batch: i64,
+    /// How many deltas the next fold may delete: `workers.fold_batch` at
+    /// most.
+    batch: batch::BatchSize,
     /// While a backlog is folded batch after batch (boxed: rare).
     catching_up: Option<Box<CatchUp>>,
     /// `log.fold_lines` for this fleet: worker_tick at info, else debug.
@@ -126,7 +129,11 @@ impl FoldJob {
             // worker_spi's, until initialisation reads the table's.
             value_type: ValueType::Integer,
             last_total: None,
-            fold_batch: i64::from(settings.workers.fold_batch),
+            batch: batch::BatchSize::new(
+                i64::from(settings.workers.fold_batch),
+                settings.naptime,
+                settings.database.statement_timeout,
+            ),
             catching_up: None,
             fold_lines_at_info: settings.fold_lines_at_info(),
         }
@@ -156,7 +163,7 @@ impl FoldJob {
                 info!(log, "{worker}: {table} has a backlog: {backlog} deltas left after a batch of {rows}; \
                             folding batch after batch until it has caught up";
                     "event" => "worker_backlog", "backlog" => backlog.left,
-                    "backlog_at_least" => backlog.at_least, "fold_batch" => self.fold_batch);
+                    "backlog_at_least" => backlog.at_least, "fold_batch" => self.batch.most());
             }
             (_, Some(catch_up)) => {
                 catch_up.rows += rows;
@@ -263,7 +270,7 @@ impl Job for FoldJob {
 
     fn run(&self) -> SharedStep<Self::Ran> {
         let sql = Arc::clone(&self.sql);
-        let (batch, value_type) = (self.fold_batch, self.value_type);
+        let (batch, value_type) = (self.batch.now(), self.value_type);
         #[cfg(feature = "test-hooks")]
         let panic_here =
             crate::test_hooks::panic_wanted(crate::test_hooks::PanicPoint::Fold, &self.sql.schema);
@@ -322,6 +329,7 @@ impl Job for FoldJob {
         }
         self.last_total.clone_from(&outcome.total);
         self.follow_backlog(&outcome, took, log);
+        self.batch.after(outcome.backlog.is_some(), took);
         let report = RunReport {
             took,
             rows: outcome.folded as u64,
@@ -378,7 +386,11 @@ impl Job for FoldJob {
     fn reconfigure(&mut self, settings: &Settings) {
         self.init_lock_timeout = settings.database.lock_timeout;
         self.vacuum_after = settings.workers.vacuum_after;
-        self.fold_batch = i64::from(settings.workers.fold_batch);
+        self.batch.reconfigure(
+            i64::from(settings.workers.fold_batch),
+            settings.naptime,
+            settings.database.statement_timeout,
+        );
         self.fold_lines_at_info = settings.fold_lines_at_info();
     }
 }
@@ -417,7 +429,7 @@ mod tests {
         assert_eq!(&*job.sql.schema, "Orders");
         assert_eq!(&*job.sql.table, "tally");
         assert_eq!(&*job.worker, "worker 7");
-        assert_eq!(job.fold_batch, 250);
+        assert_eq!(job.batch.now(), 250);
         assert_eq!(job.vacuum_after, 42);
         assert!(!job.create_schema);
         assert_eq!(job.init_lock_timeout, settings.database.lock_timeout);
@@ -441,7 +453,7 @@ mod tests {
         );
         assert!(job.create_schema);
         assert_eq!(&*job.sql.table, &*settings.workers.table);
-        assert_eq!(job.fold_batch, i64::from(settings.workers.fold_batch));
+        assert_eq!(job.batch.most(), i64::from(settings.workers.fold_batch));
         assert!(job.after_it_existed(true).existed);
     }
 
