@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pgfleet_actors::config_actor::Loaded;
 use pgfleet_actors::db::DbError;
+use pgfleet_actors::discovery::scan::{self, Patterns, Scanned};
 use pgfleet_actors::job::privileges::{self, Needs};
 use slog::{o, Drain, Logger};
 
@@ -35,12 +36,17 @@ pub fn run(
     };
     let log = Logger::root(StderrWarnings.fuse(), o!());
     let connector = connector.with_log(&log);
-    let targets: Vec<String> = settings
+    let mut targets: Vec<String> = settings
         .targets()
         .into_iter()
         .map(|t| t.schema.to_string())
         .collect();
-    let needs = Needs::of(&settings, &targets);
+    let listed = targets.len();
+    let patterns = Patterns {
+        matching: settings.workers.matching.clone(),
+        exclude: settings.workers.exclude.clone(),
+        table: settings.workers.table.clone(),
+    };
     // Every host may take connect_timeout, twice with sslmode prefer/allow.
     let answer_within = connector.connect_timeout() * 2 + settings.database.statement_timeout;
     let result = runtime.block_on(async {
@@ -55,10 +61,46 @@ pub fn run(
         .await
         .map_err(|_| no_answer(answer_within))?
         .map_err(|e| DbError::from_statement(&e))?;
+        // What workers.match finds now; the foldable ones are checked
+        // like the listed (VACUUM's ownership).
+        let found = if settings.discovers() {
+            tokio::time::timeout(answer_within, scan::scan(client, &patterns))
+                .await
+                .map_err(|_| no_answer(answer_within))??
+        } else {
+            Scanned::default()
+        };
+        let listed_names: std::collections::HashSet<String> = targets.iter().cloned().collect();
+        let (foldable, unfoldable): (Vec<_>, Vec<_>) =
+            found.found.into_iter().partition(|found| found.foldable);
+        targets.extend(
+            foldable
+                .iter()
+                .map(|found| found.schema.to_string())
+                .filter(|schema| !listed_names.contains(schema)),
+        );
+        let needs = Needs::of(&settings, &targets);
         let missing = tokio::time::timeout(answer_within, privileges::missing(client, &needs))
             .await
             .map_err(|_| no_answer(answer_within))??;
         let encryption = if session.tls { "TLS" } else { "plaintext" };
+        if settings.discovers() {
+            println!(
+                "workers.match finds {} schemas now{}",
+                targets.len() - listed,
+                examples(targets[listed..].iter().map(String::as_str))
+            );
+            if !unfoldable.is_empty() {
+                eprintln!(
+                    "pgfleet: warning: {} more match and hold {:?}, but the role cannot fold them \
+                     (USAGE on the schema; SELECT, UPDATE and DELETE on the table): they are left \
+                     alone{}",
+                    unfoldable.len(),
+                    settings.workers.table,
+                    examples(unfoldable.iter().map(|found| &*found.schema))
+                );
+            }
+        }
         Ok::<_, DbError>((version.get::<_, String>(0), encryption, missing))
     });
     let at = connector.describe_target();
@@ -98,6 +140,17 @@ pub fn run(
             );
             EXIT_CHECK_FAILED
         }
+    }
+}
+
+/// `: a, b, c` and `, ...` beyond ten; nothing for none.
+fn examples<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let more = names.len().saturating_sub(10);
+    let shown: Vec<&str> = names.take(10).collect();
+    match (shown.is_empty(), more) {
+        (true, _) => String::new(),
+        (false, 0) => format!(": {}", shown.join(", ")),
+        (false, more) => format!(": {}, ... ({more} more)", shown.join(", ")),
     }
 }
 

@@ -46,6 +46,7 @@ pub mod config_watch;
 pub mod conninfo;
 pub mod counter;
 pub mod db;
+pub mod discovery;
 pub mod fleet_summary;
 pub mod http;
 pub mod job;

@@ -11,9 +11,11 @@
 //! matched on (schema, generation).
 //!
 //! Which workers there are follows a desired set of schemas: every source
-//! of it (the settings, at start and at each reload) goes through
+//! of it (the settings, at start and at each reload; with `workers.match`,
+//! the [`Discovery`] it starts, at each rescan) goes through
 //! `Supervisor::reconcile`, which asks [`reconcile::plan`] what to start,
-//! retire, revive, restart or tell, and carries that out.
+//! retire, revive, restart or tell, and carries that out. A retired
+//! worker's `worker_stopped` says why (`reason`).
 //!
 //! The Supervisor also keeps the shared [`Status`] up to date (states,
 //! failures, restarts) and beats a heartbeat into it every second from its
@@ -37,6 +39,7 @@ use slog::{error, info, warn, Logger};
 
 use crate::config_actor::SettingsChanged;
 use crate::db::{Connector, Database, PoolMetrics};
+use crate::discovery::{Discovered, Discovery, DiscoveryMetrics, RescanNow, StopDiscovery};
 use crate::fleet_summary::FleetSummary;
 use crate::job::{self, JobKind};
 use crate::policy::{escalation, Decision, Escalation, RestartHistory};
@@ -87,9 +90,15 @@ pub struct Supervisor {
     slots: BTreeMap<Arc<str>, Slot>,
     /// The table settings the workers in `slots` were started with.
     table: TableKey,
-    /// Workers asked to stop because a reload removed or replaced them,
-    /// by (schema, generation).
-    retiring: HashMap<(Arc<str>, u64), (SchemaTarget, Addr<FoldWorker>)>,
+    /// Workers asked to stop because a reload or a rescan removed or
+    /// replaced them, by (schema, generation), with why.
+    retiring: HashMap<(Arc<str>, u64), Retiring>,
+    /// With `workers.match`: the actor that rescans, numbered by `epoch`
+    /// (a reload starts a new one), and what it last found.
+    discovery: Option<Addr<Discovery>>,
+    discovery_epoch: u64,
+    discovered: Vec<Arc<str>>,
+    discovery_metrics: DiscoveryMetrics,
     /// The last generation of each schema that left the configuration, so
     /// that one coming back never reuses a generation (a schema in
     /// `slots` keeps its own there).
@@ -107,6 +116,49 @@ pub struct Supervisor {
     summary: FleetSummary,
     shutting_down: bool,
     exit_code: i32,
+}
+
+/// A worker asked to stop, until it has: its target, its address (to
+/// cancel its statement if the shutdown's grace runs out), and why.
+type Retiring = (SchemaTarget, Addr<FoldWorker>, Stopped);
+
+/// Why a worker stopped without failing (`worker_stopped`'s `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopped {
+    /// A reload no longer names it, or changed its table settings.
+    Configuration,
+    /// Discovery no longer finds it (dropped, renamed, its table dropped,
+    /// no longer matching, now excluded, privileges revoked).
+    Gone,
+    /// The service stops.
+    Shutdown,
+}
+
+impl Stopped {
+    fn of(why: Reason) -> Self {
+        match why {
+            Reason::Rescan => Stopped::Gone,
+            Reason::Start | Reason::Reload => Stopped::Configuration,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Stopped::Configuration => "configuration",
+            Stopped::Gone => "gone",
+            Stopped::Shutdown => "shutdown",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Stopped::Configuration => "the configuration no longer names it",
+            Stopped::Gone => {
+                "workers.match no longer finds it (the schema or its table dropped or renamed,                  excluded, or no longer foldable)"
+            }
+            Stopped::Shutdown => "the service stops",
+        }
+    }
 }
 
 /// Why a failed worker starts again (`worker_restarted`'s `reason`).
@@ -193,6 +245,8 @@ impl Supervisor {
         let table = TableKey::from_settings(&settings);
         let pool_metrics = PoolMetrics::default();
         status.register(|registry| pool_metrics.register(registry));
+        let discovery_metrics = DiscoveryMetrics::default();
+        status.register(|registry| discovery_metrics.register(registry));
         Supervisor {
             told_ready: false,
             last_watchdog: None,
@@ -205,6 +259,10 @@ impl Supervisor {
             slots: BTreeMap::new(),
             table,
             retiring: HashMap::new(),
+            discovery: None,
+            discovery_epoch: 0,
+            discovered: Vec::new(),
+            discovery_metrics,
             departed: HashMap::new(),
             fleet: None,
             reconfigure_queue: VecDeque::new(),
@@ -441,9 +499,9 @@ impl Supervisor {
             "event" => "worker_restarted", "attempt" => attempt, "reason" => reason);
     }
 
-    /// Stops a worker on purpose (its schema left the configuration, or its
-    /// table settings changed).
-    fn retire(&mut self, schema: &str, ctx: &mut Context<Self>) {
+    /// Stops a worker on purpose (its schema left the configuration or the
+    /// database, or its table settings changed).
+    fn retire(&mut self, schema: &str, why: Stopped, ctx: &mut Context<Self>) {
         let Some(slot) = self.slots.remove(schema) else {
             return;
         };
@@ -462,21 +520,53 @@ impl Supervisor {
                 });
                 self.retiring.insert(
                     (Arc::clone(&slot.target.schema), generation),
-                    (slot.target, addr),
+                    (slot.target, addr, why),
                 );
             }
             SlotState::Restarting {
                 handle, generation, ..
             } => {
                 ctx.cancel_future(handle);
-                self.log_stopped(&slot.target, generation);
+                self.log_stopped(&slot.target, generation, why.as_str(), why.describe());
             }
-            SlotState::GivenUp { generation } => self.log_stopped(&slot.target, generation),
+            SlotState::GivenUp { generation } => {
+                self.log_stopped(&slot.target, generation, why.as_str(), why.describe())
+            }
         }
     }
 
-    fn log_stopped(&self, target: &SchemaTarget, generation: u64) {
-        info!(self.worker_log(target, generation), "{} stopped", target.worker; "event" => "worker_stopped");
+    fn log_stopped(&self, target: &SchemaTarget, generation: u64, reason: &str, why: &str) {
+        info!(self.worker_log(target, generation), "{} stopped: {why}", target.worker;
+            "event" => "worker_stopped", "reason" => reason.to_owned());
+    }
+
+    /// With `workers.match`, starts rescanning (at start, and after each
+    /// reload, with the new settings: a reload rescans at once); without,
+    /// forgets what was found. A rescan already on its way from the old
+    /// actor is ignored (its epoch is not current).
+    fn start_discovery(&mut self, ctx: &mut Context<Self>) {
+        if let Some(old) = self.discovery.take() {
+            old.do_send(StopDiscovery);
+        }
+        self.discovery_epoch += 1;
+        if !self.settings.discovers() {
+            self.discovered.clear();
+            return;
+        }
+        let discovery = Discovery::new(
+            self.discovery_epoch,
+            &self.settings,
+            self.db.clone(),
+            ctx.address().recipient(),
+            &self.log,
+            self.discovery_metrics.clone(),
+        );
+        self.discovery = Some(discovery.start());
+    }
+
+    /// What the settings name and discovery found.
+    fn desired(&self) -> Desired {
+        Desired::with_discovered(&self.settings, &self.discovered)
     }
 
     fn on_failure(
@@ -562,7 +652,8 @@ impl Supervisor {
         } else if old.restart.delay != new.restart.delay {
             self.db.set_probe_interval(new.restart.delay);
         }
-        self.reconcile(Desired::from_settings(&new), Reason::Reload, ctx);
+        self.start_discovery(ctx);
+        self.reconcile(self.desired(), Reason::Reload, ctx);
     }
 
     /// Brings the workers to `desired`, for `why`: the one way workers
@@ -581,7 +672,7 @@ impl Supervisor {
         self.table = desired.table;
         for action in actions {
             match action {
-                Action::Retire { schema } => self.retire(&schema, ctx),
+                Action::Retire { schema } => self.retire(&schema, Stopped::of(why), ctx),
                 Action::Start { target } => self.add_worker(target, ctx),
                 Action::Revive { schema } => self.revive(&schema, ctx),
                 Action::RestartNow { schema, attempt } => {
@@ -654,6 +745,9 @@ impl Supervisor {
         }
         crate::notify::tell(crate::notify::Note::Stopping);
         self.shutting_down = true;
+        if let Some(discovery) = self.discovery.take() {
+            discovery.do_send(StopDiscovery);
+        }
         self.exit_code = exit_code;
         self.status.shutting_down();
         self.batch = None;
@@ -688,7 +782,7 @@ impl Supervisor {
                     addr.do_send(Stop { cancel_in_flight: true });
                 }
             }
-            for (_, addr) in supervisor.retiring.values() {
+            for (_, addr, _) in supervisor.retiring.values() {
                 addr.do_send(Stop { cancel_in_flight: true });
             }
             ctx.run_later(CANCEL_WAIT, |_, ctx| ctx.stop());
@@ -717,6 +811,19 @@ impl Actor for Supervisor {
             info!(self.log, "workers.schemas names {} schemas; workers.total is not used",
                 self.settings.workers.schemas.len(); "event" => "schemas_listed");
         }
+        if self.settings.discovers() {
+            let workers = &self.settings.workers;
+            let exclude = if workers.exclude.is_empty() {
+                String::new()
+            } else {
+                format!(" except {}", workers.exclude.join(", "))
+            };
+            info!(self.log, "workers.match: folding every schema like {}{exclude} that holds {}, rescanning every {}",
+                workers.matching.join(", "), workers.table, humantime::format_duration(workers.rescan);
+                "event" => "discovery_started", "match" => workers.matching.join(","),
+                "exclude" => workers.exclude.join(","));
+        }
+        self.start_discovery(ctx);
         let desired = Desired::from_settings(&self.settings);
         self.reconcile(desired, Reason::Start, ctx);
     }
@@ -739,8 +846,9 @@ impl Handler<WorkerExited> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: WorkerExited, ctx: &mut Self::Context) {
-        if let Some((target, _)) = self.retiring.remove(&(msg.schema.clone(), msg.generation)) {
-            self.log_stopped(&target, msg.generation);
+        if let Some((target, _, why)) = self.retiring.remove(&(msg.schema.clone(), msg.generation))
+        {
+            self.log_stopped(&target, msg.generation, why.as_str(), why.describe());
             return self.finish_shutdown_if_done(ctx);
         }
         let since = match self.slots.get(&msg.schema).map(|slot| &slot.state) {
@@ -758,12 +866,96 @@ impl Handler<WorkerExited> for Supervisor {
                     self.departed
                         .insert(Arc::clone(&msg.schema), msg.generation);
                     self.status.worker_removed(&msg.schema);
-                    self.log_stopped(&slot.target, msg.generation);
+                    match &msg.departed {
+                        // Between two rescans: the next one (asked for now)
+                        // starts it again if it is back, or under its new name.
+                        Some(why) => {
+                            if slot.awaiting_start {
+                                self.settle(false);
+                            }
+                            self.discovered.retain(|schema| *schema != msg.schema);
+                            self.log_stopped(&slot.target, msg.generation, "gone", why);
+                            if let Some(discovery) = &self.discovery {
+                                discovery.do_send(RescanNow);
+                            }
+                        }
+                        None => {
+                            let why = Stopped::Shutdown;
+                            self.log_stopped(
+                                &slot.target,
+                                msg.generation,
+                                why.as_str(),
+                                why.describe(),
+                            );
+                        }
+                    }
                 }
                 self.finish_shutdown_if_done(ctx);
             }
         }
     }
+}
+
+impl Handler<Discovered> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Discovered, ctx: &mut Self::Context) {
+        if msg.epoch != self.discovery_epoch || self.shutting_down {
+            return;
+        }
+        let change = schema_set_change(&self.discovered, &msg.schemas);
+        if let Some((added, removed, text)) = change {
+            info!(self.log, "rescan: {} schemas found ({text})", msg.schemas.len();
+                "event" => "schemas_discovered", "schemas" => msg.schemas.len(),
+                "added" => added, "removed" => removed);
+        }
+        self.discovered = msg.schemas;
+        self.reconcile(self.desired(), Reason::Rescan, ctx);
+        // Nothing to start (no schema matches yet): ready all the same.
+        if self.batch.is_none() && !std::mem::replace(&mut self.told_ready, true) {
+            crate::notify::tell(crate::notify::Note::Ready(self.status_line()));
+        }
+    }
+}
+
+/// What changed between two sorted schema lists: how many came, how many
+/// went, and `+a +b -c` (counts, and the first five of each, beyond
+/// five); None when nothing did.
+fn schema_set_change(old: &[Arc<str>], new: &[Arc<str>]) -> Option<(usize, usize, String)> {
+    use std::collections::HashSet;
+    let before: HashSet<&Arc<str>> = old.iter().collect();
+    let after: HashSet<&Arc<str>> = new.iter().collect();
+    let added: Vec<&Arc<str>> = new.iter().filter(|s| !before.contains(s)).collect();
+    let removed: Vec<&Arc<str>> = old.iter().filter(|s| !after.contains(s)).collect();
+    if added.is_empty() && removed.is_empty() {
+        return None;
+    }
+    let part = |sign: &str, names: &[&Arc<str>]| -> Option<String> {
+        match names.len() {
+            0 => None,
+            1..=5 => Some(
+                names
+                    .iter()
+                    .map(|name| format!("{sign}{name}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            n => Some(format!(
+                "{sign}{n} ({}, ...)",
+                names[..5]
+                    .iter()
+                    .map(|name| name.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    };
+    let text = [part("+", &added), part("-", &removed)]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some((added.len(), removed.len(), text))
 }
 
 impl Handler<WorkerStarted> for Supervisor {
@@ -802,5 +994,33 @@ impl Handler<Shutdown> for Supervisor {
         info!(self.log, "{} received: stopping {} workers", msg.signal, self.slots.len();
             "event" => "shutdown_started", "signal" => msg.signal);
         self.begin_shutdown(0, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(names: &[&str]) -> Vec<Arc<str>> {
+        names.iter().map(|&name| name.into()).collect()
+    }
+
+    #[test]
+    fn a_rescan_says_what_came_and_went() {
+        let old = names(&["a", "b", "c"]);
+        assert_eq!(schema_set_change(&old, &old), None);
+        assert_eq!(
+            schema_set_change(&old, &names(&["a", "c", "d"])),
+            Some((1, 1, "+d -b".into()))
+        );
+        let many: Vec<Arc<str>> = (1..=7).map(|n| format!("t{n}").into()).collect();
+        assert_eq!(
+            schema_set_change(&[], &many),
+            Some((7, 0, "+7 (t1, t2, t3, t4, t5, ...)".into()))
+        );
+        assert_eq!(
+            schema_set_change(&many[..2], &[]),
+            Some((0, 2, "-t1 -t2".into()))
+        );
     }
 }

@@ -35,7 +35,7 @@ use tokio_postgres::CancelToken;
 
 use crate::db::{Database, DbError, LaneLease, PgClient, PgConnection};
 use crate::job::{FoldJob, Job, Postponed, SharedStep, Step};
-use crate::settings::{SchemaTarget, Settings};
+use crate::settings::{Origin, SchemaTarget, Settings};
 use crate::status::{FoldDone, Status, WorkerState};
 
 /// Why a worker ended.
@@ -79,6 +79,17 @@ pub struct WorkerExited {
     pub schema: Arc<str>,
     pub generation: u64,
     pub failure: Option<WorkerError>,
+    /// A discovered schema's worker found the schema or its table gone
+    /// (dropped, renamed): why, in words. It left the fleet; it did not
+    /// fail.
+    pub departed: Option<String>,
+}
+
+/// How a worker ended, when it was not asked to stop.
+enum End {
+    Failed(WorkerError),
+    /// Its discovered schema, or the table, is gone: why, in words.
+    Departed(String),
 }
 
 /// A worker initialised its schema and folds from now on (through
@@ -158,7 +169,9 @@ pub struct WorkerActor<J: Job> {
     last_tick: Option<Instant>,
     fold_requested: bool,
     stop_requested: bool,
-    failure: Option<WorkerError>,
+    /// How it ended, if not as asked: failed, or (a discovered schema)
+    /// departed (see [`WorkerExited`]).
+    end: Option<End>,
     in_flight: InFlight,
     ticks_skipped: u64,
     /// While its table is locked by someone else, or gone (boxed: rare).
@@ -274,7 +287,7 @@ impl<J: Job> WorkerActor<J> {
             last_tick: None,
             fold_requested: false,
             stop_requested: false,
-            failure: None,
+            end: None,
             in_flight: Rc::new(RefCell::new(InFlightState::default())),
             ticks_skipped: 0,
             waiting: None,
@@ -659,6 +672,18 @@ impl<J: Job> WorkerActor<J> {
             other if self.stop_requested => {
                 debug!(self.log(), "statement ended by the stop: {other}");
             }
+            // A discovered schema is folded while it holds the table: one
+            // that went (between two rescans) is a tenant leaving.
+            gone if self.spec.target.origin == Origin::Discovered && gone.is_gone() => {
+                debug!(self.log(), "the schema or its table is gone: {gone}");
+                self.end = Some(End::Departed(format!(
+                    "{} is gone (the schema or its table dropped or renamed); \
+                     a rescan takes it again if it comes back",
+                    self.job.display_name()
+                )));
+                self.stop_requested = true;
+                ctx.stop();
+            }
             // Logged once for all workers by the Database (database_lost,
             // database_refused).
             DbError::Unreachable(_) | DbError::ConnectionLost(_) | DbError::Refused { .. } => {
@@ -778,7 +803,7 @@ impl<J: Job> WorkerActor<J> {
     }
 
     fn fail(&mut self, error: WorkerError, ctx: &mut Context<Self>) {
-        self.failure = Some(error);
+        self.end = Some(End::Failed(error));
         ctx.stop();
     }
 }
@@ -797,13 +822,21 @@ impl<J: Job> Actor for WorkerActor<J> {
     /// caught where it runs), which actix ends by stopping the actor. That
     /// is reported as a failure, for the restart policy like any other.
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        if self.failure.is_none() && !self.stop_requested && !crate::panics::is_system_stopping() {
-            self.failure = Some(WorkerError::Panicked(crate::panics::last_message()));
+        if self.end.is_none() && !self.stop_requested && !crate::panics::is_system_stopping() {
+            self.end = Some(End::Failed(WorkerError::Panicked(
+                crate::panics::last_message(),
+            )));
         }
+        let (failure, departed) = match self.end.take() {
+            Some(End::Failed(error)) => (Some(error), None),
+            Some(End::Departed(why)) => (None, Some(why)),
+            None => (None, None),
+        };
         self.spec.fleet.supervisor.do_send(WorkerExited {
             schema: self.spec.target.schema.clone(),
             generation: self.spec.generation,
-            failure: self.failure.take(),
+            failure,
+            departed,
         });
     }
 }

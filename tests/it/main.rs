@@ -6,6 +6,7 @@ mod bulkheads;
 mod cli;
 mod connecting;
 mod deploy;
+mod discovery;
 mod docs;
 mod faults;
 mod harness;

@@ -261,6 +261,17 @@ impl DbError {
         }
     }
 
+    /// The schema or its table is not there: missing at initialisation,
+    /// dropped under a fold.
+    pub fn is_gone(&self) -> bool {
+        matches!(
+            self,
+            DbError::MissingSchema { .. }
+                | DbError::MissingTable { .. }
+                | DbError::TableGone { .. }
+        ) || self.is_missing_relation()
+    }
+
     /// For a table that existed while pgfleet folded it: "it is missing"
     /// (undefined_table 42P01 or invalid_schema_name 3F000 from a fold, or
     /// what initialisation found) means it was dropped.

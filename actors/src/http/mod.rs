@@ -241,6 +241,9 @@ struct WorkerView<'a> {
     schema: &'a str,
     worker: &'a str,
     generation: u64,
+    /// `listed` (workers.schemas, workers.total) or `discovered`
+    /// (workers.match).
+    origin: &'static str,
     state: &'static str,
     state_since: String,
     last_fold_at: Option<String>,
@@ -273,6 +276,7 @@ impl<'a> From<&'a WorkerStatus> for WorkerView<'a> {
             schema: &w.schema,
             worker: &w.worker,
             generation: w.generation,
+            origin: w.origin.as_str(),
             state: w.state.as_str(),
             state_since: rfc3339(w.state_since),
             last_fold_at: w.last_fold_at.map(rfc3339),

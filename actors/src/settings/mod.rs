@@ -109,6 +109,15 @@ pub struct WorkersSettings {
     pub total: u32,
     #[serde(deserialize_with = "schema_list")]
     pub schemas: Vec<String>,
+    /// LIKE patterns: every schema matching one (and none of `exclude`)
+    /// that holds `table` is folded, found by `discovery`.
+    #[serde(rename = "match", deserialize_with = "schema_list")]
+    pub matching: Vec<String>,
+    #[serde(deserialize_with = "schema_list")]
+    pub exclude: Vec<String>,
+    /// How often discovery looks for schemas that came or went.
+    #[serde(with = "duration")]
+    pub rescan: Duration,
     /// Shared by every worker's [`TableSql`](crate::sql::TableSql).
     pub table: Arc<str>,
     pub create_schema: bool,
@@ -237,17 +246,59 @@ words!(FoldLines { Auto = "auto", Info = "info", Debug = "debug" });
 pub struct SchemaTarget {
     pub schema: Arc<str>,
     pub worker: Arc<str>,
+    pub origin: Origin,
+}
+
+/// Where a schema to fold comes from. Only a listed schema (or a
+/// numbered one) is ever created when missing; a discovered one is folded
+/// while it holds the table, and its worker retires when it no longer
+/// does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Origin {
+    /// Named by `workers.schemas`, or `schema1 .. schemaN` of
+    /// `workers.total`.
+    Listed,
+    /// Found by `workers.match`.
+    Discovered,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Listed => "listed",
+            Origin::Discovered => "discovered",
+        }
+    }
+}
+
+impl SchemaTarget {
+    pub fn listed(schema: Arc<str>, worker: Arc<str>) -> Self {
+        SchemaTarget {
+            schema,
+            worker,
+            origin: Origin::Listed,
+        }
+    }
+
+    /// A schema `workers.match` found: its worker goes by its name.
+    pub fn discovered(schema: Arc<str>) -> Self {
+        SchemaTarget {
+            worker: Arc::clone(&schema),
+            schema,
+            origin: Origin::Discovered,
+        }
+    }
 }
 
 impl Settings {
-    /// The schemas to fold: `workers.schemas` when non-empty, else
+    /// The schemas the settings name: `workers.schemas` when non-empty,
+    /// none when only `workers.match` is set (discovery finds them), else
     /// `schema1` .. `schemaN` named `worker 1` .. `worker N` as in worker_spi.
     pub fn targets(&self) -> Vec<SchemaTarget> {
         if self.workers.schemas.is_empty() {
-            (1..=self.workers.total)
-                .map(|n| SchemaTarget {
-                    schema: format!("schema{n}").into(),
-                    worker: format!("worker {n}").into(),
+            (1..=self.numbered())
+                .map(|n| {
+                    SchemaTarget::listed(format!("schema{n}").into(), format!("worker {n}").into())
                 })
                 .collect()
         } else {
@@ -256,19 +307,32 @@ impl Settings {
                 .iter()
                 .map(|schema| {
                     let schema: Arc<str> = schema.as_str().into();
-                    SchemaTarget {
-                        worker: Arc::clone(&schema),
-                        schema,
-                    }
+                    SchemaTarget::listed(Arc::clone(&schema), schema)
                 })
                 .collect()
         }
     }
 
-    /// How many schemas the fleet folds, without listing them.
+    /// `workers.total`, unless `workers.schemas` or `workers.match` takes
+    /// its place.
+    fn numbered(&self) -> u32 {
+        if self.workers.schemas.is_empty() && !self.discovers() {
+            self.workers.total
+        } else {
+            0
+        }
+    }
+
+    /// Whether `workers.match` asks for discovery.
+    pub fn discovers(&self) -> bool {
+        !self.workers.matching.is_empty()
+    }
+
+    /// How many schemas the settings name, without listing them (those
+    /// discovery finds not counted).
     pub fn fleet_size(&self) -> usize {
         if self.workers.schemas.is_empty() {
-            usize::try_from(self.workers.total).unwrap_or(usize::MAX)
+            usize::try_from(self.numbered()).unwrap_or(usize::MAX)
         } else {
             self.workers.schemas.len()
         }
@@ -279,7 +343,8 @@ impl Settings {
         match self.log.fold_lines {
             FoldLines::Info => true,
             FoldLines::Debug => false,
-            FoldLines::Auto => self.fleet_size() <= FOLD_LINES_AT_INFO_MAX,
+            // A discovered fleet can grow to any size: debug.
+            FoldLines::Auto => !self.discovers() && self.fleet_size() <= FOLD_LINES_AT_INFO_MAX,
         }
     }
 
@@ -365,6 +430,30 @@ impl Settings {
             } else if !seen.insert(schema) {
                 bad("workers.schemas", schema.clone(), "is listed twice");
             }
+        }
+        for (key, patterns) in [
+            ("workers.match", &workers.matching),
+            ("workers.exclude", &workers.exclude),
+        ] {
+            for pattern in patterns {
+                if pattern.is_empty() {
+                    bad(key, String::new(), "an empty pattern matches no schema");
+                }
+            }
+        }
+        if !workers.exclude.is_empty() && workers.matching.is_empty() {
+            bad(
+                "workers.exclude",
+                workers.exclude.join(", "),
+                "excludes from what workers.match finds, and workers.match is empty",
+            );
+        }
+        if workers.rescan < Duration::from_secs(1) {
+            bad(
+                "workers.rescan",
+                humantime::format_duration(workers.rescan).to_string(),
+                "must be at least 1s: each rescan is one catalog query",
+            );
         }
         let restart = &self.restart;
         if restart.delay.is_zero() {

@@ -233,10 +233,7 @@ mod tests {
     use crate::settings::SchemaTarget;
 
     fn spawn(status: &Status, schema: &str) {
-        let target = SchemaTarget {
-            schema: schema.into(),
-            worker: schema.into(),
-        };
+        let target = SchemaTarget::listed(schema.into(), schema.into());
         status.worker_spawned(&target, 1, false);
         status.worker_initialised(schema, 1);
     }

@@ -31,7 +31,7 @@ use crate::counter::{Backlog, Total};
 /// The database's health is db's to say; it is shown here, so the
 /// Supervisor and the pages find it beside the rest of the status.
 pub use crate::db::DbHealth;
-use crate::settings::{SchemaTarget, Settings};
+use crate::settings::{Origin, SchemaTarget, Settings};
 
 use history::History;
 
@@ -150,6 +150,8 @@ pub struct WorkerStatus {
     pub worker: Arc<str>,
     /// Numbers the workers this schema has had: 1 for the first.
     pub generation: u64,
+    /// Listed in the settings, or found by `workers.match`.
+    pub origin: Origin,
     pub state: WorkerState,
     pub state_since: SystemTime,
     pub last_fold_at: Option<SystemTime>,
@@ -164,9 +166,10 @@ pub struct WorkerStatus {
     /// (0: never); see [`WorkerStatus::last_skipped_at`]. Four bytes that
     /// fit in the entry's padding.
     last_skipped_s: u32,
-    /// Ticks skipped since its last fold (saturating); two bytes more of
-    /// the padding.
-    skipped_in_a_row: u16,
+    /// Ticks skipped since its last fold (saturating at 255: the page
+    /// asks "two or more"); one byte more of the padding, the `origin`
+    /// another.
+    skipped_in_a_row: u8,
     /// Deltas the last fold left: because its batch was full (0 when it
     /// took every delta it found; see [`WorkerStatus::backlog`]), or, in
     /// state `WaitingForTotal`, because there is no total row to fold them
@@ -195,6 +198,7 @@ impl WorkerStatus {
             schema: Arc::clone(&target.schema),
             worker: Arc::clone(&target.worker),
             generation,
+            origin: target.origin,
             state: WorkerState::Starting,
             state_since: SystemTime::now(),
             last_fold_at: None,
@@ -245,7 +249,7 @@ impl WorkerStatus {
     /// Ticks skipped since its last fold: 0 when it folded at its last
     /// tick.
     pub fn skipped_in_a_row(&self) -> u16 {
-        self.skipped_in_a_row
+        u16::from(self.skipped_in_a_row)
     }
 
     pub fn failures(&self) -> u64 {
@@ -472,6 +476,7 @@ impl Status {
             .or_insert_with(|| WorkerStatus::new(target, generation));
         entry.generation = generation;
         entry.worker = Arc::clone(&target.worker);
+        entry.origin = target.origin;
         if restart {
             entry.trouble().restarts += 1;
         }
@@ -817,10 +822,7 @@ mod tests {
     use super::*;
 
     fn target(schema: &str) -> SchemaTarget {
-        SchemaTarget {
-            schema: schema.into(),
-            worker: schema.into(),
-        }
+        SchemaTarget::listed(schema.into(), schema.into())
     }
 
     /// A fleet keeps one entry a schema: a budget, so a field added in

@@ -2,7 +2,7 @@
 //! set of schemas, decided as plain data.
 //!
 //! Every source of the schemas to fold (the settings at start and at each
-//! reload today; discovery or the instances' ownership later) hands the
+//! reload, discovery at each rescan; the instances' ownership later) hands the
 //! Supervisor a [`Desired`] set and a [`Reason`]. [`plan`] compares it
 //! with the workers as they are (each slot's target and [`SlotKind`]) and
 //! returns the [`Action`]s to take, in order; the Supervisor only carries
@@ -42,8 +42,28 @@ pub struct Desired {
 impl Desired {
     /// The set the settings name (`workers.total` or `workers.schemas`).
     pub fn from_settings(settings: &Settings) -> Self {
+        Self::with_discovered(settings, &[])
+    }
+
+    /// The schemas the settings name, then those discovery found that they
+    /// do not name (a schema both listed and found stays listed: it is the
+    /// one the operator named, and may be created when missing).
+    pub fn with_discovered(settings: &Settings, discovered: &[Arc<str>]) -> Self {
+        let mut targets = settings.targets();
+        if !discovered.is_empty() {
+            let listed: std::collections::HashSet<Arc<str>> = targets
+                .iter()
+                .map(|target| Arc::clone(&target.schema))
+                .collect();
+            targets.extend(
+                discovered
+                    .iter()
+                    .filter(|schema| !listed.contains(*schema))
+                    .map(|schema| SchemaTarget::discovered(Arc::clone(schema))),
+            );
+        }
         Desired {
-            targets: settings.targets(),
+            targets,
             table: TableKey::from_settings(settings),
         }
     }
@@ -76,6 +96,10 @@ pub enum Reason {
     /// The settings were reloaded (SIGHUP, `--watch-config`): failing
     /// workers are tried again at once, and running ones told.
     Reload,
+    /// Discovery rescanned: schemas that came get workers, those that went
+    /// lose theirs; the others are left as they are (a failing one keeps
+    /// its backoff).
+    Rescan,
 }
 
 /// A slot's state, as much of it as the plan needs.
@@ -173,10 +197,7 @@ mod tests {
     use crate::settings::ConfigSources;
 
     fn target(schema: &str, worker: &str) -> SchemaTarget {
-        SchemaTarget {
-            schema: schema.into(),
-            worker: worker.into(),
-        }
+        SchemaTarget::listed(schema.into(), worker.into())
     }
 
     /// `schemaN` named `worker N`, as `workers.total` makes them.
@@ -372,6 +393,75 @@ mod tests {
         let wanted = [numbered(1), numbered(2), numbered(3), numbered(4)];
         let actions = plan_of(&slots, &desired(&wanted), Reason::Start);
         assert_eq!(actions, [start(&numbered(4))]);
+    }
+
+    /// Issue 18: a rescan starts workers for the schemas that came and
+    /// retires those of the schemas that went, and touches nothing else:
+    /// a failing discovered worker keeps its backoff.
+    #[test]
+    fn a_rescan_follows_the_tenants_that_came_and_went_and_leaves_the_rest() {
+        let found = |name: &str| SchemaTarget::discovered(name.into());
+        let slots = [
+            (found("tenant_1"), SlotKind::Running),
+            (found("tenant_2"), SlotKind::Restarting { attempt: 2 }),
+            (found("tenant_3"), SlotKind::Running),
+        ];
+        let now = desired(&[found("tenant_1"), found("tenant_2"), found("tenant_4")]);
+        assert_eq!(
+            plan_of(&slots, &now, Reason::Rescan),
+            [retire("tenant_3"), start(&found("tenant_4"))]
+        );
+        // Found again, unchanged: nothing to do.
+        let same = desired(&[found("tenant_1"), found("tenant_2"), found("tenant_3")]);
+        assert_eq!(plan_of(&slots, &same, Reason::Rescan), []);
+    }
+
+    /// A schema that goes from discovered to listed (or back) changes how
+    /// its worker initialises (only a listed one is created when
+    /// missing): its worker is replaced.
+    #[test]
+    fn a_schema_that_becomes_listed_gets_a_new_worker() {
+        let discovered = SchemaTarget::discovered("tenant_1".into());
+        let listed = target("tenant_1", "tenant_1");
+        assert_eq!(
+            plan_of(
+                &running(&[discovered]),
+                &desired(std::slice::from_ref(&listed)),
+                Reason::Reload
+            ),
+            [retire("tenant_1"), start(&listed), reconfigure(&[])]
+        );
+    }
+
+    /// Listed schemas come first and stay listed when discovery also finds
+    /// them; the others found follow, as discovered.
+    #[test]
+    fn discovered_schemas_follow_the_listed_ones_and_never_replace_them() {
+        let mut settings = ConfigSources::default()
+            .load_without_env()
+            .expect("defaults");
+        settings.workers.schemas = vec!["billing".into(), "tenant_2".into()];
+        settings.workers.matching = vec!["tenant_%".into()];
+        let found: Vec<Arc<str>> = vec!["tenant_1".into(), "tenant_2".into()];
+        let desired = Desired::with_discovered(&settings, &found);
+        assert_eq!(
+            desired.targets,
+            [
+                target("billing", "billing"),
+                target("tenant_2", "tenant_2"),
+                SchemaTarget::discovered("tenant_1".into()),
+            ]
+        );
+        // Only workers.match: workers.total is not used.
+        settings.workers.schemas.clear();
+        assert_eq!(
+            Desired::with_discovered(&settings, &found).targets,
+            [
+                SchemaTarget::discovered("tenant_1".into()),
+                SchemaTarget::discovered("tenant_2".into()),
+            ]
+        );
+        assert_eq!(Desired::from_settings(&settings).targets, []);
     }
 
     #[test]

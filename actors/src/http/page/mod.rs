@@ -26,6 +26,7 @@ mod rank;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
+use crate::settings::Origin;
 use crate::status::history::{POINTS, SAMPLE_EVERY};
 use crate::status::{DbHealth, Status, Summary, WorkerState, WorkerStatus};
 
@@ -520,7 +521,17 @@ fn worker_row(
         None => "",
     };
     let now = facts.now;
-    let _ = write!(html, "<tr class=\"{class}\"><td>{}</td>", escape(&w.schema));
+    let origin = match w.origin {
+        Origin::Listed => "",
+        Origin::Discovered => {
+            " <span class=\"origin\" title=\"found by workers.match; not in the settings\">discovered</span>"
+        }
+    };
+    let _ = write!(
+        html,
+        "<tr class=\"{class}\"><td>{}{origin}</td>",
+        escape(&w.schema)
+    );
     if named {
         let _ = write!(html, "<td>{}</td>", escape(&w.worker));
     }
@@ -776,7 +787,7 @@ table.summary th{font-weight:normal;color:#555}\
 .warn{color:#664d03}.banner.warn{background:#fff3cd}\
 tr.bad td{background:#fdecea;color:#222}tr.warn td{background:#fff8e1;color:#222}\
 td.error{max-width:40em;word-break:break-word;color:#555}\
-td.why{font-weight:600}.backlog{color:#8a5a00}\
+td.why{font-weight:600}.backlog{color:#8a5a00}.origin{color:#555;font-size:.85em}\
 time{border-bottom:1px dotted #999}\
 .charts{display:flex;flex-wrap:wrap;gap:1em}\
 .chart{margin:0}.chart figcaption{font-size:90%;color:#555;display:flex;justify-content:space-between}\
@@ -798,10 +809,7 @@ mod tests {
     fn names_and_errors_are_escaped_and_urgent_workers_come_first() {
         let status = Status::new();
         for (schema, generation) in [("a_fine", 1), ("<b>\"bad\"&'", 1)] {
-            let target = SchemaTarget {
-                schema: schema.into(),
-                worker: schema.into(),
-            };
+            let target = SchemaTarget::listed(schema.into(), schema.into());
             status.worker_spawned(&target, generation, false);
             status.worker_initialised(schema, generation);
         }
@@ -833,10 +841,7 @@ mod tests {
         let total = crate::counter::Total::from(42);
         for i in 1..=n {
             let schema = format!("tenant_{i:06}");
-            let target = SchemaTarget {
-                schema: schema.as_str().into(),
-                worker: format!("worker {i}").into(),
-            };
+            let target = SchemaTarget::listed(schema.as_str().into(), format!("worker {i}").into());
             status.worker_spawned(&target, 1, false);
             status.worker_initialised(&schema, 1);
             let backlog = (i % 1000 == 7).then_some(crate::counter::Backlog {

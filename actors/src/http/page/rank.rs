@@ -311,10 +311,7 @@ mod tests {
     }
 
     fn target(schema: &str) -> SchemaTarget {
-        SchemaTarget {
-            schema: schema.into(),
-            worker: schema.into(),
-        }
+        SchemaTarget::listed(schema.into(), schema.into())
     }
 
     fn fold(status: &Status, schema: &str, backlog: u64) {

@@ -119,7 +119,10 @@ impl FoldJob {
                 Arc::clone(&settings.workers.table),
             )),
             worker: Arc::clone(&target.worker),
-            create_schema: settings.workers.create_schema,
+            // worker_spi's create-if-missing is for listed schemas only: a
+            // discovered one is folded while it holds the table.
+            create_schema: settings.workers.create_schema
+                && target.origin == crate::settings::Origin::Listed,
             existed: false,
             init_lock_timeout: settings.database.lock_timeout,
             vacuum_after: settings.workers.vacuum_after,
@@ -409,10 +412,7 @@ mod tests {
     }
 
     fn target(schema: &str, worker: &str) -> SchemaTarget {
-        SchemaTarget {
-            schema: schema.into(),
-            worker: worker.into(),
-        }
+        SchemaTarget::listed(schema.into(), worker.into())
     }
 
     /// The Supervisor's constructor builds the fold for the target, with

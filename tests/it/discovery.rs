@@ -1,0 +1,241 @@
+//! Discovery (issue 18 §1): with `workers.match`, the fleet follows the
+//! tenants' schemas as they are created, renamed and dropped, with no
+//! configuration change, and never creates or fails on one.
+
+use std::time::{Duration, Instant};
+
+use crate::http::{json, start};
+use crate::support::cluster::{cluster, TestDb};
+use crate::support::pgfleet::{execute, run, scalar_i64, ConfigFile, Pgfleet};
+use crate::support::writers::Writers;
+
+/// worker_spi's table with a total of 0.
+fn tenant(db: &TestDb, schema: &str) {
+    execute(
+        db,
+        &format!(
+            "CREATE SCHEMA {schema} CREATE TABLE counted (type text CHECK (type IN ('total', 'delta')), \
+             value integer) CREATE UNIQUE INDEX counted_unique_total ON counted (type) WHERE type = 'total'; \
+             INSERT INTO {schema}.counted VALUES ('total', 0)"
+        ),
+    );
+}
+
+/// Deltas a test inserted itself, recorded as the writers record theirs.
+fn write_deltas(db: &TestDb, schema: &str, n: u32) {
+    execute(
+        db,
+        &format!(
+            "CREATE TABLE IF NOT EXISTS public.audit (schema text); \
+             BEGIN; INSERT INTO {schema}.counted SELECT 'delta', 1 FROM generate_series(1, {n}); \
+             INSERT INTO public.audit SELECT '{schema}' FROM generate_series(1, {n}); COMMIT"
+        ),
+    );
+}
+
+/// (total + remaining deltas, deltas committed) of one schema, in one
+/// snapshot; `committed_as`: the name its deltas were recorded under.
+fn ledger_of(db: &TestDb, schema: &str, committed_as: &[&str]) -> (i64, i64) {
+    let names = committed_as
+        .iter()
+        .map(|name| format!("'{name}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let row = db
+        .client()
+        .query_one(
+            &format!(
+                "SELECT (SELECT coalesce(sum(value), 0)::bigint FROM {schema}.counted), \
+                 (SELECT count(*) FROM public.audit WHERE schema IN ({names}))"
+            ),
+            &[],
+        )
+        .expect("ledger");
+    (row.get(0), row.get(1))
+}
+
+fn schema_exists(db: &TestDb, schema: &str) -> bool {
+    scalar_i64(
+        db,
+        &format!("SELECT count(*) FROM pg_namespace WHERE nspname = '{schema}'"),
+    ) == 1
+}
+
+fn started_schemas(pgfleet: &Pgfleet) -> Vec<String> {
+    let mut schemas: Vec<String> = pgfleet
+        .events("worker_started")
+        .into_iter()
+        .filter_map(|e| e["schema"].as_str().map(str::to_owned))
+        .collect();
+    schemas.sort();
+    schemas
+}
+
+const YAML: &str = "workers:\n  match: tenant_%\n  exclude: tenant\\_test%\n  rescan: 1s\n";
+
+/// The issue's scenario, as a new user would try it: schemas created,
+/// renamed and dropped under writers, the fleet following each within a
+/// rescan; no failure, no restart, nothing created; every delta counted.
+#[test]
+fn the_fleet_follows_tenants_that_come_and_go() {
+    let db = cluster().create_database();
+    for schema in [
+        "tenant_1",
+        "tenant_2",
+        "tenant_3",
+        "tenant_test_1",
+        "other_1",
+    ] {
+        tenant(&db, schema);
+    }
+    execute(&db, "CREATE SCHEMA tenant_empty");
+    let steady = vec!["tenant_1".to_owned(), "tenant_3".to_owned()];
+    let writers = Writers::start(&db, &steady);
+    let (pgfleet, address) = start(&db, YAML, &[]);
+
+    for schema in ["tenant_1", "tenant_2", "tenant_3"] {
+        pgfleet.wait_schema_event("worker_started", schema);
+    }
+    let found = pgfleet.wait_event("schemas_discovered");
+    assert_eq!(found["schemas"], 3, "{found}");
+    // Neither excluded, nor unmatched, nor without the table; the one
+    // without the table is waited for, not created.
+    assert_eq!(
+        started_schemas(&pgfleet),
+        ["tenant_1", "tenant_2", "tenant_3"]
+    );
+    let listed = json(address, "/workers/tenant_2");
+    assert_eq!(listed["origin"], "discovered", "{listed}");
+
+    // A tenant signs up: a worker within one rescan.
+    let created = Instant::now();
+    tenant(&db, "tenant_4");
+    write_deltas(&db, "tenant_4", 10);
+    pgfleet.wait_schema_event("worker_started", "tenant_4");
+    let took = created.elapsed();
+    assert!(
+        took < Duration::from_secs(1) + Duration::from_secs(3),
+        "tenant_4 got its worker after {took:?} (rescan: 1s)"
+    );
+    // The schema that had no table gets one: it is taken from then on.
+    execute(
+        &db,
+        "CREATE TABLE tenant_empty.counted (type text CHECK (type IN ('total', 'delta')), value integer); \
+         CREATE UNIQUE INDEX ON tenant_empty.counted (type) WHERE type = 'total'; \
+         INSERT INTO tenant_empty.counted VALUES ('total', 0)",
+    );
+    pgfleet.wait_schema_event("worker_started", "tenant_empty");
+
+    // A rename is one tenant leaving and one arriving; the deltas go
+    // with the table.
+    write_deltas(&db, "tenant_2", 7);
+    pgfleet.eventually("tenant_2's deltas folded", || {
+        ledger_of(&db, "tenant_2", &["tenant_2"]) == (7, 7)
+            && scalar_i64(
+                &db,
+                "SELECT count(*) FROM tenant_2.counted WHERE type = 'delta'",
+            ) == 0
+    });
+    execute(&db, "ALTER SCHEMA tenant_2 RENAME TO tenant_22");
+    write_deltas(&db, "tenant_22", 5);
+    let stopped = pgfleet.wait_schema_event("worker_stopped", "tenant_2");
+    assert_eq!(stopped["reason"], "gone", "{stopped}");
+    pgfleet.wait_schema_event("worker_started", "tenant_22");
+
+    // A tenant leaves: its worker stops, quietly, and its schema is never
+    // created again.
+    write_deltas(&db, "tenant_4", 3);
+    execute(&db, "DROP SCHEMA tenant_4 CASCADE");
+    let stopped = pgfleet.wait_schema_event("worker_stopped", "tenant_4");
+    assert_eq!(stopped["reason"], "gone", "{stopped}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !schema_exists(&db, "tenant_4"),
+        "tenant_4 was created again"
+    );
+    assert!(
+        !schema_exists(&db, "tenant_2"),
+        "tenant_2 was created again"
+    );
+
+    writers.stop();
+    pgfleet.eventually("every delta folded", || {
+        [&steady[0], &steady[1], "tenant_22", "tenant_empty"]
+            .iter()
+            .all(|schema| {
+                scalar_i64(
+                    &db,
+                    &format!("SELECT count(*) FROM {schema}.counted WHERE type = 'delta'"),
+                ) == 0
+            })
+    });
+    for schema in &steady {
+        let (counted, committed) = ledger_of(&db, schema, &[schema]);
+        assert_eq!(counted, committed, "{schema}: total != committed deltas");
+        assert!(committed > 0, "{schema}: the writers wrote nothing");
+    }
+    assert_eq!(
+        ledger_of(&db, "tenant_22", &["tenant_2", "tenant_22"]),
+        (12, 12)
+    );
+    for event in ["worker_failed", "worker_restarted", "worker_given_up"] {
+        assert!(
+            pgfleet.events(event).is_empty(),
+            "{event}: {:?}",
+            pgfleet.events(event)
+        );
+    }
+    for schema in ["tenant_test_1", "other_1"] {
+        assert!(
+            !started_schemas(&pgfleet).contains(&schema.to_owned()),
+            "{schema} got a worker"
+        );
+    }
+    for event in ["discovery_started", "schemas_discovered", "worker_stopped"] {
+        for line in pgfleet.events(event) {
+            eprintln!("SEEN {event}: {}", line["msg"]);
+        }
+    }
+    eprintln!(
+        "MEASURED a new tenant's worker started {took:?} after its CREATE SCHEMA (rescan: 1s)"
+    );
+    let metrics = crate::http::get(address, "/metrics").body;
+    assert!(
+        metrics.contains("pgfleet_discovered_schemas 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pgfleet_rescans_total{result=\"ok\"}"),
+        "{metrics}"
+    );
+}
+
+/// `--check` says what the pattern matches now.
+#[test]
+fn check_says_what_the_pattern_matches() {
+    let db = cluster().create_database();
+    for schema in ["tenant_a", "tenant_b", "tenant_test_x"] {
+        tenant(&db, schema);
+    }
+    let config = ConfigFile::new(YAML);
+    let url = db.url();
+    let output = run(
+        &[
+            "--check",
+            "--config",
+            config.path.to_str().expect("utf-8 path"),
+        ],
+        &[("PGFLEET__DATABASE__URL", url.as_str())],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("workers.match finds 2 schemas now: tenant_a, tenant_b"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("configuration OK: 2 workers"), "{stdout}");
+}
