@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pgfleet_actors::config_actor::Loaded;
 use pgfleet_actors::db::DbError;
-use pgfleet_actors::discovery::scan::{self, Patterns, Scanned};
+use pgfleet_actors::discovery::scan::{self, Patterns, Vetted};
 use pgfleet_actors::job::privileges::{self, Needs};
 use slog::{o, Drain, Logger};
 
@@ -68,7 +68,7 @@ pub fn run(
                 .await
                 .map_err(|_| no_answer(answer_within))??
         } else {
-            Scanned::default()
+            Vetted::default()
         };
         let listed_names: std::collections::HashSet<String> = targets.iter().cloned().collect();
         let (foldable, unfoldable): (Vec<_>, Vec<_>) =

@@ -876,7 +876,9 @@ impl Handler<WorkerExited> for Supervisor {
                             self.discovered.retain(|schema| *schema != msg.schema);
                             self.log_stopped(&slot.target, msg.generation, "gone", why);
                             if let Some(discovery) = &self.discovery {
-                                discovery.do_send(RescanNow);
+                                discovery.do_send(RescanNow {
+                                    recheck: vec![Arc::clone(&msg.schema)],
+                                });
                             }
                         }
                         None => {

@@ -676,13 +676,22 @@ impl<J: Job> WorkerActor<J> {
             // that went (between two rescans) is a tenant leaving.
             gone if self.spec.target.origin == Origin::Discovered && gone.is_gone() => {
                 debug!(self.log(), "the schema or its table is gone: {gone}");
-                self.end = Some(End::Departed(format!(
+                let why = format!(
                     "{} is gone (the schema or its table dropped or renamed); \
                      a rescan takes it again if it comes back",
                     self.job.display_name()
-                )));
-                self.stop_requested = true;
-                ctx.stop();
+                );
+                self.depart(why, ctx);
+            }
+            // A REVOKE: a rescan vets it again, and says so once, instead
+            // of a restart loop.
+            DbError::Permission(reason) if self.spec.target.origin == Origin::Discovered => {
+                let why = format!(
+                    "pgfleet's role was refused a privilege on {} ({reason}); \
+                     a rescan takes it again once it is granted",
+                    self.job.display_name()
+                );
+                self.depart(why, ctx);
             }
             // Logged once for all workers by the Database (database_lost,
             // database_refused).
@@ -800,6 +809,13 @@ impl<J: Job> WorkerActor<J> {
             .fleet
             .status
             .tick_skipped(&self.spec.target.schema, self.spec.generation, reason);
+    }
+
+    /// A discovered schema's worker leaves the fleet: not a failure.
+    fn depart(&mut self, why: String, ctx: &mut Context<Self>) {
+        self.end = Some(End::Departed(why));
+        self.stop_requested = true;
+        ctx.stop();
     }
 
     fn fail(&mut self, error: WorkerError, ctx: &mut Context<Self>) {

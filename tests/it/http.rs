@@ -889,7 +889,7 @@ fn healthz_fails_when_the_actor_thread_stops_handling_messages() {
 /// Schemas `p1` .. `pN`, as worker_spi makes them (with a total row), in
 /// transactions of 500 on two connections: much quicker than 10,000
 /// workers creating one each.
-fn create_tenants(db: &TestDb, n: usize) -> Duration {
+pub(crate) fn create_tenants(db: &TestDb, n: usize) -> Duration {
     let started = Instant::now();
     let batches: Vec<(usize, usize)> = (1..=n)
         .step_by(500)

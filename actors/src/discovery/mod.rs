@@ -2,7 +2,8 @@
 //!
 //! Schema-per-tenant applications create a schema when a customer signs up
 //! and drop it when one leaves. Every `workers.rescan` (and when asked,
-//! [`RescanNow`]) this actor runs one catalog query ([`scan`]) and hands
+//! [`RescanNow`]) this actor asks the catalogs ([`scan`]: one query for
+//! the whole fleet, and one more for the schemas it has not seen) and hands
 //! the schemas it found to whoever started it ([`Discovered`]): the
 //! Supervisor, which reconciles its workers with them the same way it does
 //! with the settings. So a new schema gets a worker within one rescan, and
@@ -18,14 +19,16 @@
 //! - hand over a schema the role cannot fold: its table matches, but a
 //!   fold would fail with 42501 at every tick. It is said once per schema
 //!   (`schema_not_foldable`, with the GRANT that fixes it), and taken as
-//!   soon as a rescan finds the privilege granted.
+//!   soon as a rescan finds the privilege granted ([`known`]). A worker
+//!   refused a privilege later (a REVOKE) stops, and its schema is vetted
+//!   again at once ([`RescanNow::recheck`]).
 //!
 //! It depends on `settings` and `db` only; the receiver of its findings is
 //! a [`Recipient`], so nothing here knows the Supervisor.
 
+mod known;
 pub mod scan;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,7 +43,8 @@ use slog::{debug, info, warn, Logger};
 use crate::db::Database;
 use crate::settings::Settings;
 use crate::sql::quote_ident;
-use scan::{Found, Patterns, Scanned};
+use known::Known;
+use scan::Patterns;
 
 /// What a rescan found: every schema that matches, holds the table, and
 /// can be folded, in byte order. `epoch` says which [`Discovery`] sent it,
@@ -53,10 +57,14 @@ pub struct Discovered {
     pub schemas: Vec<Arc<str>>,
 }
 
-/// Rescan now (a control message, a worker that found its table gone).
-#[derive(Message, Debug, Clone, Copy)]
+/// Rescan now (a control message, a worker that found its table gone or
+/// was refused a privilege).
+#[derive(Message, Debug, Clone, Default)]
 #[rtype(result = "()")]
-pub struct RescanNow;
+pub struct RescanNow {
+    /// Schemas to vet again though they were foldable (a REVOKE).
+    pub recheck: Vec<Arc<str>>,
+}
 
 /// Stop rescanning (a reload replaces this actor, or the service stops).
 #[derive(Message, Debug, Clone, Copy)]
@@ -118,9 +126,7 @@ pub struct Discovery {
     to: Recipient<Discovered>,
     log: Logger,
     metrics: DiscoveryMetrics,
-    /// Schemas said to be unfoldable, until a rescan finds them foldable
-    /// or gone.
-    told_unfoldable: HashSet<Arc<str>>,
+    known: Known,
     /// Since when rescans fail, while they do.
     failing_since: Option<Instant>,
     scanning: bool,
@@ -149,7 +155,7 @@ impl Discovery {
             to,
             log: log.new(slog::o!()),
             metrics,
-            told_unfoldable: HashSet::new(),
+            known: Known::default(),
             failing_since: None,
             scanning: false,
             again: false,
@@ -164,29 +170,51 @@ impl Discovery {
         self.scanning = true;
         let (db, patterns) = (self.db.clone(), self.patterns.clone());
         let deadline = db.answer_deadline();
-        let scan = async move {
+        let no_answer = move |db: &Database| {
+            db.unreachable(format!("the rescan had no answer within {deadline:?}"))
+        };
+        let list = async move {
             let started = Instant::now();
             let conn = db.own_connection().await?;
-            let found = tokio::time::timeout(deadline, scan::scan(&conn, &patterns))
+            let listed = tokio::time::timeout(deadline, scan::list(&conn, &patterns))
                 .await
-                .map_err(|_| {
-                    db.unreachable(format!("the rescan had no answer within {deadline:?}"))
-                })??;
-            Ok::<_, crate::db::DbError>((found, started.elapsed()))
+                .map_err(|_| no_answer(&db))??;
+            Ok::<_, crate::db::DbError>((conn, listed, started, db, patterns))
         };
-        ctx.spawn(scan.into_actor(self).map(|result, discovery, ctx| {
-            discovery.scanning = false;
-            match result {
-                Ok((found, took)) => discovery.found(found, took),
-                Err(error) => discovery.failed(&error.to_string()),
-            }
-            if std::mem::take(&mut discovery.again) {
-                discovery.rescan(ctx);
-            }
-        }));
+        ctx.spawn(
+            list.into_actor(self)
+                .then(move |listed, discovery, _ctx| {
+                    // Vets what is new, on the same connection.
+                    let to_vet = match &listed {
+                        Ok((_, listed, ..)) => discovery.known.to_vet(listed),
+                        Err(_) => Vec::new(),
+                    };
+                    async move {
+                        let (conn, listed, started, db, patterns) = listed?;
+                        let vetted = tokio::time::timeout(
+                            deadline,
+                            scan::vet(&conn, &to_vet, &patterns.table),
+                        )
+                        .await
+                        .map_err(|_| no_answer(&db))??;
+                        Ok::<_, crate::db::DbError>((listed, vetted, started.elapsed()))
+                    }
+                    .into_actor(discovery)
+                })
+                .map(|result, discovery, ctx| {
+                    discovery.scanning = false;
+                    match result {
+                        Ok((listed, vetted, took)) => discovery.found(&listed, vetted, took),
+                        Err(error) => discovery.failed(&error.to_string()),
+                    }
+                    if std::mem::take(&mut discovery.again) {
+                        discovery.rescan(ctx);
+                    }
+                }),
+        );
     }
 
-    fn found(&mut self, Scanned { found, role }: Scanned, took: Duration) {
+    fn found(&mut self, listed: &[Arc<str>], vetted: scan::Vetted, took: Duration) {
         self.metrics.duration.observe(took.as_secs_f64());
         self.metrics
             .rescans
@@ -196,33 +224,21 @@ impl Discovery {
             info!(self.log, "rescans work again after {} ms", since.elapsed().as_millis();
                 "event" => "rescan_recovered");
         }
-        let mut schemas = Vec::with_capacity(found.len());
-        let mut unfoldable = HashSet::new();
-        for Found { schema, foldable } in found {
-            if foldable {
-                schemas.push(schema);
-            } else {
-                unfoldable.insert(schema);
-            }
+        let update = self.known.update(listed, &vetted.found);
+        let table = &self.patterns.table;
+        let role = vetted
+            .role
+            .as_deref()
+            .map_or_else(|| "CURRENT_USER".into(), quote_ident);
+        for schema in &update.newly_unfoldable {
+            let qualified = format!("{}.{}", quote_ident(schema), quote_ident(table));
+            warn!(self.log, "schema {schema} matches workers.match and holds {table}, but pgfleet's role cannot fold it \
+                             (or {table} is not a table): it is left alone until a rescan finds it foldable \
+                             (GRANT USAGE ON SCHEMA {} TO {role}; GRANT SELECT, UPDATE, DELETE ON {qualified} TO {role})",
+                quote_ident(schema);
+                "event" => "schema_not_foldable", "schema" => schema.to_string());
         }
-        for schema in &unfoldable {
-            if !self.told_unfoldable.contains(schema) {
-                let qualified = format!(
-                    "{}.{}",
-                    quote_ident(schema),
-                    quote_ident(&self.patterns.table)
-                );
-                let role = role
-                    .as_deref()
-                    .map_or_else(|| "CURRENT_USER".into(), quote_ident);
-                warn!(self.log, "schema {schema} matches workers.match and holds {}, but pgfleet's role cannot fold it: \
-                                 it is left alone until a rescan finds the privileges \
-                                 (GRANT USAGE ON SCHEMA {} TO {role}; GRANT SELECT, UPDATE, DELETE ON {qualified} TO {role})",
-                    self.patterns.table, quote_ident(schema);
-                    "event" => "schema_not_foldable", "schema" => schema.to_string());
-            }
-        }
-        self.told_unfoldable = unfoldable;
+        let schemas = update.foldable;
         debug!(self.log, "rescan found {} schemas in {} ms", schemas.len(), took.as_millis();
             "event" => "rescan_done", "schemas" => schemas.len(), "elapsed_ms" => took.as_millis() as u64);
         self.metrics
@@ -262,7 +278,10 @@ impl Actor for Discovery {
 impl Handler<RescanNow> for Discovery {
     type Result = ();
 
-    fn handle(&mut self, _msg: RescanNow, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: RescanNow, ctx: &mut Self::Context) {
+        for schema in &msg.recheck {
+            self.known.forget(schema);
+        }
         self.rescan(ctx);
     }
 }
