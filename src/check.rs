@@ -22,6 +22,7 @@ pub fn run(
     Loaded {
         settings,
         connector,
+        ..
     }: Loaded,
 ) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()

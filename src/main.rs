@@ -13,6 +13,7 @@ use actix::prelude::*;
 use clap::Parser;
 use pgfleet_actors::config_actor::{ConfigActor, Loaded, Reload};
 use pgfleet_actors::config_watch::{self, WatchedFiles};
+use pgfleet_actors::control::ControlListener;
 use pgfleet_actors::settings::ConfigSources;
 use pgfleet_actors::supervisor::Supervisor;
 use slog::{error, info, warn};
@@ -72,6 +73,7 @@ fn serve(
     Loaded {
         settings,
         connector,
+        control: control_connector,
     }: Loaded,
     early_reloads: signals::EarlyReloads,
     watch_config: bool,
@@ -106,16 +108,25 @@ fn serve(
         }
         let supervisor = Supervisor::new(
             Arc::clone(&settings),
-            connector,
+            Arc::clone(&connector),
             log.clone(),
             status.clone(),
         )
         .start();
         let level = logging.level.clone().start();
+        // The listener and the ConfigActor each need the other's address:
+        // the listener's context is made first, and run once the
+        // ConfigActor is started.
+        let control_context = actix::Context::<ControlListener>::new();
+        let control = control_context.address();
         let config = ConfigActor::new(
             sources,
             Arc::clone(&settings),
-            vec![level.recipient(), supervisor.clone().recipient()],
+            vec![
+                level.recipient(),
+                supervisor.clone().recipient(),
+                control.recipient(),
+            ],
             status.clone(),
             log.clone(),
         );
@@ -129,6 +140,15 @@ fn serve(
         } else {
             config.start()
         };
+        control_context.run(ControlListener::new(
+            &settings,
+            Arc::clone(&connector),
+            control_connector.map(|c| Arc::new(c.with_log(&log))),
+            supervisor.clone().recipient(),
+            config.clone().recipient(),
+            &log,
+            &status,
+        ));
         pgfleet_actors::test_hooks::pause("before_signals");
         signals::forward(early_reloads, config, supervisor, log.clone())
             .map_err(|e| format!("cannot handle signals: {e}"))

@@ -41,6 +41,8 @@ pub struct SettingsChanged {
     /// Built from `settings.database` by the reading thread; the
     /// Supervisor builds its new pool on it when `database.*` changed.
     pub connector: Arc<Connector>,
+    /// Built from `control.url` when it is set (see `control`).
+    pub control: Option<Arc<Connector>>,
 }
 
 /// A configuration that passed every check, and the connector built from
@@ -48,6 +50,8 @@ pub struct SettingsChanged {
 pub struct Loaded {
     pub settings: Settings,
     pub connector: Connector,
+    /// The control listener's, from `control.url` when it is set.
+    pub control: Option<Connector>,
 }
 
 impl Loaded {
@@ -67,19 +71,36 @@ impl Loaded {
         environment: &[(String, String)],
         log: &Logger,
     ) -> Result<Self, ConfigError> {
-        let (settings, connector) = sources.load_and_build(environment, |settings| {
+        let (settings, (connector, control)) = sources.load_and_build(environment, |settings| {
             let db = &settings.database;
-            Connector::new(db, &ProcessEnvironment, log).map_err(|e| {
+            let usable = |key: &'static str, url: &crate::settings::DatabaseUrl, e: String| {
                 vec![(
-                    "database.url",
-                    db.url.masked(),
+                    key,
+                    url.masked(),
                     format!("not a usable PostgreSQL connection URL or key=value string: {e}"),
                 )]
-            })
+            };
+            let connector = Connector::new(db, &ProcessEnvironment, log)
+                .map_err(|e| usable("database.url", &db.url, e))?;
+            let control_url = &settings.control.url;
+            let control = if control_url.expose().is_empty() {
+                None
+            } else {
+                let own = crate::settings::DatabaseSettings {
+                    url: control_url.clone(),
+                    ..db.clone()
+                };
+                Some(
+                    Connector::new(&own, &ProcessEnvironment, log)
+                        .map_err(|e| usable("control.url", control_url, e))?,
+                )
+            };
+            Ok((connector, control))
         })?;
         Ok(Loaded {
             settings,
             connector,
+            control,
         })
     }
 }
@@ -134,6 +155,7 @@ impl ConfigActor {
         Loaded {
             settings,
             connector,
+            control,
         }: Loaded,
     ) {
         if let Some(watched) = &self.watched {
@@ -141,6 +163,7 @@ impl ConfigActor {
         }
         let settings = Arc::new(settings);
         let connector = Arc::new(connector);
+        let control = control.map(Arc::new);
         for warning in &settings.load_warnings {
             warn!(self.log, "{warning}"; "event" => "config_warning");
         }
@@ -157,6 +180,7 @@ impl ConfigActor {
             subscriber.do_send(SettingsChanged {
                 settings: Arc::clone(&settings),
                 connector: Arc::clone(&connector),
+                control: control.clone(),
             });
         }
         self.status.config_reloaded(true);

@@ -44,6 +44,7 @@
 pub mod config_actor;
 pub mod config_watch;
 pub mod conninfo;
+pub mod control;
 pub mod counter;
 pub mod db;
 pub mod discovery;

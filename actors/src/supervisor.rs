@@ -38,6 +38,7 @@ use actix::prelude::*;
 use slog::{error, info, warn, Logger};
 
 use crate::config_actor::SettingsChanged;
+use crate::control::{Command, ControlCommand, Target};
 use crate::db::{Connector, Database, PoolMetrics};
 use crate::discovery::{Discovered, Discovery, DiscoveryMetrics, RescanNow, StopDiscovery};
 use crate::fleet_summary::FleetSummary;
@@ -46,8 +47,8 @@ use crate::policy::{escalation, Decision, Escalation, RestartHistory};
 use crate::settings::{SchemaTarget, Settings};
 use crate::status::{DbHealth, Status, WorkerState, HEARTBEAT_INTERVAL};
 use crate::worker::{
-    reload_fold_window, worker_log, FleetHandles, FoldWorker, Reconfigure, Stop, WorkerError,
-    WorkerExited, WorkerSpec, WorkerStarted,
+    reload_fold_window, worker_log, FleetHandles, FoldNow, FoldWorker, Reconfigure, SetPaused,
+    Stop, WorkerError, WorkerExited, WorkerSpec, WorkerStarted,
 };
 
 pub mod reconcile;
@@ -99,6 +100,10 @@ pub struct Supervisor {
     discovery_epoch: u64,
     discovered: Vec<Arc<str>>,
     discovery_metrics: DiscoveryMetrics,
+    /// Paused by control messages (in memory: a restart of pgfleet
+    /// forgets them): every schema, or these.
+    paused_all: bool,
+    paused: std::collections::HashSet<Arc<str>>,
     /// The last generation of each schema that left the configuration, so
     /// that one coming back never reuses a generation (a schema in
     /// `slots` keeps its own there).
@@ -263,6 +268,8 @@ impl Supervisor {
             discovery_epoch: 0,
             discovered: Vec::new(),
             discovery_metrics,
+            paused_all: false,
+            paused: std::collections::HashSet::new(),
             departed: HashMap::new(),
             fleet: None,
             reconfigure_queue: VecDeque::new(),
@@ -324,13 +331,17 @@ impl Supervisor {
             db: self.db.clone(),
             fleet: self.fleet_handles(ctx),
         };
+        let addr = FoldWorker::new(
+            spec,
+            job::build(JobKind::of(&self.settings), target, &self.settings)
+                .after_it_existed(existed),
+        )
+        .start();
+        if self.paused_all || self.paused.contains(&target.schema) {
+            addr.do_send(SetPaused(true));
+        }
         SlotState::Running {
-            addr: FoldWorker::new(
-                spec,
-                job::build(JobKind::of(&self.settings), target, &self.settings)
-                    .after_it_existed(existed),
-            )
-            .start(),
+            addr,
             generation,
             since: Instant::now(),
         }
@@ -958,6 +969,83 @@ fn schema_set_change(old: &[Arc<str>], new: &[Arc<str>]) -> Option<(usize, usize
         .collect::<Vec<_>>()
         .join(" ");
     Some((added.len(), removed.len(), text))
+}
+
+impl Handler<ControlCommand> for Supervisor {
+    type Result = Result<String, String>;
+
+    /// A control message (`control`): what was done, or why nothing was.
+    /// A schema pgfleet does not run is refused, never guessed.
+    fn handle(
+        &mut self,
+        ControlCommand(command): ControlCommand,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
+        if self.shutting_down {
+            return Err("the service is stopping".into());
+        }
+        let running =
+            |slots: &BTreeMap<Arc<str>, Slot>, schema: &str| -> Result<Addr<FoldWorker>, String> {
+                match slots.get(schema).map(|slot| &slot.state) {
+                    Some(SlotState::Running { addr, .. }) => Ok(addr.clone()),
+                    Some(_) => Err(format!(
+                        "the worker of {schema} is not running (failed or given up)"
+                    )),
+                    None => Err(format!("pgfleet runs no schema named {schema:?}")),
+                }
+            };
+        let each_running = |slots: &BTreeMap<Arc<str>, Slot>, message: SetPaused| {
+            for slot in slots.values() {
+                if let SlotState::Running { addr, .. } = &slot.state {
+                    addr.do_send(message);
+                }
+            }
+        };
+        match command {
+            Command::Rescan => match &self.discovery {
+                Some(discovery) => {
+                    discovery.do_send(RescanNow::default());
+                    Ok("rescanning now".into())
+                }
+                None => Err("workers.match is not set: there is nothing to rescan".into()),
+            },
+            Command::Fold(schema) => {
+                running(&self.slots, &schema)?.do_send(FoldNow);
+                Ok(format!("folding {schema} now"))
+            }
+            Command::Pause(Target::All) => {
+                self.paused_all = true;
+                each_running(&self.slots, SetPaused(true));
+                Ok(format!("pausing every schema ({})", self.slots.len()))
+            }
+            Command::Resume(Target::All) => {
+                self.paused_all = false;
+                self.paused.clear();
+                each_running(&self.slots, SetPaused(false));
+                Ok(format!("resuming every schema ({})", self.slots.len()))
+            }
+            Command::Pause(Target::Schema(schema)) => {
+                let addr = running(&self.slots, &schema)?;
+                addr.do_send(SetPaused(true));
+                self.paused.insert(schema.as_str().into());
+                Ok(format!("pausing {schema}"))
+            }
+            Command::Resume(Target::Schema(schema)) => {
+                if self.paused_all {
+                    return Err(
+                        "every schema is paused ('pause *'): resume them all with 'resume *'"
+                            .into(),
+                    );
+                }
+                let addr = running(&self.slots, &schema)?;
+                addr.do_send(SetPaused(false));
+                self.paused.remove(schema.as_str());
+                Ok(format!("resuming {schema}"))
+            }
+            // The listener sends it where SIGHUP goes.
+            Command::Reload => Err("reload is not the Supervisor's".into()),
+        }
+    }
 }
 
 impl Handler<WorkerStarted> for Supervisor {

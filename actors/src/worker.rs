@@ -169,6 +169,8 @@ pub struct WorkerActor<J: Job> {
     last_tick: Option<Instant>,
     fold_requested: bool,
     stop_requested: bool,
+    /// An operator paused it (see [`SetPaused`]).
+    paused: bool,
     /// How it ended, if not as asked: failed, or (a discovered schema)
     /// departed (see [`WorkerExited`]).
     end: Option<End>,
@@ -287,6 +289,7 @@ impl<J: Job> WorkerActor<J> {
             last_tick: None,
             fold_requested: false,
             stop_requested: false,
+            paused: false,
             end: None,
             in_flight: Rc::new(RefCell::new(InFlightState::default())),
             ticks_skipped: 0,
@@ -387,7 +390,11 @@ impl<J: Job> WorkerActor<J> {
             wait.last_attempt = now;
         }
         if self.initialised {
-            self.fold(ctx);
+            // Paused: the schema is left alone until resumed (a `fold`
+            // control message still folds).
+            if !self.paused {
+                self.fold(ctx);
+            }
         } else {
             self.initialise(ctx);
         }
@@ -541,6 +548,9 @@ impl<J: Job> WorkerActor<J> {
                         "event" => "worker_started");
                     let (schema, generation) = (&worker.spec.target.schema, worker.spec.generation);
                     worker.spec.fleet.status.worker_initialised(schema, generation);
+                    if worker.paused {
+                        worker.spec.fleet.status.worker_paused(schema, generation, true);
+                    }
                     worker.spec.fleet.started.do_send(WorkerStarted {
                         schema: schema.clone(),
                         generation,
@@ -885,6 +895,48 @@ impl<J: Job> Handler<Reconfigure> for WorkerActor<J> {
                     worker.fold(ctx);
                 }
             });
+        }
+    }
+}
+
+/// Pause (`true`) or resume a worker: while paused, its ticks do nothing.
+/// Sent by the Supervisor for a control message.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct SetPaused(pub bool);
+
+/// Fold now, paused or not; the ticks stay where they were. Sent by the
+/// Supervisor for a control message.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct FoldNow;
+
+impl<J: Job> Handler<SetPaused> for WorkerActor<J> {
+    type Result = ();
+
+    fn handle(&mut self, SetPaused(paused): SetPaused, _ctx: &mut Self::Context) {
+        if std::mem::replace(&mut self.paused, paused) == paused {
+            return;
+        }
+        if self.initialised {
+            let (schema, generation) = (&self.spec.target.schema, self.spec.generation);
+            self.spec
+                .fleet
+                .status
+                .worker_paused(schema, generation, paused);
+        }
+    }
+}
+
+impl<J: Job> Handler<FoldNow> for WorkerActor<J> {
+    type Result = ();
+
+    fn handle(&mut self, _msg: FoldNow, ctx: &mut Self::Context) {
+        if self.busy_since.is_some() || !self.initialised {
+            // Folds when the work in flight (or the initialisation) is done.
+            self.fold_requested = true;
+        } else if !self.stop_requested {
+            self.fold(ctx);
         }
     }
 }

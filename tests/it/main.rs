@@ -5,6 +5,7 @@ mod backlog;
 mod bulkheads;
 mod cli;
 mod connecting;
+mod control;
 mod deploy;
 mod discovery;
 mod docs;

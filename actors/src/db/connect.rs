@@ -100,6 +100,10 @@ pub struct Session {
     /// Whether the connection is encrypted (with `prefer` or `allow`, the
     /// attempt that succeeded decides).
     pub tls: bool,
+    /// What the server sends after a LISTEN (see `control`); ends when the
+    /// connection does. Nobody reads it on a pooled connection, which
+    /// never listens.
+    pub notifications: tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>,
 }
 
 impl Connector {
@@ -303,10 +307,11 @@ impl Connector {
         let connecting = async {
             let (client, connection) = config.connect(self.tls.clone()).await?;
             let lock_skips = Arc::new(AtomicU64::new(0));
-            tokio::spawn(drive(connection, Arc::clone(&lock_skips)));
-            Ok::<_, tokio_postgres::Error>((client, lock_skips))
+            let (notify, notifications) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(drive(connection, Arc::clone(&lock_skips), notify));
+            Ok::<_, tokio_postgres::Error>((client, (lock_skips, notifications)))
         };
-        let (client, lock_skips) =
+        let (client, (lock_skips, notifications)) =
             match tokio::time::timeout(self.connect_timeout, connecting).await {
                 Ok(Ok(connected)) => connected,
                 Ok(Err(error)) => {
@@ -326,6 +331,7 @@ impl Connector {
         Ok(Session {
             client,
             lock_skips,
+            notifications,
             set_local: per_transaction.then(|| self.set_local_text()),
             tls: ssl != WireSslMode::Disable,
         })
@@ -467,9 +473,12 @@ impl Connector {
 /// statement itself succeeds). A notice is read before the answer it
 /// precedes, so the count is up to date when that statement's future
 /// completes. Other notices are logged as the driver logs them; these
-/// are not, the worker says what they mean.
-async fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>, lock_skips: Arc<AtomicU64>)
-where
+/// are not, the worker says what they mean. Notifications go to `notify`.
+async fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    lock_skips: Arc<AtomicU64>,
+    notify: tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -477,13 +486,19 @@ where
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     // `None` or an error ends the connection; the client sees it closed.
     while let Some(Ok(message)) = messages.next().await {
-        if let tokio_postgres::AsyncMessage::Notice(notice) = message {
-            if notice.code() == &SqlState::LOCK_NOT_AVAILABLE {
-                // Reported by the worker (`worker_vacuum_postponed`).
-                lock_skips.fetch_add(1, Ordering::Relaxed);
-            } else {
-                log::info!(target: "tokio_postgres::connection", "{}: {}", notice.severity(), notice.message());
+        match message {
+            tokio_postgres::AsyncMessage::Notice(notice) => {
+                if notice.code() == &SqlState::LOCK_NOT_AVAILABLE {
+                    // Reported by the worker (`worker_vacuum_postponed`).
+                    lock_skips.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    log::info!(target: "tokio_postgres::connection", "{}: {}", notice.severity(), notice.message());
+                }
             }
+            tokio_postgres::AsyncMessage::Notification(notification) => {
+                let _ = notify.send(notification);
+            }
+            _ => {}
         }
     }
 }

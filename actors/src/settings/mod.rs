@@ -35,6 +35,7 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     pub log: LogSettings,
     pub http: HttpSettings,
+    pub control: ControlSettings,
     /// What the loader noticed but let pass (environment variables that
     /// match no key), for the service to log once it has a logger.
     #[serde(skip)]
@@ -203,6 +204,16 @@ pub enum LogLevel {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Control from SQL (see `control`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSettings {
+    /// The channel pgfleet LISTENs on; empty: no control from SQL.
+    pub channel: String,
+    /// The listener's own session; empty: `database.url`.
+    pub url: DatabaseUrl,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -453,6 +464,13 @@ impl Settings {
                 "workers.rescan",
                 humantime::format_duration(workers.rescan).to_string(),
                 "must be at least 1s: each rescan is one catalog query",
+            );
+        }
+        if self.control.channel.len() > MAX_IDENTIFIER_BYTES {
+            bad(
+                "control.channel",
+                self.control.channel.clone(),
+                "is longer than 63 bytes, PostgreSQL's limit for a channel name",
             );
         }
         let restart = &self.restart;

@@ -64,6 +64,9 @@ pub enum WorkerState {
     /// Initialised, but its last tick could not reach the database, or the
     /// database refused pgfleet: nothing folds until the database answers.
     WaitingForDatabase,
+    /// Paused by an operator (`NOTIFY pgfleet, 'pause <schema>'`): its
+    /// ticks do nothing until it is resumed; a `fold` still folds.
+    Paused,
     /// Failed; the restart policy will start it again after a delay.
     Restarting,
     /// Failed and given up by the restart policy; a reload tries again.
@@ -71,13 +74,14 @@ pub enum WorkerState {
 }
 
 impl WorkerState {
-    pub const ALL: [WorkerState; 8] = [
+    pub const ALL: [WorkerState; 9] = [
         WorkerState::Starting,
         WorkerState::Running,
         WorkerState::WaitingForLock,
         WorkerState::TableDropped,
         WorkerState::WaitingForTotal,
         WorkerState::WaitingForDatabase,
+        WorkerState::Paused,
         WorkerState::Restarting,
         WorkerState::GivenUp,
     ];
@@ -90,6 +94,7 @@ impl WorkerState {
             WorkerState::TableDropped => "table_dropped",
             WorkerState::WaitingForTotal => "waiting_for_total",
             WorkerState::WaitingForDatabase => "waiting_for_database",
+            WorkerState::Paused => "paused",
             WorkerState::Restarting => "restarting",
             WorkerState::GivenUp => "given_up",
         }
@@ -108,6 +113,7 @@ impl WorkerState {
                 | WorkerState::WaitingForLock
                 | WorkerState::WaitingForTotal
                 | WorkerState::WaitingForDatabase
+                | WorkerState::Paused
         )
     }
 
@@ -130,7 +136,8 @@ impl WorkerState {
             WorkerState::WaitingForTotal => 2,
             WorkerState::WaitingForLock | WorkerState::TableDropped => 3,
             WorkerState::WaitingForDatabase | WorkerState::Starting => 4,
-            WorkerState::Running => 5,
+            WorkerState::Paused => 5,
+            WorkerState::Running => 6,
         }
     }
 }
@@ -557,6 +564,17 @@ impl Status {
     /// to come back, or for the database (`state` says which).
     pub fn worker_waiting(&self, schema: &str, generation: u64, state: WorkerState) {
         self.update(schema, generation, |worker| worker.set_state(state));
+    }
+
+    /// An operator paused (or resumed) the worker.
+    pub fn worker_paused(&self, schema: &str, generation: u64, paused: bool) {
+        self.update(schema, generation, |worker| {
+            if paused {
+                worker.set_state(WorkerState::Paused);
+            } else if worker.state == WorkerState::Paused {
+                worker.set_state(WorkerState::Running);
+            }
+        });
     }
 
     /// A tick of an initialised worker found the database unreachable, or

@@ -108,6 +108,8 @@ pub fn attention(w: &WorkerStatus, facts: &Facts) -> Option<(Reason, Weight)> {
             return Some((Reason::WaitingForTotal, (waiting, in_state)));
         }
         WorkerState::TableDropped => return Some((Reason::TableDropped, (in_state, 0))),
+        // On purpose: not behind, not trouble.
+        WorkerState::Paused => return None,
         WorkerState::WaitingForLock => {
             return Some((Reason::WaitingForLock, (in_state, w.ticks_skipped)))
         }

@@ -1,0 +1,354 @@
+//! Control from SQL: pgfleet LISTENs on `control.channel`, so an operator
+//! steers it from where they already are (`NOTIFY pgfleet, 'pause
+//! tenant_7'`), in Kubernetes too, where sending a container a signal is
+//! awkward and SQL is not.
+//!
+//! The listener holds a session of its own (`control.url`, else
+//! `database.url`): LISTEN belongs to a session, and a pooled connection
+//! is shared. Behind a transaction-mode pooler (`database.pooler:
+//! transaction`) without a `control.url`, notifications would reach
+//! whichever client the pooler hands the server connection to next: the
+//! listener says so at start and does not listen.
+//!
+//! A session lost (a database restart, a network cut, noticed by a ping
+//! every [`PING_EVERY`]) is opened again, with a growing pause between
+//! attempts; once listening again it asks for a rescan, since what was
+//! notified meanwhile is lost (PostgreSQL keeps no notification for a
+//! session that is not there).
+//!
+//! What a payload says is read by [`command`]; the Supervisor carries it
+//! out ([`ControlCommand`]), `reload` goes where SIGHUP goes. A payload
+//! not understood, or naming a schema pgfleet does not run, gets a warning
+//! (at most one per [`WARN_EVERY`], the others counted into it), never an
+//! action on another schema.
+
+pub mod command;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use slog::{debug, info, warn, Logger};
+
+use crate::config_actor::{Reload, SettingsChanged};
+use crate::db::Connector;
+use crate::settings::{PoolerMode, Settings};
+use crate::sql::quote_ident;
+use crate::status::Status;
+pub use command::{Command, Target};
+
+/// How often the listener's session is pinged, so that one cut off
+/// without a word (a network partition) is noticed.
+pub const PING_EVERY: Duration = Duration::from_secs(10);
+/// At most one warning for rejected control messages this often.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+/// Pauses between attempts to open the session again: from the first to
+/// the last, doubling.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_LAST: Duration = Duration::from_secs(30);
+
+/// A command for the Supervisor; the answer says what was done, or why
+/// nothing was.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<String, String>")]
+pub struct ControlCommand(pub Command);
+
+/// A notification's payload, from the session's reader.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Notified {
+    session: u64,
+    payload: String,
+    pid: i32,
+}
+
+type Series = Family<[(&'static str, &'static str); 2], Counter>;
+
+pub struct ControlListener {
+    channel: String,
+    /// `control.url`'s, when set; else the database's.
+    connector: Arc<Connector>,
+    /// `database.pooler: transaction` with no `control.url`.
+    through_transaction_pooler: bool,
+    supervisor: Recipient<ControlCommand>,
+    config: Recipient<Reload>,
+    log: Logger,
+    messages: Series,
+    /// Numbers the sessions, so that a reader of an old one is ignored.
+    session: u64,
+    client: Option<Arc<tokio_postgres::Client>>,
+    listened_before: bool,
+    /// See [`session_key`].
+    key: (String, String, PoolerMode),
+    retry: Duration,
+    last_warning: Option<Instant>,
+    unwarned: u64,
+}
+
+impl ControlListener {
+    pub fn new(
+        settings: &Settings,
+        database: Arc<Connector>,
+        control: Option<Arc<Connector>>,
+        supervisor: Recipient<ControlCommand>,
+        config: Recipient<Reload>,
+        log: &Logger,
+        status: &Status,
+    ) -> Self {
+        let messages = Series::default();
+        status.register(|registry| {
+            registry.register(
+                "pgfleet_control_messages",
+                "Control messages (NOTIFY on control.channel), by kind (rescan, reload, fold, pause, resume, unknown) and result (done, rejected)",
+                messages.clone(),
+            )
+        });
+        let mut listener = ControlListener {
+            channel: String::new(),
+            connector: Arc::clone(&database),
+            through_transaction_pooler: false,
+            supervisor,
+            config,
+            log: log.new(slog::o!()),
+            messages,
+            session: 0,
+            client: None,
+            listened_before: false,
+            key: session_key(settings),
+            retry: RETRY_FIRST,
+            last_warning: None,
+            unwarned: 0,
+        };
+        listener.configure(settings, database, control);
+        listener
+    }
+
+    fn configure(
+        &mut self,
+        settings: &Settings,
+        database: Arc<Connector>,
+        control: Option<Arc<Connector>>,
+    ) {
+        self.channel.clone_from(&settings.control.channel);
+        self.through_transaction_pooler =
+            control.is_none() && settings.database.pooler == PoolerMode::Transaction;
+        self.connector = control.unwrap_or(database);
+    }
+
+    /// Opens the session and LISTENs, unless there is nothing to listen on.
+    fn listen(&mut self, ctx: &mut Context<Self>) {
+        self.session += 1;
+        self.client = None;
+        if self.channel.is_empty() {
+            info!(self.log, "control.channel is empty: no control from SQL";
+                "event" => "control_off");
+            return;
+        }
+        if self.through_transaction_pooler {
+            warn!(self.log, "control from SQL is off: LISTEN needs a session of its own, and database.url goes through \
+                             a transaction-mode pooler (database.pooler: transaction), which hands the server connection \
+                             to other clients between transactions; set control.url to a direct (or session-mode) URL";
+                "event" => "control_unavailable");
+            return;
+        }
+        let session = self.session;
+        let (connector, channel) = (Arc::clone(&self.connector), self.channel.clone());
+        let open = async move {
+            let opened = connector.connect().await.map_err(|e| e.to_string())?;
+            opened
+                .client
+                .batch_execute(&format!("LISTEN {}", quote_ident(&channel)))
+                .await
+                .map_err(|e| format!("LISTEN failed: {e}"))?;
+            let server = connector.describe_target();
+            Ok::<_, String>((opened, server))
+        };
+        ctx.spawn(open.into_actor(self).map(move |opened, listener, ctx| {
+            if session != listener.session {
+                return;
+            }
+            match opened {
+                Ok((opened, server)) => {
+                    listener.retry = RETRY_FIRST;
+                    let again = std::mem::replace(&mut listener.listened_before, true);
+                    info!(listener.log, "listening for control messages on channel {:?} at {server}{}", listener.channel,
+                        if again { "; rescanning, as what was sent meanwhile is lost" } else { "" };
+                        "event" => "control_listening", "channel" => listener.channel.clone(), "again" => again);
+                    if again {
+                        listener.supervisor.do_send(ControlCommand(Command::Rescan));
+                    }
+                    listener.client = Some(Arc::new(opened.client));
+                    let mut notifications = opened.notifications;
+                    let me = ctx.address();
+                    ctx.spawn(
+                        async move {
+                            while let Some(note) = notifications.recv().await {
+                                me.do_send(Notified {
+                                    session,
+                                    payload: note.payload().to_owned(),
+                                    pid: note.process_id(),
+                                });
+                            }
+                        }
+                        .into_actor(listener)
+                        .map(move |(), listener, ctx| listener.lost(session, "the session ended", ctx)),
+                    );
+                }
+                Err(error) => listener.lost(session, &error, ctx),
+            }
+        }));
+    }
+
+    /// The session `session` is gone (or never opened): try again later.
+    fn lost(&mut self, session: u64, why: &str, ctx: &mut Context<Self>) {
+        if session != self.session {
+            return;
+        }
+        self.client = None;
+        let pause = self.retry;
+        self.retry = (self.retry * 2).min(RETRY_LAST);
+        warn!(self.log, "control messages are not received: {why}; trying again in {}", humantime::format_duration(pause);
+            "event" => "control_lost", "error" => why.to_owned());
+        ctx.run_later(pause, move |listener, ctx| {
+            if listener.session == session {
+                listener.listen(ctx);
+            }
+        });
+    }
+
+    fn ping(&mut self, ctx: &mut Context<Self>) {
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        let session = self.session;
+        ctx.spawn(
+            async move {
+                match tokio::time::timeout(PING_EVERY, client.simple_query("")).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no answer to a ping within {PING_EVERY:?}")),
+                }
+            }
+            .into_actor(self)
+            .map(move |pinged, listener, ctx| {
+                if let Err(why) = pinged {
+                    // The reader's end would say so too; the first wins.
+                    listener.lost(session, &why, ctx);
+                }
+            }),
+        );
+    }
+
+    fn rejected(&mut self, kind: &'static str, why: &str) {
+        self.messages
+            .get_or_create(&[("kind", kind), ("result", "rejected")])
+            .inc();
+        let now = Instant::now();
+        if self
+            .last_warning
+            .is_some_and(|last| now.duration_since(last) < WARN_EVERY)
+        {
+            self.unwarned += 1;
+            debug!(self.log, "control message rejected: {why}"; "event" => "control_rejected");
+            return;
+        }
+        self.last_warning = Some(now);
+        let more = std::mem::take(&mut self.unwarned);
+        let also = if more > 0 {
+            format!(" ({more} more rejected since the last such warning)")
+        } else {
+            String::new()
+        };
+        warn!(self.log, "control message rejected: {why}{also}";
+            "event" => "control_rejected", "suppressed" => more);
+    }
+}
+
+impl Actor for ControlListener {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.listen(ctx);
+        ctx.run_interval(PING_EVERY, |listener, ctx| listener.ping(ctx));
+    }
+}
+
+impl Handler<Notified> for ControlListener {
+    type Result = ();
+
+    fn handle(&mut self, msg: Notified, ctx: &mut Self::Context) {
+        if msg.session != self.session {
+            return;
+        }
+        let command = match Command::parse(&msg.payload) {
+            Ok(command) => command,
+            Err(why) => {
+                return self.rejected(
+                    "unknown",
+                    &format!("{:?} (from backend pid {}): {why}", msg.payload, msg.pid),
+                )
+            }
+        };
+        let kind = command.kind();
+        if command == Command::Reload {
+            info!(self.log, "control message \"reload\" (from backend pid {}): reloading as on SIGHUP", msg.pid;
+                "event" => "control_received", "kind" => kind);
+            self.messages
+                .get_or_create(&[("kind", kind), ("result", "done")])
+                .inc();
+            self.config.do_send(Reload);
+            return;
+        }
+        let (payload, pid) = (msg.payload, msg.pid);
+        ctx.spawn(
+            self.supervisor
+                .send(ControlCommand(command))
+                .into_actor(self)
+                .map(move |answer, listener, _ctx| match answer {
+                    Ok(Ok(done)) => {
+                        listener
+                            .messages
+                            .get_or_create(&[("kind", kind), ("result", "done")])
+                            .inc();
+                        info!(listener.log, "control message {payload:?} (from backend pid {pid}): {done}";
+                            "event" => "control_received", "kind" => kind);
+                    }
+                    Ok(Err(why)) => {
+                        listener.rejected(kind, &format!("{payload:?} (from backend pid {pid}): {why}"))
+                    }
+                    Err(_) => listener.rejected(kind, "the service is stopping"),
+                }),
+        );
+    }
+}
+
+impl Handler<SettingsChanged> for ControlListener {
+    type Result = ();
+
+    /// A reload reconnects only when what the session is made of changed:
+    /// the channel, the URL it connects with, the pooler.
+    fn handle(&mut self, msg: SettingsChanged, ctx: &mut Self::Context) {
+        let key = session_key(&msg.settings);
+        self.configure(&msg.settings, msg.connector, msg.control);
+        if std::mem::replace(&mut self.key, key) != self.key {
+            self.listened_before = false;
+            self.listen(ctx);
+        }
+    }
+}
+
+/// What a listening session is made of.
+fn session_key(settings: &Settings) -> (String, String, PoolerMode) {
+    let url = if settings.control.url.expose().is_empty() {
+        &settings.database.url
+    } else {
+        &settings.control.url
+    };
+    (
+        settings.control.channel.clone(),
+        url.expose().to_owned(),
+        settings.database.pooler,
+    )
+}

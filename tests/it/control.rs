@@ -1,0 +1,186 @@
+//! Control from SQL (issue 18 §2): `NOTIFY pgfleet, '…'` pauses, resumes
+//! and folds a schema, rescans, reloads; what is not understood is a
+//! warning, rate-limited, and acts on nothing; the listener comes back
+//! after its session is killed, and says it cannot listen through a
+//! transaction-mode pooler.
+
+use std::time::Duration;
+
+use crate::http::{json, start};
+use crate::support::cluster::{cluster, TestDb};
+use crate::support::pgbouncer::PgBouncer;
+use crate::support::pgfleet::{execute, ready, scalar_i64, schema_names, Pgfleet};
+
+fn notify(db: &TestDb, payload: &str) {
+    execute(
+        db,
+        &format!("NOTIFY pgfleet, '{}'", payload.replace('\'', "''")),
+    );
+}
+
+fn deltas(db: &TestDb, schema: &str) -> i64 {
+    scalar_i64(
+        db,
+        &format!("SELECT count(*) FROM {schema}.counted WHERE type = 'delta'"),
+    )
+}
+
+fn add_deltas(db: &TestDb, schema: &str, n: u32) {
+    execute(
+        db,
+        &format!("INSERT INTO {schema}.counted SELECT 'delta', 1 FROM generate_series(1, {n})"),
+    );
+}
+
+#[test]
+fn notify_pauses_resumes_and_folds_a_schema() {
+    let db = cluster().create_database();
+    let (pgfleet, address) = start(&db, "workers:\n  total: 3\n", &[]);
+    ready(&pgfleet, &db, &schema_names(3));
+    pgfleet.wait_event("control_listening");
+
+    // Paused: its ticks leave its deltas alone; the others fold on.
+    notify(&db, "pause schema2");
+    let done = pgfleet.wait_for("the pause", |e| {
+        e["event"] == "control_received" && e["kind"] == "pause"
+    });
+    assert!(
+        done["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("pausing schema2"),
+        "{done}"
+    );
+    pgfleet.eventually("schema2 paused in /workers", || {
+        json(address, "/workers/schema2")["state"] == "paused"
+    });
+    add_deltas(&db, "schema2", 5);
+    add_deltas(&db, "schema1", 5);
+    pgfleet.eventually("schema1 folded", || deltas(&db, "schema1") == 0);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(deltas(&db, "schema2"), 5, "a paused schema was folded");
+
+    // 'fold' folds it now, paused or not.
+    notify(&db, "fold schema2");
+    pgfleet.eventually("schema2 folded on demand", || deltas(&db, "schema2") == 0);
+    add_deltas(&db, "schema2", 3);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(deltas(&db, "schema2"), 3, "the fold resumed the schema");
+
+    notify(&db, "resume schema2");
+    pgfleet.eventually("schema2 folds again", || deltas(&db, "schema2") == 0);
+    assert_eq!(json(address, "/workers/schema2")["state"], "running");
+
+    // Every schema at once.
+    notify(&db, "pause *");
+    pgfleet.eventually("every schema paused", || {
+        (1..=3).all(|n| json(address, &format!("/workers/schema{n}"))["state"] == "paused")
+    });
+    add_deltas(&db, "schema3", 2);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(deltas(&db, "schema3"), 2);
+    notify(&db, "resume *");
+    pgfleet.eventually("schema3 folds again", || deltas(&db, "schema3") == 0);
+
+    // What is not understood, or names a schema pgfleet does not run:
+    // warned about at most once per 10 s, and nothing happens.
+    for payload in ["drop schema1", "fold nosuch", "pause", "rescan"] {
+        notify(&db, payload);
+    }
+    for _ in 0..40 {
+        notify(&db, "bogus");
+    }
+    let warned = pgfleet.wait_event("control_rejected");
+    assert_eq!(warned["level"], "warn", "{warned}");
+    std::thread::sleep(Duration::from_secs(1));
+    let warnings = pgfleet
+        .events("control_rejected")
+        .into_iter()
+        .filter(|e| e["level"] == "warn")
+        .count();
+    assert_eq!(warnings, 1, "rejections were not rate-limited");
+    let metrics = crate::http::get(address, "/metrics").body;
+    assert!(
+        metrics.contains("pgfleet_control_messages_total{kind=\"unknown\",result=\"rejected\"} 42"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pgfleet_control_messages_total{kind=\"pause\",result=\"done\"} 2"),
+        "{metrics}"
+    );
+
+    // 'reload' does what SIGHUP does.
+    notify(&db, "reload");
+    pgfleet.wait_event("config_reloaded");
+    assert!(pgfleet.events("worker_failed").is_empty());
+}
+
+/// The listener's session killed (as a database restart would): it comes
+/// back, rescans, and listens again.
+#[test]
+fn the_listener_comes_back_after_its_session_is_killed() {
+    let db = cluster().create_database();
+    let pgfleet = Pgfleet::start(&db, "workers:\n  total: 1\n");
+    ready(&pgfleet, &db, &schema_names(1));
+    pgfleet.wait_event("control_listening");
+    execute(
+        &db,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'pgfleet'",
+    );
+    let lost = pgfleet.wait_event("control_lost");
+    assert!(lost["error"].is_string(), "{lost}");
+    let again = pgfleet.wait_for("listening again", |e| {
+        e["event"] == "control_listening" && e["again"] == true
+    });
+    assert!(
+        again["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rescanning"),
+        "{again}"
+    );
+    notify(&db, "pause schema1");
+    pgfleet.wait_for("a pause after the session came back", |e| {
+        e["event"] == "control_received" && e["kind"] == "pause"
+    });
+}
+
+/// Through PgBouncer in transaction mode LISTEN cannot work: pgfleet says
+/// so at start; with `control.url` pointing at the server it listens.
+#[test]
+fn a_transaction_pooler_needs_a_control_url() {
+    let db = cluster().create_database();
+    let bouncer = PgBouncer::start(cluster().port(), "transaction", "");
+    let through = bouncer.url(&db.name);
+    let pgfleet = Pgfleet::start_with(
+        &db,
+        "workers:\n  total: 1\ndatabase:\n  pooler: transaction\n",
+        &[("PGFLEET__DATABASE__URL", &through)],
+    );
+    let said = pgfleet.wait_event("control_unavailable");
+    assert!(
+        said["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("control.url"),
+        "{said}"
+    );
+    drop(pgfleet);
+
+    let direct = db.url();
+    let pgfleet = Pgfleet::start_with(
+        &db,
+        "workers:\n  total: 1\ndatabase:\n  pooler: transaction\n",
+        &[
+            ("PGFLEET__DATABASE__URL", &through),
+            ("PGFLEET__CONTROL__URL", &direct),
+        ],
+    );
+    ready(&pgfleet, &db, &schema_names(1));
+    pgfleet.wait_event("control_listening");
+    notify(&db, "fold schema1");
+    pgfleet.wait_for("the fold through the direct session", |e| {
+        e["event"] == "control_received" && e["kind"] == "fold"
+    });
+}
