@@ -13,7 +13,7 @@ use actix::prelude::*;
 use clap::Parser;
 use pgfleet_actors::config_actor::{ConfigActor, Loaded, Reload};
 use pgfleet_actors::config_watch::{self, WatchedFiles};
-use pgfleet_actors::control::ControlListener;
+use pgfleet_actors::control::{Actions, ControlListener};
 use pgfleet_actors::settings::ConfigSources;
 use pgfleet_actors::supervisor::Supervisor;
 use slog::{error, info, warn};
@@ -103,9 +103,6 @@ fn serve(
     status.export_log_lines_dropped(logging.dropped.clone());
     let system = System::new();
     let started = system.block_on(async {
-        if let Some(listener) = listener {
-            pgfleet_actors::http::serve(listener, status.clone(), &log)?;
-        }
         let supervisor = Supervisor::new(
             Arc::clone(&settings),
             Arc::clone(&connector),
@@ -113,6 +110,15 @@ fn serve(
             status.clone(),
         )
         .start();
+        let actions = Actions::new(supervisor.clone().recipient(), &status);
+        if let Some(listener) = listener {
+            let http = pgfleet_actors::http::Serving {
+                status: status.clone(),
+                actions: actions.clone(),
+                token_file: settings.http.token_file.clone(),
+            };
+            pgfleet_actors::http::serve(listener, http, &log)?;
+        }
         let level = logging.level.clone().start();
         // The listener and the ConfigActor each need the other's address:
         // the listener's context is made first, and run once the
@@ -144,10 +150,9 @@ fn serve(
             &settings,
             Arc::clone(&connector),
             control_connector.map(|c| Arc::new(c.with_log(&log))),
-            supervisor.clone().recipient(),
+            actions,
             config.clone().recipient(),
             &log,
-            &status,
         ));
         pgfleet_actors::test_hooks::pause("before_signals");
         signals::forward(early_reloads, config, supervisor, log.clone())

@@ -38,7 +38,7 @@ use actix::prelude::*;
 use slog::{error, info, warn, Logger};
 
 use crate::config_actor::SettingsChanged;
-use crate::control::{Command, ControlCommand, Target};
+use crate::control::{Command, ControlCommand, Refused, Target};
 use crate::db::{Connector, Database, PoolMetrics};
 use crate::discovery::{Discovered, Discovery, DiscoveryMetrics, RescanNow, StopDiscovery};
 use crate::fleet_summary::FleetSummary;
@@ -159,7 +159,8 @@ impl Stopped {
         match self {
             Stopped::Configuration => "the configuration no longer names it",
             Stopped::Gone => {
-                "workers.match no longer finds it (the schema or its table dropped or renamed,                  excluded, or no longer foldable)"
+                "workers.match no longer finds it (the schema or its table dropped or renamed, \
+                 excluded, or no longer foldable: a REVOKE)"
             }
             Stopped::Shutdown => "the service stops",
         }
@@ -972,7 +973,7 @@ fn schema_set_change(old: &[Arc<str>], new: &[Arc<str>]) -> Option<(usize, usize
 }
 
 impl Handler<ControlCommand> for Supervisor {
-    type Result = Result<String, String>;
+    type Result = Result<String, Refused>;
 
     /// A control message (`control`): what was done, or why nothing was.
     /// A schema pgfleet does not run is refused, never guessed.
@@ -982,16 +983,16 @@ impl Handler<ControlCommand> for Supervisor {
         _ctx: &mut Self::Context,
     ) -> Self::Result {
         if self.shutting_down {
-            return Err("the service is stopping".into());
+            return Err(Refused::Stopping);
         }
         let running =
-            |slots: &BTreeMap<Arc<str>, Slot>, schema: &str| -> Result<Addr<FoldWorker>, String> {
+            |slots: &BTreeMap<Arc<str>, Slot>, schema: &str| -> Result<Addr<FoldWorker>, Refused> {
                 match slots.get(schema).map(|slot| &slot.state) {
                     Some(SlotState::Running { addr, .. }) => Ok(addr.clone()),
-                    Some(_) => Err(format!(
+                    Some(_) => Err(Refused::NotNow(format!(
                         "the worker of {schema} is not running (failed or given up)"
-                    )),
-                    None => Err(format!("pgfleet runs no schema named {schema:?}")),
+                    ))),
+                    None => Err(Refused::UnknownSchema(schema.to_owned())),
                 }
             };
         let each_running = |slots: &BTreeMap<Arc<str>, Slot>, message: SetPaused| {
@@ -1007,7 +1008,9 @@ impl Handler<ControlCommand> for Supervisor {
                     discovery.do_send(RescanNow::default());
                     Ok("rescanning now".into())
                 }
-                None => Err("workers.match is not set: there is nothing to rescan".into()),
+                None => Err(Refused::NotNow(
+                    "workers.match is not set: there is nothing to rescan".into(),
+                )),
             },
             Command::Fold(schema) => {
                 running(&self.slots, &schema)?.do_send(FoldNow);
@@ -1032,10 +1035,10 @@ impl Handler<ControlCommand> for Supervisor {
             }
             Command::Resume(Target::Schema(schema)) => {
                 if self.paused_all {
-                    return Err(
+                    return Err(Refused::NotNow(
                         "every schema is paused ('pause *'): resume them all with 'resume *'"
                             .into(),
-                    );
+                    ));
                 }
                 let addr = running(&self.slots, &schema)?;
                 addr.do_send(SetPaused(false));
@@ -1043,7 +1046,7 @@ impl Handler<ControlCommand> for Supervisor {
                 Ok(format!("resuming {schema}"))
             }
             // The listener sends it where SIGHUP goes.
-            Command::Reload => Err("reload is not the Supervisor's".into()),
+            Command::Reload => Err(Refused::NotNow("reload is not the Supervisor's".into())),
         }
     }
 }

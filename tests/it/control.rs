@@ -184,3 +184,147 @@ fn a_transaction_pooler_needs_a_control_url() {
         e["event"] == "control_received" && e["kind"] == "fold"
     });
 }
+
+fn post(
+    address: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> crate::http::Response {
+    crate::http::request_with(address, "POST", path, headers, "")
+}
+
+/// The same actions over HTTP, for people and scripts: on loopback with
+/// no token file they are open; a schema pgfleet does not run is 404;
+/// another site's page is refused; the status page has the buttons, in
+/// Chromium too.
+#[test]
+fn http_actions_pause_resume_and_fold() {
+    let db = cluster().create_database();
+    let (pgfleet, address) = start(&db, "workers:\n  total: 2\n", &[]);
+    ready(&pgfleet, &db, &schema_names(2));
+
+    let paused = post(address, "/workers/schema1/pause", &[]);
+    assert_eq!(paused.status, 200, "{}", paused.all());
+    assert!(paused.body.contains("pausing schema1"), "{}", paused.body);
+    assert_eq!(json(address, "/workers/schema1")["state"], "paused");
+    add_deltas(&db, "schema1", 4);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(deltas(&db, "schema1"), 4, "a paused schema was folded");
+    assert_eq!(post(address, "/workers/schema1/fold", &[]).status, 200);
+    pgfleet.eventually("schema1 folded on demand", || deltas(&db, "schema1") == 0);
+
+    // The page offers the buttons; a browser's form post comes back to it.
+    let (text, dom) = crate::http::in_chromium(address, "/");
+    assert!(
+        dom.contains("action=\"/workers/schema1/resume\"")
+            && dom.contains("action=\"/workers/schema2/pause\""),
+        "{dom}"
+    );
+    assert!(text.contains(" paused "), "{text}");
+    let from_page = post(
+        address,
+        "/workers/schema1/resume",
+        &[
+            ("Accept", "text/html"),
+            ("Origin", &format!("http://{address}")),
+        ],
+    );
+    assert_eq!(from_page.status, 303, "{}", from_page.all());
+    assert_eq!(from_page.header("location"), Some("/"));
+    assert_eq!(json(address, "/workers/schema1")["state"], "running");
+
+    assert_eq!(post(address, "/workers/nosuch/pause", &[]).status, 404);
+    assert_eq!(post(address, "/workers/schema1/drop", &[]).status, 404);
+    assert_eq!(
+        post(address, "/rescan", &[]).status,
+        409,
+        "no workers.match"
+    );
+    let get = crate::http::get(address, "/workers/schema1/pause");
+    assert_eq!(get.status, 405);
+    assert_eq!(get.header("allow"), Some("POST"));
+    let forged = post(
+        address,
+        "/workers/schema2/pause",
+        &[("Origin", "http://evil.example")],
+    );
+    assert_eq!(forged.status, 403, "{}", forged.all());
+    assert_eq!(json(address, "/workers/schema2")["state"], "running");
+}
+
+/// With `http.token_file`, every action needs the token: by header for
+/// scripts, by the page's unlock form (a cookie) for people. Without one,
+/// on an address other than loopback, actions are refused.
+#[test]
+fn http_actions_need_the_token() {
+    let db = cluster().create_database();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret; with=odd chars\n").expect("write the token");
+    let (pgfleet, address) = start(
+        &db,
+        &format!(
+            "workers:\n  total: 1\nhttp:\n  token_file: {}\n",
+            token_file.display()
+        ),
+        &[],
+    );
+    ready(&pgfleet, &db, &schema_names(1));
+    assert_eq!(post(address, "/workers/schema1/pause", &[]).status, 401);
+    let wrong = post(
+        address,
+        "/workers/schema1/pause",
+        &[("Authorization", "Bearer nope")],
+    );
+    assert_eq!(wrong.status, 403);
+    let page = crate::http::get(address, "/").body;
+    assert!(page.contains("action=\"/unlock\""), "no unlock form");
+    assert!(
+        !page.contains("/workers/schema1/pause"),
+        "buttons without the token"
+    );
+    let ok = post(
+        address,
+        "/workers/schema1/pause",
+        &[("Authorization", "Bearer s3cret; with=odd chars")],
+    );
+    assert_eq!(ok.status, 200, "{}", ok.all());
+
+    // The page's form: the token becomes a cookie, and the buttons work.
+    let unlocked = crate::http::request_with(
+        address,
+        "POST",
+        "/unlock",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        "token=s3cret%3B+with%3Dodd+chars",
+    );
+    assert_eq!(unlocked.status, 303, "{}", unlocked.all());
+    let cookie = unlocked
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a cookie")
+        .to_owned();
+    let with_cookie = crate::http::request_with(address, "GET", "/", &[("Cookie", &cookie)], "");
+    assert!(with_cookie
+        .body
+        .contains("action=\"/workers/schema1/resume\""));
+    let resumed = post(address, "/workers/schema1/resume", &[("Cookie", &cookie)]);
+    assert_eq!(resumed.status, 200, "{}", resumed.all());
+    drop(pgfleet);
+
+    // Listening beyond loopback with no token file: refused, saying why.
+    let (_pgfleet, address) = start(
+        &db,
+        "workers:\n  total: 1\n",
+        &[("PGFLEET__HTTP__LISTEN", "0.0.0.0:0")],
+    );
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], address.port()));
+    let refused = post(address, "/workers/schema1/pause", &[]);
+    assert_eq!(refused.status, 403);
+    assert!(refused.body.contains("http.token_file"), "{}", refused.body);
+    assert_eq!(
+        crate::http::get(address, "/workers").status,
+        200,
+        "GETs stay open"
+    );
+}

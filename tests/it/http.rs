@@ -46,28 +46,45 @@ pub(crate) struct Response {
 }
 
 impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.head.lines().find_map(|line| {
             let (key, value) = line.split_once(':')?;
             key.eq_ignore_ascii_case(name).then(|| value.trim())
         })
     }
 
-    fn all(&self) -> String {
+    pub(crate) fn all(&self) -> String {
         format!("{}\n\n{}", self.head, self.body)
     }
 }
 
 /// One request on a fresh connection (`Connection: close`).
 fn request(address: SocketAddr, method: &str, path: &str) -> Response {
+    request_with(address, method, path, &[], "")
+}
+
+/// [`request`] with `headers` (name, value) and a `body`.
+pub(crate) fn request_with(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("connect to {address}: {e}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("read timeout");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{extra}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     let mut raw = Vec::new();
@@ -940,7 +957,7 @@ fn page_until(address: SocketAddr, path: &str, expected: &str, patience: Duratio
 
 /// `path` in Chromium: the text a person reads (white space squashed to
 /// single spaces, one at each end) and the DOM.
-fn in_chromium(address: SocketAddr, path: &str) -> (String, String) {
+pub(crate) fn in_chromium(address: SocketAddr, path: &str) -> (String, String) {
     let dom = headless_chromium(&format!("http://{address}{path}"));
     let text = rendered_text(&dom)
         .split_whitespace()

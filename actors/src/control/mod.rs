@@ -52,8 +52,22 @@ const RETRY_LAST: Duration = Duration::from_secs(30);
 /// A command for the Supervisor; the answer says what was done, or why
 /// nothing was.
 #[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<String, String>")]
+#[rtype(result = "Result<String, Refused>")]
 pub struct ControlCommand(pub Command);
+
+/// Why a command did nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// It names a schema pgfleet does not run.
+    #[error("pgfleet runs no schema named {0:?}")]
+    UnknownSchema(String),
+    /// Not now: the worker failed, every schema is paused, there is no
+    /// discovery to rescan.
+    #[error("{0}")]
+    NotNow(String),
+    #[error("the service is stopping")]
+    Stopping,
+}
 
 /// A notification's payload, from the session's reader.
 #[derive(Message)]
@@ -66,16 +80,61 @@ struct Notified {
 
 type Series = Family<[(&'static str, &'static str); 2], Counter>;
 
+/// Carries out control commands, from SQL or HTTP alike: the Supervisor
+/// decides, and every command is counted by kind and result. Cheap to
+/// clone; usable from any thread.
+#[derive(Clone)]
+pub struct Actions {
+    supervisor: Recipient<ControlCommand>,
+    messages: Series,
+}
+
+impl Actions {
+    /// Registers `pgfleet_control_messages_total` in `status`: once.
+    pub fn new(supervisor: Recipient<ControlCommand>, status: &Status) -> Self {
+        let messages = Series::default();
+        status.register(|registry| {
+            registry.register(
+                "pgfleet_control_messages",
+                "Control messages (NOTIFY on control.channel, POSTs on the HTTP port), by kind (rescan, reload, fold, pause, resume, unknown) and result (done, rejected)",
+                messages.clone(),
+            )
+        });
+        Actions {
+            supervisor,
+            messages,
+        }
+    }
+
+    /// Counts one message of `kind` with `result` (`done`, `rejected`).
+    pub fn count(&self, kind: &'static str, result: &'static str) {
+        self.messages
+            .get_or_create(&[("kind", kind), ("result", result)])
+            .inc();
+    }
+
+    /// Has the Supervisor carry out `command` (not `reload`, which goes
+    /// where SIGHUP goes), and counts it.
+    pub async fn run(&self, command: Command) -> Result<String, Refused> {
+        let kind = command.kind();
+        let answer = match self.supervisor.send(ControlCommand(command)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Refused::Stopping),
+        };
+        self.count(kind, if answer.is_ok() { "done" } else { "rejected" });
+        answer
+    }
+}
+
 pub struct ControlListener {
     channel: String,
     /// `control.url`'s, when set; else the database's.
     connector: Arc<Connector>,
     /// `database.pooler: transaction` with no `control.url`.
     through_transaction_pooler: bool,
-    supervisor: Recipient<ControlCommand>,
+    actions: Actions,
     config: Recipient<Reload>,
     log: Logger,
-    messages: Series,
     /// Numbers the sessions, so that a reader of an old one is ignored.
     session: u64,
     client: Option<Arc<tokio_postgres::Client>>,
@@ -92,27 +151,17 @@ impl ControlListener {
         settings: &Settings,
         database: Arc<Connector>,
         control: Option<Arc<Connector>>,
-        supervisor: Recipient<ControlCommand>,
+        actions: Actions,
         config: Recipient<Reload>,
         log: &Logger,
-        status: &Status,
     ) -> Self {
-        let messages = Series::default();
-        status.register(|registry| {
-            registry.register(
-                "pgfleet_control_messages",
-                "Control messages (NOTIFY on control.channel), by kind (rescan, reload, fold, pause, resume, unknown) and result (done, rejected)",
-                messages.clone(),
-            )
-        });
         let mut listener = ControlListener {
             channel: String::new(),
             connector: Arc::clone(&database),
             through_transaction_pooler: false,
-            supervisor,
+            actions,
             config,
             log: log.new(slog::o!()),
-            messages,
             session: 0,
             client: None,
             listened_before: false,
@@ -177,7 +226,13 @@ impl ControlListener {
                         if again { "; rescanning, as what was sent meanwhile is lost" } else { "" };
                         "event" => "control_listening", "channel" => listener.channel.clone(), "again" => again);
                     if again {
-                        listener.supervisor.do_send(ControlCommand(Command::Rescan));
+                        let actions = listener.actions.clone();
+                        ctx.spawn(
+                            async move {
+                                let _ = actions.run(Command::Rescan).await;
+                            }
+                            .into_actor(listener),
+                        );
                     }
                     listener.client = Some(Arc::new(opened.client));
                     let mut notifications = opened.notifications;
@@ -242,9 +297,12 @@ impl ControlListener {
     }
 
     fn rejected(&mut self, kind: &'static str, why: &str) {
-        self.messages
-            .get_or_create(&[("kind", kind), ("result", "rejected")])
-            .inc();
+        self.actions.count(kind, "rejected");
+        self.warn_rejected(why);
+    }
+
+    /// At most one warning per [`WARN_EVERY`], the others counted into it.
+    fn warn_rejected(&mut self, why: &str) {
         let now = Instant::now();
         if self
             .last_warning
@@ -295,30 +353,24 @@ impl Handler<Notified> for ControlListener {
         if command == Command::Reload {
             info!(self.log, "control message \"reload\" (from backend pid {}): reloading as on SIGHUP", msg.pid;
                 "event" => "control_received", "kind" => kind);
-            self.messages
-                .get_or_create(&[("kind", kind), ("result", "done")])
-                .inc();
+            self.actions.count(kind, "done");
             self.config.do_send(Reload);
             return;
         }
         let (payload, pid) = (msg.payload, msg.pid);
+        let actions = self.actions.clone();
         ctx.spawn(
-            self.supervisor
-                .send(ControlCommand(command))
+            async move { actions.run(command).await }
                 .into_actor(self)
                 .map(move |answer, listener, _ctx| match answer {
-                    Ok(Ok(done)) => {
-                        listener
-                            .messages
-                            .get_or_create(&[("kind", kind), ("result", "done")])
-                            .inc();
+                    Ok(done) => {
                         info!(listener.log, "control message {payload:?} (from backend pid {pid}): {done}";
                             "event" => "control_received", "kind" => kind);
                     }
-                    Ok(Err(why)) => {
-                        listener.rejected(kind, &format!("{payload:?} (from backend pid {pid}): {why}"))
-                    }
-                    Err(_) => listener.rejected(kind, "the service is stopping"),
+                    // Counted by `run`; only said here.
+                    Err(why) => listener.warn_rejected(&format!(
+                        "{payload:?} (from backend pid {pid}): {why}"
+                    )),
                 }),
         );
     }

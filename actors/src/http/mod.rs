@@ -10,8 +10,12 @@
 //!
 //! Every endpoint answers GET and HEAD; any other method is 405 with an
 //! `Allow` header, and any other path is 404. Responses carry no password
-//! and no connection string: the status holds none.
+//! and no connection string: the status holds none. The actions
+//! ([`actions`]: fold, pause, resume, rescan) are the only POSTs, and the
+//! only requests that change anything; [`auth`] decides who may send them.
 
+mod actions;
+mod auth;
 mod page;
 
 use std::collections::HashMap;
@@ -26,6 +30,7 @@ use actix_web::{
 use serde::Serialize;
 use slog::{info, Logger};
 
+use crate::control::Actions;
 use crate::counter::Total;
 use crate::status::{history, Status, WorkerStatus};
 
@@ -52,17 +57,38 @@ pub fn bind(listen: &str) -> Result<Option<TcpListener>, String> {
         .map_err(|e| bind_error(listen, &e))
 }
 
+/// What the endpoints serve from: the status they read, and the actions
+/// they may carry out.
+pub struct Serving {
+    pub status: Status,
+    pub actions: Actions,
+    /// `http.token_file` (empty: none).
+    pub token_file: String,
+}
+
 /// Serves the endpoints on `listener` (from [`bind`]) on the current actix
 /// system. Returns the bound address (useful with port 0).
-pub fn serve(listener: TcpListener, status: Status, log: &Logger) -> Result<SocketAddr, String> {
+pub fn serve(listener: TcpListener, serving: Serving, log: &Logger) -> Result<SocketAddr, String> {
     let bound = listener
         .local_addr()
         .map_err(|e| format!("http.listen: {e}"))?;
     let listen = bound.to_string();
+    let Serving {
+        status,
+        actions,
+        token_file,
+    } = serving;
+    let action_state = actions::ActionState {
+        actions,
+        token_file,
+        loopback: bound.ip().is_loopback(),
+        log: log.new(slog::o!()),
+    };
     sample_history(status.clone())?;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(status.clone()))
+            .app_data(web::Data::new(action_state.clone()))
             .wrap(
                 DefaultHeaders::new()
                     .add((header::CACHE_CONTROL, "no-store"))
@@ -74,6 +100,9 @@ pub fn serve(listener: TcpListener, status: Status, log: &Logger) -> Result<Sock
             .service(endpoint("/readyz", readyz))
             .service(endpoint("/workers", workers))
             .service(endpoint("/workers/{schema}", worker))
+            .service(action("/workers/{schema}/{action}", actions::worker_action))
+            .service(action("/rescan", actions::rescan))
+            .service(action("/unlock", actions::unlock))
             .default_service(web::to(not_found))
     })
     .workers(1)
@@ -136,6 +165,23 @@ where
         .default_service(web::to(method_not_allowed))
 }
 
+/// An action: POST only (405 with `Allow: POST` otherwise).
+fn action<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(|| async {
+            HttpResponse::MethodNotAllowed()
+                .insert_header((header::ALLOW, "POST"))
+                .content_type(ContentType::plaintext())
+                .body("this action takes POST\n")
+        }))
+}
+
 async fn metrics(status: web::Data<Status>) -> HttpResponse {
     match status.encode_metrics() {
         Ok(text) => HttpResponse::Ok().content_type(OPENMETRICS).body(text),
@@ -186,7 +232,11 @@ async fn worker(status: web::Data<Status>, schema: web::Path<String>) -> HttpRes
     }
 }
 
-async fn status_page(status: web::Data<Status>, request: HttpRequest) -> HttpResponse {
+async fn status_page(
+    status: web::Data<Status>,
+    action_state: web::Data<actions::ActionState>,
+    request: HttpRequest,
+) -> HttpResponse {
     // A query that does not parse is no query: the page, not a 400.
     let params = web::Query::<HashMap<String, String>>::from_query(request.query_string())
         .map(web::Query::into_inner)
@@ -200,9 +250,13 @@ async fn status_page(status: web::Data<Status>, request: HttpRequest) -> HttpRes
         // The page is self-contained: nothing from elsewhere, no scripts.
         .insert_header((
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'unsafe-inline'",
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
         ))
-        .body(page::render(&status, &query))
+        .body(page::render(
+            &status,
+            &query,
+            action_state.controls(&request, status.discovers()),
+        ))
 }
 
 async fn not_found() -> HttpResponse {

@@ -195,6 +195,11 @@ impl ConfigSources {
         } else {
             read_password_file(&mut settings, &merged)
         };
+        let token_problem = if involves_wrong_key("http.token_file", "") {
+            None
+        } else {
+            check_token_file(&settings, &merged)
+        };
         let (built, build_problems) = match build(&settings) {
             Ok(built) => (Some(built), Vec::new()),
             Err(problems) => (None, problems),
@@ -212,6 +217,7 @@ impl ConfigSources {
                 }),
         );
         problems.extend(password_problem);
+        problems.extend(token_problem);
         match built {
             Some(built) if problems.is_empty() => {
                 settings.load_warnings = warnings;
@@ -655,6 +661,26 @@ fn named_like_a_secret(key: &str) -> bool {
 fn reads_like_a_connection_string(value: &str) -> bool {
     let lower = value.to_lowercase();
     lower.contains("://") || lower.contains("password") || lower.contains('@')
+}
+
+/// Checks that `http.token_file` holds a token (the HTTP actions read it
+/// again at each request).
+fn check_token_file(settings: &Settings, merged: &Config) -> Option<Problem> {
+    let path = &settings.http.token_file;
+    if path.is_empty() {
+        return None;
+    }
+    let problem = |reason: String| Problem {
+        key: "http.token_file".into(),
+        value: Some(quoted(path)),
+        origin: origin_of(merged, "http.token_file"),
+        reason,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => Some(problem("the file is empty".into())),
+        Ok(_) => None,
+        Err(e) => Some(problem(format!("cannot read it: {e}"))),
+    }
 }
 
 /// Reads `database.password_file`, at start and on every reload.

@@ -222,6 +222,10 @@ pub struct HttpSettings {
     pub listen: String,
     #[serde(deserialize_with = "whole::deserialize")]
     pub per_schema_metrics_max: u32,
+    /// A file holding the token the HTTP actions (POST) need; read at
+    /// load to check it, and again at every action, so that a rotated
+    /// token is taken without a reload.
+    pub token_file: String,
 }
 
 /// Enums read from text, with an error that lists the accepted words

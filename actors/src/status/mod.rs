@@ -354,6 +354,7 @@ struct Inner {
     heartbeat_ms: AtomicU64,
     supervisor_stopped: AtomicBool,
     config_loaded: AtomicBool,
+    discovers: AtomicBool,
     shutting_down: AtomicBool,
     per_schema_max: AtomicU32,
     naptime_ms: AtomicU64,
@@ -398,6 +399,7 @@ impl Status {
             heartbeat_ms: AtomicU64::new(0),
             supervisor_stopped: AtomicBool::new(false),
             config_loaded: AtomicBool::new(false),
+            discovers: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             per_schema_max: AtomicU32::new(0),
             naptime_ms: AtomicU64::new(0),
@@ -434,7 +436,15 @@ impl Status {
             .store(settings.http.per_schema_metrics_max, Ordering::Relaxed);
         let naptime_ms = u64::try_from(settings.naptime.as_millis()).unwrap_or(u64::MAX);
         inner.naptime_ms.store(naptime_ms, Ordering::Relaxed);
+        inner
+            .discovers
+            .store(settings.discovers(), Ordering::Relaxed);
         inner.config_loaded.store(true, Ordering::Relaxed);
+    }
+
+    /// `workers.match` is set (for the status page's rescan button).
+    pub fn discovers(&self) -> bool {
+        self.inner.discovers.load(Ordering::Relaxed)
     }
 
     /// The Supervisor is handling messages (see [`HEARTBEAT_INTERVAL`]).

@@ -42,7 +42,19 @@ pub const REFRESH_SECONDS: u32 = 10;
 /// whatever a server says; `/workers/{schema}` has the whole text.
 const ERROR_CHARS: usize = 300;
 
-pub fn render(status: &Status, query: &Query) -> String {
+/// What the page offers besides reading (see `http::actions`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Controls {
+    /// This browser may act: each row gets its buttons.
+    pub buttons: bool,
+    /// Actions need `http.token_file`'s token, and this browser has not
+    /// given it: a form asks for it.
+    pub unlock: bool,
+    /// `workers.match` is set: a rescan button.
+    pub rescan: bool,
+}
+
+pub fn render(status: &Status, query: &Query, controls: Controls) -> String {
     let now = SystemTime::now();
     let summary = status.summary();
     let readiness = status.readiness();
@@ -89,6 +101,7 @@ pub fn render(status: &Status, query: &Query) -> String {
     html.push_str("</div>");
 
     fleet_table(&mut html, &summary, &selection, &facts);
+    controls_bar(&mut html, controls);
     charts(&mut html, &history, clock_now);
     search(&mut html, query, &selection);
     if !selection.attention.is_empty() {
@@ -97,7 +110,12 @@ pub fn render(status: &Status, query: &Query) -> String {
             "<h2 id=\"attention\">Needs attention <small>{}, most urgent first</small></h2>",
             thousands(selection.attention_total)
         );
-        workers_table(&mut html, Rows::Flagged(&selection.attention), &facts);
+        workers_table(
+            &mut html,
+            Rows::Flagged(&selection.attention),
+            &facts,
+            controls,
+        );
     }
     if !selection.others.is_empty() {
         let _ = write!(
@@ -110,7 +128,7 @@ pub fn render(status: &Status, query: &Query) -> String {
             },
             thousands(selection.others_total)
         );
-        workers_table(&mut html, Rows::Others(&selection.others), &facts);
+        workers_table(&mut html, Rows::Others(&selection.others), &facts, controls);
     }
     pager(&mut html, query, &selection);
     html.push_str(
@@ -480,7 +498,53 @@ enum Rows<'a> {
     Others(&'a [WorkerStatus]),
 }
 
-fn workers_table(html: &mut String, rows: Rows<'_>, facts: &Facts) {
+/// The row's buttons: fold now, and pause or resume.
+fn action_cell(html: &mut String, w: &WorkerStatus) {
+    let path = path_segment(&w.schema);
+    let toggle = if w.state == WorkerState::Paused {
+        "resume"
+    } else {
+        "pause"
+    };
+    let _ = write!(
+        html,
+        "<td class=\"act\"><form method=\"post\" action=\"/workers/{path}/fold\"><button>fold</button></form>\
+         <form method=\"post\" action=\"/workers/{path}/{toggle}\"><button>{toggle}</button></form></td>"
+    );
+}
+
+/// `name` as one URL path segment: every byte but the unreserved ones
+/// percent-encoded, so any schema name (quotes, slashes, spaces) arrives
+/// as written.
+fn path_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+/// The rescan button, or the form that asks for the token.
+fn controls_bar(html: &mut String, controls: Controls) {
+    if controls.unlock {
+        html.push_str(
+            "<form class=\"controls\" method=\"post\" action=\"/unlock\">Actions (fold, pause, resume, \
+             rescan) need the token of <code>http.token_file</code>: <input type=\"password\" \
+             name=\"token\" autocomplete=\"off\" aria-label=\"token\"> <button>unlock</button></form>",
+        );
+    } else if controls.buttons && controls.rescan {
+        html.push_str(
+            "<form class=\"controls\" method=\"post\" action=\"/rescan\"><button>rescan now</button> \
+             for schemas that <code>workers.match</code> finds</form>",
+        );
+    }
+}
+
+fn workers_table(html: &mut String, rows: Rows<'_>, facts: &Facts, controls: Controls) {
     let workers: Vec<(&WorkerStatus, Option<Reason>)> = match rows {
         Rows::Flagged(rows) => rows.iter().map(|f| (&f.worker, Some(f.reason))).collect(),
         Rows::Others(rows) => rows.iter().map(|w| (w, None)).collect(),
@@ -499,10 +563,18 @@ fn workers_table(html: &mut String, rows: Rows<'_>, facts: &Facts) {
     html.push_str(
         "<th>state</th><th>last fold</th><th>total</th><th class=\"n\">folds</th>\
          <th class=\"n\">rows</th><th class=\"n\">skipped ticks</th><th class=\"n\">failures</th>\
-         <th class=\"n\">restarts</th><th>last error</th></tr></thead><tbody>",
+         <th class=\"n\">restarts</th><th>last error</th>",
     );
+    if controls.buttons {
+        html.push_str("<th>act</th>");
+    }
+    html.push_str("</tr></thead><tbody>");
     for (w, reason) in workers {
         worker_row(html, w, reason, named, facts);
+        if controls.buttons {
+            action_cell(html, w);
+        }
+        html.push_str("</tr>");
     }
     html.push_str("</tbody></table>");
 }
@@ -600,7 +672,7 @@ fn worker_row(
             escape(&clip(error, ERROR_CHARS))
         );
     }
-    html.push_str("</td></tr>");
+    html.push_str("</td>");
 }
 
 /// The reason, and what makes it so: "behind: backlog 120,000".
@@ -787,7 +859,7 @@ table.summary th{font-weight:normal;color:#555}\
 .warn{color:#664d03}.banner.warn{background:#fff3cd}\
 tr.bad td{background:#fdecea;color:#222}tr.warn td{background:#fff8e1;color:#222}\
 td.error{max-width:40em;word-break:break-word;color:#555}\
-td.why{font-weight:600}.backlog{color:#8a5a00}.origin{color:#555;font-size:.85em}\
+td.why{font-weight:600}.backlog{color:#8a5a00}.origin{color:#555;font-size:.85em}td.act form,form.controls button{display:inline}td.act form{margin:0 .2em 0 0}form.controls{margin:.5em 0}\
 time{border-bottom:1px dotted #999}\
 .charts{display:flex;flex-wrap:wrap;gap:1em}\
 .chart{margin:0}.chart figcaption{font-size:90%;color:#555;display:flex;justify-content:space-between}\
@@ -803,6 +875,13 @@ form.search{margin:1em 0 .5em}.found{margin:.3em 0}\
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What an operator on loopback sees: every row with its buttons.
+    const WITH_BUTTONS: Controls = Controls {
+        buttons: true,
+        unlock: false,
+        rescan: true,
+    };
     use crate::settings::SchemaTarget;
 
     #[test]
@@ -815,7 +894,7 @@ mod tests {
         }
         status.worker_failed("<b>\"bad\"&'", 1, "overflow <i>here</i>");
         status.worker_given_up("<b>\"bad\"&'", 1, "policy never");
-        let html = render(&status, &Query::default());
+        let html = render(&status, &Query::default(), Controls::default());
         assert!(!html.contains("<b>"), "{html}");
         assert!(!html.contains("<i>"), "{html}");
         assert!(
@@ -893,7 +972,7 @@ mod tests {
             ("search tenant_0777", Query::new(Some("tenant_0777"), None)),
         ] {
             let started = std::time::Instant::now();
-            let html = render(&fleet, &query);
+            let html = render(&fleet, &query, WITH_BUTTONS);
             let took = started.elapsed();
             assert!(html.len() < 1 << 20, "{what}: {} bytes", html.len());
             assert!(took < budget, "{what}: {took:?}");
@@ -918,7 +997,7 @@ mod tests {
             started.elapsed().as_secs_f64() * 1e3
         ));
         assert_eq!(selection.workers, 100_000);
-        let first = render(&fleet, &Query::default());
+        let first = render(&fleet, &Query::default(), WITH_BUTTONS);
         // 100 of each list: every 1000th schema is given up (the first
         // rows), skipping, waiting for a lock or behind: 400 in all.
         assert!(first.contains("400 need attention"), "{first}");
@@ -927,7 +1006,7 @@ mod tests {
             first.contains("page 1 of 996"),
             "99,600 others a hundred a page"
         );
-        let found = render(&fleet, &Query::new(Some("tenant_0777"), None));
+        let found = render(&fleet, &Query::new(Some("tenant_0777"), None), WITH_BUTTONS);
         assert!(found.contains("100 of 100,000 schemas contain"), "{found}");
 
         // An outage: every schema waits, 100,000 rows needing attention.
@@ -936,7 +1015,7 @@ mod tests {
             reason: "connection refused".into(),
         });
         let started = std::time::Instant::now();
-        let outage = render(&fleet, &Query::new(None, Some("700")));
+        let outage = render(&fleet, &Query::new(None, Some("700")), WITH_BUTTONS);
         let took = started.elapsed();
         assert!(outage.len() < 1 << 20 && took < budget, "{took:?}");
         assert!(
