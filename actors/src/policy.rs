@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::settings::{duration, RestartPolicyKind, RestartSettings};
+use crate::settings::{duration, Origin, RestartPolicyKind, RestartSettings};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -91,14 +91,32 @@ pub enum Escalation {
     StopService { exit_code: i32 },
 }
 
-/// Decides what giving up on a worker escalates to, under `policy`.
-pub fn escalation(policy: &RestartSettings) -> Escalation {
-    if policy.escalate {
+/// Decides what giving up on a worker of `origin` escalates to, under
+/// `policy`. A discovered schema never stops the service: one tenant's
+/// odd table must not take every other tenant's folds down with it; it
+/// is given up alone, and said so.
+pub fn escalation(policy: &RestartSettings, origin: Origin) -> Escalation {
+    if policy.escalate && origin == Origin::Listed {
         Escalation::StopService {
             exit_code: EXIT_ESCALATED,
         }
     } else {
         Escalation::None
+    }
+}
+
+/// How long a discovered schema whose worker departed (its table gone, a
+/// privilege refused) stays out of the fleet before a rescan may take it
+/// again, after `departures` departures in a row: none after the first (a
+/// table dropped and created again, a rename undone), then the restart
+/// policy's backoff without jitter, so a table a rescan finds foldable
+/// but a fold cannot fold (row-level security, a trigger) is not started
+/// and stopped at every rescan.
+pub fn departure_delay(policy: &RestartSettings, departures: u32) -> Duration {
+    if departures <= 1 {
+        Duration::ZERO
+    } else {
+        backoff(policy, departures - 1, 0.0)
     }
 }
 
@@ -155,20 +173,37 @@ mod tests {
     fn giving_up_stops_the_service_only_with_escalate() {
         let mut policy = policy();
         policy.escalate = false;
-        assert_eq!(escalation(&policy), Escalation::None);
+        assert_eq!(escalation(&policy, Origin::Listed), Escalation::None);
         policy.escalate = true;
         assert_eq!(
-            escalation(&policy),
+            escalation(&policy, Origin::Listed),
             Escalation::StopService { exit_code: 1 }
         );
+        // A discovered tenant is given up alone.
+        assert_eq!(escalation(&policy, Origin::Discovered), Escalation::None);
         // With either restart policy: `never` gives up at the first
         // failure, and escalates then.
         policy.policy = RestartPolicyKind::Never;
         assert_eq!(
-            escalation(&policy),
+            escalation(&policy, Origin::Listed),
             Escalation::StopService {
                 exit_code: EXIT_ESCALATED
             }
+        );
+    }
+
+    #[test]
+    fn a_departed_schema_comes_back_at_once_then_after_a_growing_pause() {
+        let mut policy = policy();
+        policy.delay = Duration::from_secs(5);
+        policy.multiplier = 2.0;
+        policy.max_delay = Duration::from_secs(60);
+        policy.jitter = 0.5;
+        let delays: Vec<Duration> = (1..=6).map(|n| departure_delay(&policy, n)).collect();
+        assert_eq!(
+            delays,
+            [0, 5, 10, 20, 40, 60].map(Duration::from_secs),
+            "no jitter: a rescan decides when"
         );
     }
 

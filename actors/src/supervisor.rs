@@ -100,6 +100,8 @@ pub struct Supervisor {
     discovery_epoch: u64,
     discovered: Vec<Arc<str>>,
     discovery_metrics: DiscoveryMetrics,
+    /// Discovered schemas whose workers departed (see `desired`).
+    departures: HashMap<Arc<str>, Departure>,
     /// Paused by control messages (in memory: a restart of pgfleet
     /// forgets them): every schema, or these.
     paused_all: bool,
@@ -121,6 +123,13 @@ pub struct Supervisor {
     summary: FleetSummary,
     shutting_down: bool,
     exit_code: i32,
+}
+
+/// A discovered schema's departures in a row, and until when a rescan
+/// leaves it out.
+struct Departure {
+    count: u32,
+    until: Instant,
 }
 
 /// A worker asked to stop, until it has: its target, its address (to
@@ -269,6 +278,7 @@ impl Supervisor {
             discovery_epoch: 0,
             discovered: Vec::new(),
             discovery_metrics,
+            departures: HashMap::new(),
             paused_all: false,
             paused: std::collections::HashSet::new(),
             departed: HashMap::new(),
@@ -519,6 +529,7 @@ impl Supervisor {
         };
         self.departed
             .insert(Arc::clone(&slot.target.schema), slot.state.generation());
+        self.paused.remove(schema);
         self.status.worker_removed(schema);
         if slot.awaiting_start {
             self.settle(false);
@@ -576,9 +587,21 @@ impl Supervisor {
         self.discovery = Some(discovery.start());
     }
 
-    /// What the settings name and discovery found.
+    /// What the settings name and discovery found, but for the schemas
+    /// whose workers departed a short while ago (see
+    /// [`policy::departure_delay`](crate::policy::departure_delay)).
     fn desired(&self) -> Desired {
-        Desired::with_discovered(&self.settings, &self.discovered)
+        let now = Instant::now();
+        if self.departures.values().all(|d| d.until <= now) {
+            return Desired::with_discovered(&self.settings, &self.discovered);
+        }
+        let discovered: Vec<Arc<str>> = self
+            .discovered
+            .iter()
+            .filter(|schema| self.departures.get(*schema).is_none_or(|d| d.until <= now))
+            .cloned()
+            .collect();
+        Desired::with_discovered(&self.settings, &discovered)
     }
 
     fn on_failure(
@@ -629,7 +652,7 @@ impl Supervisor {
                 if std::mem::take(&mut slot.awaiting_start) {
                     self.settle(false);
                 }
-                match escalation(&self.settings.restart) {
+                match escalation(&self.settings.restart, target.origin) {
                     Escalation::None => {}
                     Escalation::StopService { exit_code } => {
                         error!(self.log, "restart.escalate is true: stopping the service because {worker} was given up";
@@ -664,7 +687,28 @@ impl Supervisor {
         } else if old.restart.delay != new.restart.delay {
             self.db.set_probe_interval(new.restart.delay);
         }
-        self.start_discovery(ctx);
+        // Discovery starts afresh (and rescans at once) only when what it
+        // looks for, or where, changed: a fresh one vets every schema
+        // again.
+        let (was, is) = (&old.workers, &new.workers);
+        if (
+            was.matching.as_slice(),
+            was.exclude.as_slice(),
+            &was.table,
+            was.rescan,
+        ) != (
+            is.matching.as_slice(),
+            is.exclude.as_slice(),
+            &is.table,
+            is.rescan,
+        ) || old.database != new.database
+        {
+            if was.table != is.table {
+                // Found with the old table: the new discovery says.
+                self.discovered.clear();
+            }
+            self.start_discovery(ctx);
+        }
         self.reconcile(self.desired(), Reason::Reload, ctx);
     }
 
@@ -886,7 +930,32 @@ impl Handler<WorkerExited> for Supervisor {
                                 self.settle(false);
                             }
                             self.discovered.retain(|schema| *schema != msg.schema);
-                            self.log_stopped(&slot.target, msg.generation, "gone", why);
+                            self.paused.remove(&msg.schema);
+                            // A worker that ran a while starts the count again.
+                            let ran = since.elapsed() >= self.settings.restart.reset_after;
+                            let departure = self
+                                .departures
+                                .entry(Arc::clone(&msg.schema))
+                                .or_insert(Departure {
+                                    count: 0,
+                                    until: Instant::now(),
+                                });
+                            departure.count = if ran { 1 } else { departure.count + 1 };
+                            let delay = crate::policy::departure_delay(
+                                &self.settings.restart,
+                                departure.count,
+                            );
+                            departure.until = Instant::now() + delay;
+                            let why = if delay.is_zero() {
+                                why.clone()
+                            } else {
+                                format!(
+                                    "{why}; it departed {} times in a row, so rescans leave it out for {}",
+                                    departure.count,
+                                    humantime::format_duration(delay)
+                                )
+                            };
+                            self.log_stopped(&slot.target, msg.generation, "gone", &why);
                             if let Some(discovery) = &self.discovery {
                                 discovery.do_send(RescanNow {
                                     recheck: vec![Arc::clone(&msg.schema)],
@@ -924,6 +993,14 @@ impl Handler<Discovered> for Supervisor {
                 "added" => added, "removed" => removed);
         }
         self.discovered = msg.schemas;
+        // Forget departures long past: the count starts again anyway once
+        // a worker has run for restart.reset_after.
+        let (now, memory) = (
+            Instant::now(),
+            self.settings.restart.max_delay + self.settings.restart.reset_after,
+        );
+        self.departures
+            .retain(|_, d| now.saturating_duration_since(d.until) < memory);
         self.reconcile(self.desired(), Reason::Rescan, ctx);
         // Nothing to start (no schema matches yet): ready all the same.
         if self.batch.is_none() && !std::mem::replace(&mut self.told_ready, true) {
@@ -995,11 +1072,19 @@ impl Handler<ControlCommand> for Supervisor {
                     None => Err(Refused::UnknownSchema(schema.to_owned())),
                 }
             };
-        let each_running = |slots: &BTreeMap<Arc<str>, Slot>, message: SetPaused| {
-            for slot in slots.values() {
-                if let SlotState::Running { addr, .. } = &slot.state {
-                    addr.do_send(message);
-                }
+        // A worker that failed keeps its pause across its restart (see
+        // `spawn_worker`); one that is running is told now.
+        let tell = |slots: &BTreeMap<Arc<str>, Slot>, schema: &str, message: SetPaused| {
+            if let Some(SlotState::Running { addr, .. }) = slots.get(schema).map(|slot| &slot.state)
+            {
+                addr.do_send(message);
+            }
+        };
+        let known = |slots: &BTreeMap<Arc<str>, Slot>, schema: &str| {
+            if slots.contains_key(schema) {
+                Ok(())
+            } else {
+                Err(Refused::UnknownSchema(schema.to_owned()))
             }
         };
         match command {
@@ -1018,18 +1103,25 @@ impl Handler<ControlCommand> for Supervisor {
             }
             Command::Pause(Target::All) => {
                 self.paused_all = true;
-                each_running(&self.slots, SetPaused(true));
-                Ok(format!("pausing every schema ({})", self.slots.len()))
+                for schema in self.slots.keys() {
+                    tell(&self.slots, schema, SetPaused(true));
+                }
+                Ok(format!(
+                    "pausing every schema ({} now, and those started while it lasts)",
+                    self.slots.len()
+                ))
             }
             Command::Resume(Target::All) => {
                 self.paused_all = false;
                 self.paused.clear();
-                each_running(&self.slots, SetPaused(false));
+                for schema in self.slots.keys() {
+                    tell(&self.slots, schema, SetPaused(false));
+                }
                 Ok(format!("resuming every schema ({})", self.slots.len()))
             }
             Command::Pause(Target::Schema(schema)) => {
-                let addr = running(&self.slots, &schema)?;
-                addr.do_send(SetPaused(true));
+                known(&self.slots, &schema)?;
+                tell(&self.slots, &schema, SetPaused(true));
                 self.paused.insert(schema.as_str().into());
                 Ok(format!("pausing {schema}"))
             }
@@ -1040,8 +1132,8 @@ impl Handler<ControlCommand> for Supervisor {
                             .into(),
                     ));
                 }
-                let addr = running(&self.slots, &schema)?;
-                addr.do_send(SetPaused(false));
+                known(&self.slots, &schema)?;
+                tell(&self.slots, &schema, SetPaused(false));
                 self.paused.remove(schema.as_str());
                 Ok(format!("resuming {schema}"))
             }

@@ -169,8 +169,10 @@ pub struct WorkerActor<J: Job> {
     last_tick: Option<Instant>,
     fold_requested: bool,
     stop_requested: bool,
-    /// An operator paused it (see [`SetPaused`]).
+    /// An operator paused it (see [`SetPaused`]): nothing folds but what
+    /// an operator asks for ([`FoldNow`], `fold_forced`).
     paused: bool,
+    fold_forced: bool,
     /// How it ended, if not as asked: failed, or (a discovered schema)
     /// departed (see [`WorkerExited`]).
     end: Option<End>,
@@ -290,6 +292,7 @@ impl<J: Job> WorkerActor<J> {
             fold_requested: false,
             stop_requested: false,
             paused: false,
+            fold_forced: false,
             end: None,
             in_flight: Rc::new(RefCell::new(InFlightState::default())),
             ticks_skipped: 0,
@@ -509,6 +512,7 @@ impl<J: Job> WorkerActor<J> {
                     } else if worker.fold_requested
                         && worker.initialised
                         && worker.busy_since.is_none()
+                        && (!worker.paused || worker.fold_forced)
                     {
                         worker.fold(ctx);
                     }
@@ -565,6 +569,7 @@ impl<J: Job> WorkerActor<J> {
     /// One run of the job; the fold, for worker_spi's job.
     fn fold(&mut self, ctx: &mut Context<Self>) {
         self.fold_requested = false;
+        self.fold_forced = false;
         if let Some(again) = self.again.take() {
             // This run is the one asked for.
             ctx.cancel_future(again);
@@ -619,7 +624,8 @@ impl<J: Job> WorkerActor<J> {
         let pause = pause.min(self.spec.naptime);
         self.again = Some(ctx.run_later(pause, |worker, ctx| {
             worker.again = None;
-            if worker.stop_requested {
+            // Paused mid-backlog: the rest waits for the resume.
+            if worker.stop_requested || worker.paused {
                 return;
             }
             if worker.busy_since.is_some() {
@@ -891,7 +897,7 @@ impl<J: Job> Handler<Reconfigure> for WorkerActor<J> {
             ctx.run_later(delay, |worker, ctx| {
                 if worker.busy_since.is_some() {
                     worker.fold_requested = true;
-                } else if !worker.stop_requested {
+                } else if !worker.stop_requested && !worker.paused {
                     worker.fold(ctx);
                 }
             });
@@ -914,9 +920,15 @@ pub struct FoldNow;
 impl<J: Job> Handler<SetPaused> for WorkerActor<J> {
     type Result = ();
 
-    fn handle(&mut self, SetPaused(paused): SetPaused, _ctx: &mut Self::Context) {
+    fn handle(&mut self, SetPaused(paused): SetPaused, ctx: &mut Self::Context) {
         if std::mem::replace(&mut self.paused, paused) == paused {
             return;
+        }
+        if paused {
+            // A backlog's next batch, a reload's fold: not while paused.
+            if let Some(again) = self.again.take() {
+                ctx.cancel_future(again);
+            }
         }
         if self.initialised {
             let (schema, generation) = (&self.spec.target.schema, self.spec.generation);
@@ -933,8 +945,10 @@ impl<J: Job> Handler<FoldNow> for WorkerActor<J> {
 
     fn handle(&mut self, _msg: FoldNow, ctx: &mut Self::Context) {
         if self.busy_since.is_some() || !self.initialised {
-            // Folds when the work in flight (or the initialisation) is done.
+            // Folds when the work in flight (or the initialisation) is
+            // done, paused or not.
             self.fold_requested = true;
+            self.fold_forced = true;
         } else if !self.stop_requested {
             self.fold(ctx);
         }

@@ -59,6 +59,13 @@ fn notify_pauses_resumes_and_folds_a_schema() {
     pgfleet.eventually("schema1 folded", || deltas(&db, "schema1") == 0);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(deltas(&db, "schema2"), 5, "a paused schema was folded");
+    // A reload folds every worker once (as worker_spi on SIGHUP), but
+    // not a paused one: the pause holds.
+    pgfleet.reload("workers:\n  total: 3\n");
+    pgfleet.wait_event("config_reloaded");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(deltas(&db, "schema2"), 5, "a reload folded a paused schema");
+    assert_eq!(json(address, "/workers/schema2")["state"], "paused");
 
     // 'fold' folds it now, paused or not.
     notify(&db, "fold schema2");
@@ -115,14 +122,28 @@ fn notify_pauses_resumes_and_folds_a_schema() {
     assert!(pgfleet.events("worker_failed").is_empty());
 }
 
+fn rescans(address: std::net::SocketAddr) -> u64 {
+    crate::http::get(address, "/metrics")
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix("pgfleet_rescans_total{result=\"ok\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The listener's session killed (as a database restart would): it comes
 /// back, rescans, and listens again.
 #[test]
 fn the_listener_comes_back_after_its_session_is_killed() {
     let db = cluster().create_database();
-    let pgfleet = Pgfleet::start(&db, "workers:\n  total: 1\n");
+    let (pgfleet, address) = start(
+        &db,
+        "workers:\n  schemas: [schema1]\n  match: tenant_%\n  rescan: 1h\n",
+        &[],
+    );
     ready(&pgfleet, &db, &schema_names(1));
     pgfleet.wait_event("control_listening");
+    pgfleet.eventually("the first rescan", || rescans(address) == 1);
     execute(
         &db,
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -139,6 +160,13 @@ fn the_listener_comes_back_after_its_session_is_killed() {
             .unwrap_or_default()
             .contains("rescanning"),
         "{again}"
+    );
+    pgfleet.eventually("a rescan after coming back", || rescans(address) == 2);
+    assert_eq!(
+        pgfleet.events("control_lost").len(),
+        1,
+        "one loss said once: {:?}",
+        pgfleet.events("control_lost")
     );
     notify(&db, "pause schema1");
     pgfleet.wait_for("a pause after the session came back", |e| {
@@ -159,6 +187,28 @@ fn a_transaction_pooler_needs_a_control_url() {
         &[("PGFLEET__DATABASE__URL", &through)],
     );
     let said = pgfleet.wait_event("control_unavailable");
+    assert!(
+        said["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("control.url"),
+        "{said}"
+    );
+    drop(pgfleet);
+
+    // With the default pooler: auto, the LISTEN works on one server
+    // connection and a later query lands on another: noticed, and said.
+    let pgfleet = Pgfleet::start_with(
+        &db,
+        "workers:\n  total: 2\n",
+        &[("PGFLEET__DATABASE__URL", &through)],
+    );
+    pgfleet.wait_event("workers_started");
+    let said = pgfleet.wait_for_within(
+        "control_unavailable through a transaction-mode pooler with pooler: auto",
+        |e| e["event"] == "control_unavailable",
+        Duration::from_secs(60),
+    );
     assert!(
         said["msg"]
             .as_str()

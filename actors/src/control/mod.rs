@@ -44,6 +44,10 @@ pub use command::{Command, Target};
 pub const PING_EVERY: Duration = Duration::from_secs(10);
 /// At most one warning for rejected control messages this often.
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
+/// At most this many control messages a second are carried out; the rest
+/// are rejected: whoever can connect can NOTIFY, and a flood must not
+/// fill the Supervisor's mailbox.
+pub const MOST_PER_SECOND: u32 = 50;
 /// Pauses between attempts to open the session again: from the first to
 /// the last, doubling.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -79,6 +83,22 @@ struct Notified {
 }
 
 type Series = Family<[(&'static str, &'static str); 2], Counter>;
+
+/// What opening a session says when its LISTEN is not its own.
+const NOT_A_SESSION: &str = "the LISTEN did not stay on the session";
+
+/// Whether `client`'s session LISTENs on `channel`: a ping that also
+/// tells whether the session is still the one that listens.
+async fn still_listening(client: &tokio_postgres::Client, channel: &str) -> Result<bool, String> {
+    let row = client
+        .query_typed_one(
+            "SELECT $1::text IN (SELECT pg_listening_channels())",
+            &[(&channel, tokio_postgres::types::Type::TEXT)],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    row.try_get(0).map_err(|e| e.to_string())
+}
 
 /// Carries out control commands, from SQL or HTTP alike: the Supervisor
 /// decides, and every command is counted by kind and result. Cheap to
@@ -144,6 +164,9 @@ pub struct ControlListener {
     retry: Duration,
     last_warning: Option<Instant>,
     unwarned: u64,
+    /// The current second of messages, and how many it had.
+    second: Option<Instant>,
+    in_second: u32,
 }
 
 impl ControlListener {
@@ -169,6 +192,8 @@ impl ControlListener {
             retry: RETRY_FIRST,
             last_warning: None,
             unwarned: 0,
+            second: None,
+            in_second: 0,
         };
         listener.configure(settings, database, control);
         listener
@@ -211,6 +236,12 @@ impl ControlListener {
                 .batch_execute(&format!("LISTEN {}", quote_ident(&channel)))
                 .await
                 .map_err(|e| format!("LISTEN failed: {e}"))?;
+            // Through a pooler that hands server connections round, the
+            // LISTEN took one and the next query another: found now, or
+            // by a later ping.
+            if !still_listening(&opened.client, &channel).await? {
+                return Err(NOT_A_SESSION.to_owned());
+            }
             let server = connector.describe_target();
             Ok::<_, String>((opened, server))
         };
@@ -251,6 +282,7 @@ impl ControlListener {
                         .map(move |(), listener, ctx| listener.lost(session, "the session ended", ctx)),
                     );
                 }
+                Err(error) if error == NOT_A_SESSION => listener.not_a_session(session),
                 Err(error) => listener.lost(session, &error, ctx),
             }
         }));
@@ -261,13 +293,17 @@ impl ControlListener {
         if session != self.session {
             return;
         }
+        // The session is over: whichever of the ping and the reader says
+        // so second is not heard.
+        self.session += 1;
+        let waiting = self.session;
         self.client = None;
         let pause = self.retry;
         self.retry = (self.retry * 2).min(RETRY_LAST);
         warn!(self.log, "control messages are not received: {why}; trying again in {}", humantime::format_duration(pause);
             "event" => "control_lost", "error" => why.to_owned());
         ctx.run_later(pause, move |listener, ctx| {
-            if listener.session == session {
+            if listener.session == waiting {
                 listener.listen(ctx);
             }
         });
@@ -277,23 +313,39 @@ impl ControlListener {
         let Some(client) = self.client.clone() else {
             return;
         };
-        let session = self.session;
+        let (session, channel) = (self.session, self.channel.clone());
         ctx.spawn(
-            async move {
-                match tokio::time::timeout(PING_EVERY, client.simple_query("")).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("no answer to a ping within {PING_EVERY:?}")),
-                }
-            }
-            .into_actor(self)
-            .map(move |pinged, listener, ctx| {
-                if let Err(why) = pinged {
-                    // The reader's end would say so too; the first wins.
-                    listener.lost(session, &why, ctx);
-                }
-            }),
+            async move { tokio::time::timeout(PING_EVERY, still_listening(&client, &channel)).await }
+                .into_actor(self)
+                .map(move |pinged, listener, ctx| match pinged {
+                    Ok(Ok(true)) => {}
+                    // The server answers, but the session that LISTENed is
+                    // not the one pgfleet talks to: a pooler hands server
+                    // connections round (PgBouncer in transaction mode
+                    // with database.pooler: auto).
+                    Ok(Ok(false)) => listener.not_a_session(session),
+                    Ok(Err(why)) => listener.lost(session, &why, ctx),
+                    Err(_) => listener.lost(
+                        session,
+                        &format!("no answer to a ping within {PING_EVERY:?}"),
+                        ctx,
+                    ),
+                }),
         );
+    }
+
+    /// Listening does not work where pgfleet connects: said once, and
+    /// control from SQL is off until a reload changes where it connects.
+    fn not_a_session(&mut self, session: u64) {
+        if session != self.session {
+            return;
+        }
+        self.session += 1;
+        self.client = None;
+        warn!(self.log, "control from SQL is off: the session that LISTENs on {:?} is not the one pgfleet's queries reach, \
+                         so notifications would be lost (a transaction-mode pooler?); set control.url to a direct \
+                         (or session-mode) URL", self.channel;
+            "event" => "control_unavailable");
     }
 
     fn rejected(&mut self, kind: &'static str, why: &str) {
@@ -350,6 +402,24 @@ impl Handler<Notified> for ControlListener {
             }
         };
         let kind = command.kind();
+        let now = Instant::now();
+        if self
+            .second
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1))
+        {
+            self.second = Some(now);
+            self.in_second = 0;
+        }
+        self.in_second += 1;
+        if self.in_second > MOST_PER_SECOND {
+            return self.rejected(
+                kind,
+                &format!(
+                    "{:?} (from backend pid {}): more than {MOST_PER_SECOND} control messages in a second",
+                    msg.payload, msg.pid
+                ),
+            );
+        }
         if command == Command::Reload {
             info!(self.log, "control message \"reload\" (from backend pid {}): reloading as on SIGHUP", msg.pid;
                 "event" => "control_received", "kind" => kind);

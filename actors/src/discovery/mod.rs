@@ -170,15 +170,23 @@ impl Discovery {
         self.scanning = true;
         let (db, patterns) = (self.db.clone(), self.patterns.clone());
         let deadline = db.answer_deadline();
-        let no_answer = move |db: &Database| {
-            db.unreachable(format!("the rescan had no answer within {deadline:?}"))
+        // A query with no answer in time may still run on its connection:
+        // the connection is discarded, never handed back to the pool. A
+        // slow catalog is not the database down: it is the rescan's own
+        // failure, not an outage of the fleet.
+        let no_answer = move |conn: &crate::db::PgConnection| {
+            conn.discard();
+            crate::db::DbError::TimedOut {
+                code: tokio_postgres::error::SqlState::QUERY_CANCELED,
+                reason: format!("the rescan had no answer within {deadline:?}"),
+            }
         };
         let list = async move {
             let started = Instant::now();
             let conn = db.own_connection().await?;
             let listed = tokio::time::timeout(deadline, scan::list(&conn, &patterns))
                 .await
-                .map_err(|_| no_answer(&db))??;
+                .map_err(|_| no_answer(&conn))??;
             Ok::<_, crate::db::DbError>((conn, listed, started, db, patterns))
         };
         ctx.spawn(
@@ -196,7 +204,8 @@ impl Discovery {
                             scan::vet(&conn, &to_vet, &patterns.table),
                         )
                         .await
-                        .map_err(|_| no_answer(&db))??;
+                        .map_err(|_| no_answer(&conn))??;
+                        db.reachable();
                         Ok::<_, crate::db::DbError>((listed, vetted, started.elapsed()))
                     }
                     .into_actor(discovery)

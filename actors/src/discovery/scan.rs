@@ -48,12 +48,17 @@ pub struct Found {
 }
 
 /// Step 1: the schemas that match (their oid and name), then the oids of
-/// the schemas that hold a relation named `$1` (name NULL).
+/// the schemas that hold a relation named `$1` (name NULL). PostgreSQL's
+/// own schemas never match (`pg_catalog`, `pg_toast`, a session's
+/// `pg_temp_N`, `information_schema`): `match: '%'` must not take a
+/// temporary table named like the counter.
 pub const LIST: &str = "
 SELECT n.oid, n.nspname::text
 FROM pg_catalog.pg_namespace n
 WHERE n.nspname LIKE ANY ($2::text[])
   AND NOT n.nspname LIKE ANY ($3::text[])
+  AND n.nspname NOT LIKE 'pg\\_%'
+  AND n.nspname <> 'information_schema'
 UNION ALL
 SELECT c.relnamespace, NULL
 FROM pg_catalog.pg_class c

@@ -204,7 +204,27 @@ impl Pgfleet {
         what: &str,
         matches: impl Fn(&Value) -> bool,
     ) -> (usize, Value) {
-        let deadline = Instant::now() + PATIENCE;
+        self.wait_for_from_within(skip, what, matches, PATIENCE)
+    }
+
+    /// [`Pgfleet::wait_for`], for up to `patience`.
+    pub fn wait_for_within(
+        &self,
+        what: &str,
+        matches: impl Fn(&Value) -> bool,
+        patience: Duration,
+    ) -> Value {
+        self.wait_for_from_within(0, what, matches, patience).1
+    }
+
+    fn wait_for_from_within(
+        &self,
+        skip: usize,
+        what: &str,
+        matches: impl Fn(&Value) -> bool,
+        patience: Duration,
+    ) -> (usize, Value) {
+        let deadline = Instant::now() + patience;
         let (lock, changed) = &*self.log;
         let mut log = lock.lock().expect("log lock");
         loop {
