@@ -256,7 +256,10 @@ fn http_actions_pause_resume_and_fold() {
     let paused = post(address, "/workers/schema1/pause", &[]);
     assert_eq!(paused.status, 200, "{}", paused.all());
     assert!(paused.body.contains("pausing schema1"), "{}", paused.body);
-    assert_eq!(json(address, "/workers/schema1")["state"], "paused");
+    // The worker is told; its state follows at once after.
+    pgfleet.eventually("schema1 paused", || {
+        json(address, "/workers/schema1")["state"] == "paused"
+    });
     add_deltas(&db, "schema1", 4);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(deltas(&db, "schema1"), 4, "a paused schema was folded");
@@ -281,10 +284,16 @@ fn http_actions_pause_resume_and_fold() {
     );
     assert_eq!(from_page.status, 303, "{}", from_page.all());
     assert_eq!(from_page.header("location"), Some("/"));
-    assert_eq!(json(address, "/workers/schema1")["state"], "running");
+    pgfleet.eventually("schema1 resumed", || {
+        json(address, "/workers/schema1")["state"] == "running"
+    });
 
     assert_eq!(post(address, "/workers/nosuch/pause", &[]).status, 404);
     assert_eq!(post(address, "/workers/schema1/drop", &[]).status, 404);
+    assert_eq!(
+        crate::http::get(address, "/workers/schema1/drop").status,
+        404
+    );
     assert_eq!(
         post(address, "/rescan", &[]).status,
         409,
@@ -354,10 +363,11 @@ fn http_actions_need_the_token() {
         .and_then(|c| c.split(';').next())
         .expect("a cookie")
         .to_owned();
-    let with_cookie = crate::http::request_with(address, "GET", "/", &[("Cookie", &cookie)], "");
-    assert!(with_cookie
-        .body
-        .contains("action=\"/workers/schema1/resume\""));
+    pgfleet.eventually("the page's resume button, with the cookie", || {
+        crate::http::request_with(address, "GET", "/", &[("Cookie", &cookie)], "")
+            .body
+            .contains("action=\"/workers/schema1/resume\"")
+    });
     let resumed = post(address, "/workers/schema1/resume", &[("Cookie", &cookie)]);
     assert_eq!(resumed.status, 200, "{}", resumed.all());
     drop(pgfleet);

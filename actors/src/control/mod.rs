@@ -160,7 +160,7 @@ pub struct ControlListener {
     client: Option<Arc<tokio_postgres::Client>>,
     listened_before: bool,
     /// See [`session_key`].
-    key: (String, String, PoolerMode),
+    key: SessionKey,
     retry: Duration,
     last_warning: Option<Instant>,
     unwarned: u64,
@@ -454,23 +454,23 @@ impl Handler<SettingsChanged> for ControlListener {
     fn handle(&mut self, msg: SettingsChanged, ctx: &mut Self::Context) {
         let key = session_key(&msg.settings);
         self.configure(&msg.settings, msg.connector, msg.control);
-        if std::mem::replace(&mut self.key, key) != self.key {
+        let old = std::mem::replace(&mut self.key, key);
+        if old != self.key {
             self.listened_before = false;
             self.listen(ctx);
         }
     }
 }
 
-/// What a listening session is made of.
-fn session_key(settings: &Settings) -> (String, String, PoolerMode) {
-    let url = if settings.control.url.expose().is_empty() {
-        &settings.database.url
-    } else {
-        &settings.control.url
-    };
+/// What a listening session is made of: the channel, `control.url`, and
+/// every `database.*` setting (its URL when `control.url` is empty, and
+/// the TLS files, timeouts and `application_name` either way).
+type SessionKey = (String, String, crate::settings::DatabaseSettings);
+
+fn session_key(settings: &Settings) -> SessionKey {
     (
         settings.control.channel.clone(),
-        url.expose().to_owned(),
-        settings.database.pooler,
+        settings.control.url.expose().to_owned(),
+        settings.database.clone(),
     )
 }

@@ -100,7 +100,10 @@ pub fn serve(listener: TcpListener, serving: Serving, log: &Logger) -> Result<So
             .service(endpoint("/readyz", readyz))
             .service(endpoint("/workers", workers))
             .service(endpoint("/workers/{schema}", worker))
-            .service(action("/workers/{schema}/{action}", actions::worker_action))
+            .service(action(
+                "/workers/{schema}/{action:fold|pause|resume}",
+                actions::worker_action,
+            ))
             .service(action("/rescan", actions::rescan))
             .service(action("/unlock", actions::unlock))
             .default_service(web::to(not_found))
