@@ -22,7 +22,7 @@ pub fn run(
     Loaded {
         settings,
         connector,
-        ..
+        control,
     }: Loaded,
 ) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -85,6 +85,17 @@ pub fn run(
             .await
             .map_err(|_| no_answer(answer_within))??;
         let encryption = if session.tls { "TLS" } else { "plaintext" };
+        // control.url: the listener's own session, tried as the service
+        // would (its LISTEN needs nothing but a connection).
+        if let Some(control) = control {
+            let control = control.with_log(&log);
+            let session = control.connect().await?;
+            tokio::time::timeout(answer_within, session.client.batch_execute("SELECT 1"))
+                .await
+                .map_err(|_| no_answer(answer_within))?
+                .map_err(|e| DbError::from_statement(&e))?;
+            println!("control.url: connected to {}", control.describe_target());
+        }
         if settings.discovers() {
             println!(
                 "workers.match finds {} schemas now{}",

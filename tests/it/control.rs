@@ -388,3 +388,36 @@ fn http_actions_need_the_token() {
         "GETs stay open"
     );
 }
+
+/// `--check` connects with `control.url` too, and a `control.url` that is
+/// no connection string is a configuration error naming the key.
+#[test]
+fn check_tries_the_control_url() {
+    let db = cluster().create_database();
+    let url = db.url();
+    let ok = crate::support::pgfleet::run(
+        &["--check"],
+        &[
+            ("PGFLEET__DATABASE__URL", url.as_str()),
+            ("PGFLEET__CONTROL__URL", url.as_str()),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(stdout.contains("control.url: connected to"), "{stdout}");
+    let bad = crate::support::pgfleet::run(
+        &["--check"],
+        &[
+            ("PGFLEET__DATABASE__URL", url.as_str()),
+            ("PGFLEET__CONTROL__URL", "postgres://app:hunter2@[::1"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(stderr.contains("control.url"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
