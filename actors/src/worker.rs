@@ -33,7 +33,7 @@ use futures_util::FutureExt;
 use slog::{debug, info, warn, Logger};
 use tokio_postgres::CancelToken;
 
-use crate::db::{Database, DbError, LaneLease, PgClient, PgConnection};
+use crate::db::{Absence, Database, DbError, JobFault, LaneLease, PgClient, PgConnection};
 use crate::job::{FoldJob, Job, Postponed, SharedStep, Step};
 use crate::settings::{Origin, SchemaTarget, Settings};
 use crate::status::{FoldDone, Status, WorkerState};
@@ -726,7 +726,10 @@ impl<J: Job> WorkerActor<J> {
                     "skipped" => self.ticks_skipped);
             }
             DbError::LockNotAvailable(reason) => self.wait(WaitingFor::Lock, reason),
-            error @ DbError::TableGone { .. } => self.wait(WaitingFor::Table, error.to_string()),
+            error @ DbError::Job(JobFault {
+                absence: Some(Absence::Gone),
+                ..
+            }) => self.wait(WaitingFor::Table, error.to_string()),
             DbError::TimedOut { reason, .. } => {
                 self.ticks_skipped += 1;
                 self.note_skipped("timed_out");

@@ -15,8 +15,12 @@
 //!   migration): the schema waits, retried at its next tick; never a
 //!   failure, never an outage;
 //! - **timed out** (`statement_timeout`): retried next tick;
-//! - anything else (overflow, a missing table, a `value` column of a type
-//!   pgfleet does not fold, a missing privilege) is the
+//! - a **job's own finding** ([`JobFault`]: the fold's overflow, a missing
+//!   or dropped table, a `value` column of a type it does not fold) says
+//!   what it means itself: a table that is gone is waited for, anything
+//!   else is the worker's failure; the job defines these (see
+//!   `job::fold::error`), this module only carries them;
+//! - anything else (a missing privilege, another SQLSTATE) is the
 //!   worker's own failure, for the Supervisor and its restart policy.
 //!
 //! Sorting looks at the SQLSTATE, never at the server's message text, which
@@ -25,8 +29,6 @@
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
-
-use crate::counter::{ValueType, FOLDED_TYPES};
 
 /// Why the server would not let pgfleet in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +61,26 @@ impl Refusal {
             Refusal::Other => "refused",
         }
     }
+}
+
+/// What a job found wrong with its schema, in the terms the worker acts
+/// on: its `kind` for the logs, its SQLSTATE when there was one, whether
+/// the schema or table is absent, and the sentence for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFault {
+    pub kind: &'static str,
+    pub code: Option<SqlState>,
+    pub absence: Option<Absence>,
+    pub message: String,
+}
+
+/// A schema or table that is not there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absence {
+    /// Missing when the worker started, and not to be created.
+    Missing,
+    /// There while pgfleet ran it, and gone now (dropped, renamed).
+    Gone,
 }
 
 /// Why a statement did not do its job.
@@ -99,32 +121,9 @@ pub enum DbError {
     /// 42501: the role lacks a privilege; `pgfleet --check` names the GRANT.
     #[error("permission denied ({0}); `pgfleet --check` lists the GRANTs the role needs")]
     Permission(String),
-    #[error("schema {schema} does not exist, and workers.create_schema is false")]
-    MissingSchema { schema: String },
-    #[error("table {table} does not exist, and workers.create_schema is false")]
-    MissingTable { table: String },
-    /// The table (or its schema) was there and is gone: dropped while
-    /// pgfleet folded it (a tenant leaving). Never created again behind the
-    /// operator's back (SPEC §2, §11): the worker waits for it to return.
-    #[error("{table} no longer exists (dropped while pgfleet folded it): it is not created again, and is folded again if it comes back")]
-    TableGone { table: String },
-    /// 22003: the sum does not fit the `value` column. `table` as the log
-    /// shows it, `qualified` quoted for the statement that widens it.
-    #[error("{}", overflow_text(table, qualified, *value_type, detail))]
-    Overflow {
-        table: String,
-        qualified: String,
-        value_type: ValueType,
-        detail: String,
-    },
-    /// The `value` column is missing, or of a type pgfleet does not fold.
-    #[error("{}", value_type_text(table, qualified, found.as_deref()))]
-    ValueType {
-        table: String,
-        qualified: String,
-        /// The column's type; None when there is no `value` column.
-        found: Option<String>,
-    },
+    /// The job's own finding (see [`JobFault`]).
+    #[error("{}", .0.message)]
+    Job(JobFault),
     /// Any other error the server reported, with its SQLSTATE.
     #[error("{text}")]
     Statement {
@@ -138,35 +137,6 @@ pub enum DbError {
     PreparedStatementLost(String),
     #[error("unexpected reply to the fold: {0}")]
     UnexpectedReply(String),
-}
-
-fn overflow_text(table: &str, qualified: &str, value_type: ValueType, detail: &str) -> String {
-    let max = value_type
-        .max()
-        .map(|max| format!(" (at most {max})"))
-        .unwrap_or_default();
-    let widen = value_type
-        .wider()
-        .map(|wider| {
-            format!(
-                "; widen the column, and pgfleet picks the change up: \
-                 ALTER TABLE {qualified} ALTER value TYPE {wider}"
-            )
-        })
-        .unwrap_or_default();
-    format!(
-        "the total of {table} would overflow {value_type}{max}, so nothing was folded ({detail}){widen}"
-    )
-}
-
-fn value_type_text(table: &str, qualified: &str, found: Option<&str>) -> String {
-    match found {
-        None => format!("{table} has no value column, so it is not a worker_spi counter table"),
-        Some(found) => format!(
-            "the value column of {table} is {found}: pgfleet folds {FOLDED_TYPES} counters, \
-             exactly (ALTER TABLE {qualified} ALTER value TYPE numeric keeps fractions)"
-        ),
-    }
 }
 
 fn refusal_title(kind: Refusal) -> &'static str {
@@ -266,27 +236,11 @@ impl DbError {
     pub fn is_gone(&self) -> bool {
         matches!(
             self,
-            DbError::MissingSchema { .. }
-                | DbError::MissingTable { .. }
-                | DbError::TableGone { .. }
+            DbError::Job(JobFault {
+                absence: Some(_),
+                ..
+            })
         ) || self.is_missing_relation()
-    }
-
-    /// For a table that existed while pgfleet folded it: "it is missing"
-    /// (undefined_table 42P01 or invalid_schema_name 3F000 from a fold, or
-    /// what initialisation found) means it was dropped.
-    pub fn vanished(self, table: impl std::fmt::Display) -> DbError {
-        let gone = matches!(
-            self,
-            DbError::MissingSchema { .. } | DbError::MissingTable { .. }
-        ) || self.is_missing_relation();
-        if gone {
-            DbError::TableGone {
-                table: table.to_string(),
-            }
-        } else {
-            self
-        }
     }
 
     /// undefined_table (42P01) or invalid_schema_name (3F000): a relation
@@ -304,7 +258,7 @@ impl DbError {
             DbError::TimedOut { code, .. } => Some(code),
             DbError::LockNotAvailable(_) => Some(&SqlState::LOCK_NOT_AVAILABLE),
             DbError::Permission(_) => Some(&SqlState::INSUFFICIENT_PRIVILEGE),
-            DbError::Overflow { .. } => Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE),
+            DbError::Job(fault) => fault.code.as_ref(),
             _ => None,
         }
     }
@@ -320,11 +274,7 @@ impl DbError {
             DbError::PoolExhausted { .. } => "pool_exhausted",
             DbError::MaintenancePostponed(_) => "maintenance_postponed",
             DbError::Permission(_) => "permission",
-            DbError::MissingSchema { .. } => "missing_schema",
-            DbError::MissingTable { .. } => "missing_table",
-            DbError::TableGone { .. } => "table_dropped",
-            DbError::Overflow { .. } => "overflow",
-            DbError::ValueType { .. } => "value_type",
+            DbError::Job(fault) => fault.kind,
             DbError::Statement { .. } => "statement",
             DbError::PreparedStatementLost(_) => "prepared_statement_lost",
             DbError::UnexpectedReply(_) => "unexpected_reply",
@@ -380,41 +330,4 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_table_that_existed_and_is_missing_was_dropped() {
-        let missing = [
-            DbError::MissingSchema { schema: "s".into() },
-            DbError::MissingTable {
-                table: "s.counted".into(),
-            },
-            DbError::Statement {
-                code: Some(SqlState::UNDEFINED_TABLE),
-                text: "relation does not exist".into(),
-            },
-            DbError::Statement {
-                code: Some(SqlState::INVALID_SCHEMA_NAME),
-                text: "schema does not exist".into(),
-            },
-        ];
-        for error in missing {
-            let gone = error.vanished("s.counted");
-            assert_eq!(gone.kind(), "table_dropped", "{gone}");
-            assert!(gone.to_string().contains("not created again"), "{gone}");
-        }
-        // Anything else stays what it is.
-        let denied = DbError::Permission("permission denied".into()).vanished("s.counted");
-        assert_eq!(denied.kind(), "permission");
-        let other = DbError::Statement {
-            code: Some(SqlState::NUMERIC_VALUE_OUT_OF_RANGE),
-            text: "overflow".into(),
-        }
-        .vanished("s.counted");
-        assert_eq!(other.kind(), "statement");
-    }
 }

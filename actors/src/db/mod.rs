@@ -26,7 +26,7 @@ use bb8::{ErrorSink, Pool, PooledConnection, RunError};
 use slog::{error, info, warn, Logger};
 
 pub use connect::{Connector, Session};
-pub use error::{describe, DbError, Refusal};
+pub use error::{describe, Absence, DbError, JobFault, Refusal};
 pub use health::DbHealth;
 use lanes::Joined;
 pub use lanes::{LaneLease, MaintenanceSlot};

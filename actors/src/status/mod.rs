@@ -550,7 +550,9 @@ impl Status {
         inner.fold_duration.observe(report.took.as_secs_f64());
         self.update(schema, generation, |worker| {
             let waiting = report.waiting.filter(|waiting| waiting.left > 0);
-            if waiting.is_some() {
+            if worker.state == WorkerState::Paused {
+                // A `fold` of a paused schema: still paused.
+            } else if waiting.is_some() {
                 worker.set_state(WorkerState::WaitingForTotal);
             } else if worker.state.ended_by_a_fold() {
                 worker.set_state(WorkerState::Running);
@@ -573,7 +575,12 @@ impl Status {
     /// The worker waits: for a lock on its table, for its dropped table
     /// to come back, or for the database (`state` says which).
     pub fn worker_waiting(&self, schema: &str, generation: u64, state: WorkerState) {
-        self.update(schema, generation, |worker| worker.set_state(state));
+        self.update(schema, generation, |worker| {
+            // A paused worker's `fold` that waited: still paused.
+            if worker.state != WorkerState::Paused {
+                worker.set_state(state);
+            }
+        });
     }
 
     /// An operator paused (or resumed) the worker.
@@ -592,7 +599,7 @@ impl Status {
     /// after its next fold.
     pub fn database_blocks(&self, schema: &str, generation: u64) {
         self.update(schema, generation, |worker| {
-            if worker.state != WorkerState::Starting {
+            if !matches!(worker.state, WorkerState::Starting | WorkerState::Paused) {
                 worker.set_state(WorkerState::WaitingForDatabase);
             }
         });
@@ -875,6 +882,29 @@ mod tests {
         assert_eq!(worker.restarts(), 1);
         // Fleet-wide counters count every fold, whoever made it.
         assert_eq!(status.summary().folds, 1);
+    }
+
+    /// An operator's pause is the state until the resume: a `fold` of the
+    /// paused schema, a wait for a lock or for the database do not end it;
+    /// a failure does.
+    #[test]
+    fn a_paused_worker_stays_paused_until_resumed() {
+        let status = Status::new();
+        status.worker_spawned(&target("s"), 1, false);
+        status.worker_initialised("s", 1);
+        status.worker_paused("s", 1, true);
+        status.fold_done("s", 1, report(5, Some(&Total::from(5))));
+        status.worker_waiting("s", 1, WorkerState::WaitingForLock);
+        status.database_blocks("s", 1);
+        let state = |status: &Status| status.worker("s").expect("entry").state;
+        assert_eq!(state(&status), WorkerState::Paused);
+        assert!(WorkerState::Paused.counts_as_running(), "ready while paused");
+        status.worker_paused("s", 1, false);
+        assert_eq!(state(&status), WorkerState::Running);
+        status.worker_paused("s", 1, true);
+        status.worker_failed("s", 1, "overflow");
+        status.worker_restarting("s", 1, Duration::from_secs(5));
+        assert_eq!(state(&status), WorkerState::Restarting, "a failure is news");
     }
 
     #[test]

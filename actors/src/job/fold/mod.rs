@@ -28,6 +28,7 @@ use futures_util::FutureExt;
 use slog::{debug, info, warn, Logger};
 
 mod batch;
+pub mod error;
 pub mod privileges;
 mod statements;
 
@@ -36,6 +37,7 @@ pub use statements::{FoldOutcome, InitOutcome};
 use super::{Job, Postponed, RunReport, SharedStep, Step};
 use crate::counter::{Backlog, Total, ValueType};
 use crate::db::DbError;
+use error::{vanished, FoldError};
 use crate::settings::{SchemaTarget, Settings};
 use crate::sql::TableSql;
 
@@ -209,11 +211,14 @@ impl FoldJob {
             Err(found) => {
                 warn!(log, "the value column of {table} is now {found} (was {was}), which pgfleet does not fold";
                     "event" => "worker_table_changed", "value_type" => found.clone(), "was" => was.name());
-                Some(DbError::ValueType {
-                    table: table.to_string(),
-                    qualified: self.sql.qualified(),
-                    found: Some(found),
-                })
+                Some(
+                    FoldError::ValueType {
+                        table: table.to_string(),
+                        qualified: self.sql.qualified(),
+                        found: Some(found),
+                    }
+                    .into(),
+                )
             }
         }
     }
@@ -227,7 +232,7 @@ impl FoldJob {
             async move {
                 statements::vacuum(conn, &sql)
                     .await
-                    .map_err(|error| error.vanished(sql.display_name()))
+                    .map_err(|error| vanished(error, sql.display_name()))
             }
             .boxed_local()
         })
@@ -253,7 +258,7 @@ impl Job for FoldJob {
             async move {
                 let found = statements::initialise(conn, &sql, create, lock_timeout).await;
                 match found {
-                    Err(error) if existed => Err(error.vanished(sql.display_name())),
+                    Err(error) if existed => Err(vanished(error, sql.display_name())),
                     found => found,
                 }
             }

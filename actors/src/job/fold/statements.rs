@@ -23,6 +23,8 @@ use crate::counter::{Backlog, Total, ValueType};
 use crate::db::{self, DbError, PgClient, PgConnection};
 use crate::sql::{FoldBatch, TableSql, INIT_LOCK, INIT_PROBE};
 
+use super::error::{vanished, FoldError};
+
 /// What `initialise` found, for the worker to log: this module has no
 /// logger, and the warning belongs with the worker's other lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +124,7 @@ async fn initialise_once(
         outcome.value_type = found_type
             .as_deref()
             .and_then(ValueType::from_name)
-            .ok_or_else(|| DbError::ValueType {
+            .ok_or_else(|| FoldError::ValueType {
                 table: sql.display_name().to_string(),
                 qualified: sql.qualified(),
                 found: found_type.clone(),
@@ -142,14 +144,16 @@ async fn initialise_once(
                 .map_err(pg)?;
         }
         (false, _, false) => {
-            return Err(DbError::MissingSchema {
+            return Err(FoldError::MissingSchema {
                 schema: sql.schema.to_string(),
-            })
+            }
+            .into())
         }
         (true, false, false) => {
-            return Err(DbError::MissingTable {
+            return Err(FoldError::MissingTable {
                 table: sql.display_name().to_string(),
-            })
+            }
+            .into())
         }
     }
     tx.commit().await.map_err(pg)?;
@@ -308,12 +312,13 @@ async fn fold_prepared(
 /// An error of the fold statement itself; 22003 is the total's overflow.
 fn fold_error(error: &tokio_postgres::Error, sql: &TableSql, value_type: ValueType) -> DbError {
     if error.code() == Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE) {
-        DbError::Overflow {
+        FoldError::Overflow {
             table: sql.display_name().to_string(),
             qualified: sql.qualified(),
             value_type,
             detail: db::describe(error),
         }
+        .into()
     } else {
         DbError::from_statement(error)
     }
@@ -387,7 +392,7 @@ pub async fn vacuum(conn: &PgConnection, sql: &TableSql) -> Result<(), DbError> 
 }
 
 /// A fold failed with `error`, 42P01 or 3F000: is it the table itself that
-/// is gone ([`DbError::TableGone`]), or a relation something else names (a
+/// is gone ([`FoldError::TableGone`]), or a relation something else names (a
 /// trigger's, a rule's), which is the fold's own failure? Asked on the
 /// same connection, as the unnamed statement; when the question fails
 /// too, the error stays what it was.
@@ -401,7 +406,7 @@ pub async fn confirm_table_gone(conn: &PgClient, sql: &TableSql, error: DbError)
         .await
         .map(|row| row.get::<_, bool>(0));
     match gone {
-        Ok(true) => error.vanished(sql.display_name()),
+        Ok(true) => vanished(error, sql.display_name()),
         _ => error,
     }
 }
