@@ -380,7 +380,9 @@ impl Supervisor {
         self.count_in_start_batch();
         self.start_queue.push_back(target);
         if !std::mem::replace(&mut self.starting, true) {
-            ctx.run_later(Duration::ZERO, |supervisor, ctx| supervisor.start_queued(ctx));
+            ctx.run_later(Duration::ZERO, |supervisor, ctx| {
+                supervisor.start_queued(ctx)
+            });
         }
     }
 
@@ -392,7 +394,9 @@ impl Supervisor {
         if self.start_queue.is_empty() {
             self.starting = false;
         } else {
-            ctx.run_later(Duration::ZERO, |supervisor, ctx| supervisor.start_queued(ctx));
+            ctx.run_later(Duration::ZERO, |supervisor, ctx| {
+                supervisor.start_queued(ctx)
+            });
         }
     }
 

@@ -898,7 +898,10 @@ mod tests {
         status.database_blocks("s", 1);
         let state = |status: &Status| status.worker("s").expect("entry").state;
         assert_eq!(state(&status), WorkerState::Paused);
-        assert!(WorkerState::Paused.counts_as_running(), "ready while paused");
+        assert!(
+            WorkerState::Paused.counts_as_running(),
+            "ready while paused"
+        );
         status.worker_paused("s", 1, false);
         assert_eq!(state(&status), WorkerState::Running);
         status.worker_paused("s", 1, true);

@@ -179,7 +179,9 @@ mod tests {
         assert_eq!(error.code(), Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE));
         assert!(!error.is_gone());
         assert!(
-            error.to_string().contains("ALTER TABLE \"s\".\"counted\" ALTER value TYPE bigint"),
+            error
+                .to_string()
+                .contains("ALTER TABLE \"s\".\"counted\" ALTER value TYPE bigint"),
             "{error}"
         );
     }

@@ -37,9 +37,9 @@ pub use statements::{FoldOutcome, InitOutcome};
 use super::{Job, Postponed, RunReport, SharedStep, Step};
 use crate::counter::{Backlog, Total, ValueType};
 use crate::db::DbError;
-use error::{vanished, FoldError};
 use crate::settings::{SchemaTarget, Settings};
 use crate::sql::TableSql;
+use error::{vanished, FoldError};
 
 pub struct FoldJob {
     sql: Arc<TableSql>,
