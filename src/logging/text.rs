@@ -83,7 +83,9 @@ fn format_line(record: &Record, values: &OwnedKVList, ts: &str) -> String {
         shown.push(format!("{key}={}", quoted(value)));
     }
     for (key, value) in context.iter().chain(own.iter()) {
-        if key == "event" || already_said(&message, value) {
+        if key == "event"
+            || (!ALWAYS_SHOWN.contains(&key.as_str()) && already_said(&message, value))
+        {
             continue;
         }
         shown.push(format!("{key}={}", quoted(value)));
@@ -95,6 +97,10 @@ fn format_line(record: &Record, values: &OwnedKVList, ts: &str) -> String {
     line.push('\n');
     line
 }
+
+/// Fields a reader greps for (`reason=gone`, `kind=pause`), shown even
+/// when the message happens to hold their value ("… is gone …").
+const ALWAYS_SHOWN: [&str; 6] = ["reason", "kind", "result", "state", "via", "database"];
 
 /// A text field whose value the message already carries (the worker's
 /// name, the schema, an error quoted in full) is not repeated. Numbers are
@@ -207,6 +213,18 @@ mod tests {
             line.ends_with('\n') && line.matches('\n').count() == 1,
             "{line}"
         );
+    }
+
+    /// `reason=gone` is on the line even when the message says "is gone".
+    #[test]
+    fn fields_people_grep_for_are_always_shown() {
+        let line = logged(|log| {
+            slog::info!(log, "worker 1 stopped: schema1.counted is gone";
+                "event" => "worker_stopped", "reason" => "gone")
+        });
+        assert!(line.contains("reason=gone"), "{line}");
+        // Other fields the message carries are still not repeated.
+        assert!(!line.contains("schema="), "{line}");
     }
 
     #[test]

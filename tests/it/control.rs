@@ -289,6 +289,8 @@ fn http_actions_pause_resume_and_fold() {
     });
 
     assert_eq!(post(address, "/workers/nosuch/pause", &[]).status, 404);
+    let said = pgfleet.wait_event("http_action_refused");
+    assert_eq!(said["status"], 404, "{said}");
     assert_eq!(post(address, "/workers/schema1/drop", &[]).status, 404);
     assert_eq!(
         crate::http::get(address, "/workers/schema1/drop").status,
@@ -342,10 +344,11 @@ fn http_actions_need_the_token() {
         !page.contains("/workers/schema1/pause"),
         "buttons without the token"
     );
+    // The scheme's name in any case (RFC 9110).
     let ok = post(
         address,
         "/workers/schema1/pause",
-        &[("Authorization", "Bearer s3cret; with=odd chars")],
+        &[("Authorization", "bearer s3cret; with=odd chars")],
     );
     assert_eq!(ok.status, 200, "{}", ok.all());
 

@@ -120,6 +120,12 @@ impl Actions {
                 messages.clone(),
             )
         });
+        // Every series from the start, so a rate() has one to read.
+        for kind in ["rescan", "reload", "fold", "pause", "resume", "unknown"] {
+            for result in ["done", "rejected"] {
+                let _ = messages.get_or_create(&[("kind", kind), ("result", result)]);
+            }
+        }
         Actions {
             supervisor,
             messages,

@@ -101,7 +101,11 @@ fn presented(request: &HttpRequest) -> Option<String> {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
+        // The scheme's name is case-insensitive (RFC 9110).
+        .and_then(|value| {
+            let (scheme, token) = value.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        })
         .map(|token| token.trim().to_owned());
     bearer.or_else(|| {
         let header = request.headers().get(header::COOKIE)?.to_str().ok()?;
@@ -147,6 +151,8 @@ async fn carry_out(state: &ActionState, request: &HttpRequest, command: Command)
                 Refused::NotNow(_) => 409,
                 Refused::Stopping => 503,
             };
+            info!(state.log, "HTTP action {} {} did nothing: {refused}", request.method(), request.path();
+                "event" => "http_action_refused", "status" => status);
             reply(request, status, &refused.to_string())
         }
     }

@@ -265,7 +265,8 @@ async fn status_page(
 async fn not_found() -> HttpResponse {
     text(
         HttpResponse::NotFound(),
-        "not found; pgfleet serves /, /metrics, /healthz, /readyz, /workers and /workers/{schema}\n"
+        "not found; pgfleet serves GET /, /metrics, /healthz, /readyz, /workers and /workers/{schema}, \
+         and POST /workers/{schema}/fold, /pause, /resume, /rescan and /unlock\n"
             .into(),
     )
 }

@@ -453,6 +453,13 @@ impl Settings {
             for pattern in patterns {
                 if pattern.is_empty() {
                     bad(key, String::new(), "an empty pattern matches no schema");
+                } else if pattern.contains('\u{a0}') {
+                    bad(
+                        key,
+                        pattern.clone(),
+                        "holds a non-breaking space: in a double-quoted YAML string `\\_` is one; \
+                         write the pattern unquoted or in single quotes ('tenant\\_%')",
+                    );
                 }
             }
         }
@@ -747,6 +754,18 @@ mod tests {
         assert_eq!(targets.len(), 2);
         assert_eq!(&*targets[1].schema, "schema2");
         assert_eq!(&*targets[1].worker, "worker 2");
+    }
+
+    /// YAML's double-quoted `"tenant\_%"` is `tenant`, a non-breaking
+    /// space and `%`: refused, saying how to write it.
+    #[test]
+    fn a_pattern_with_a_non_breaking_space_is_refused() {
+        let mut settings = defaults();
+        settings.workers.matching = vec!["tenant\u{a0}%".into()];
+        let problems = settings.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "workers.match");
+        assert!(problems[0].2.contains("single quotes"), "{problems:?}");
     }
 
     #[test]
