@@ -53,6 +53,7 @@ pub mod http;
 pub mod job;
 pub mod log_level;
 pub mod notify;
+pub mod ownership;
 pub mod panics;
 pub mod policy;
 pub mod scrape;

@@ -36,7 +36,7 @@ use tokio_postgres::CancelToken;
 use crate::db::{Absence, Database, DbError, JobFault, LaneLease, PgClient, PgConnection};
 use crate::job::{FoldJob, Job, Postponed, SharedStep, Step};
 use crate::settings::{Origin, SchemaTarget, Settings};
-use crate::status::{FoldDone, Status, WorkerState};
+use crate::status::{Status, WorkerState};
 
 /// Why a worker ended.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -582,18 +582,14 @@ impl<J: Job> WorkerActor<J> {
             |worker, result, ctx| match result {
                 Ok(Ok(found)) => {
                     worker.wait_over();
-                    let (report, maintenance) = worker.job.ran(found, &worker.log());
+                    // The status first: whoever reads the run's log line
+                    // finds it there.
                     worker.spec.fleet.status.fold_done(
                         &worker.spec.target.schema,
                         worker.spec.generation,
-                        FoldDone {
-                            took: report.took,
-                            rows: report.rows,
-                            total: report.total.as_ref(),
-                            backlog: report.backlog,
-                            waiting: report.waiting,
-                        },
+                        J::tally(&found),
                     );
+                    let (report, maintenance) = worker.job.ran(found, &worker.log());
                     if let Some(fault) = report.fault {
                         worker.handle_error(fault, ctx);
                         return;

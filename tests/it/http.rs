@@ -504,7 +504,13 @@ fn workers_json_has_one_entry_per_worker_with_its_fields() {
     );
     assert!(broken["given_up_reason"].is_string(), "{broken}");
 
-    let one = json(address, &format!("/workers/{}", percent_encode(odd)));
+    // The fold's log line is written just before its report reaches the
+    // status: wait for the report, not only the line.
+    let path = format!("/workers/{}", percent_encode(odd));
+    pgfleet.eventually("the fold in /workers", || {
+        json(address, &path)["last_total"] == 5
+    });
+    let one = json(address, &path);
     assert_eq!(one["schema"], odd, "{one}");
     assert_eq!(one["worker"], odd, "{one}");
     assert_eq!(one["state"], "running", "{one}");

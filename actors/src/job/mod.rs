@@ -24,9 +24,9 @@ use slog::Logger;
 
 pub use fold::{privileges, FoldJob};
 
-use crate::counter::{Backlog, Total};
 use crate::db::{DbError, PgClient, PgConnection};
 use crate::settings::{SchemaTarget, Settings};
+use crate::status::FoldDone;
 
 /// Which job a fleet's workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,17 +83,9 @@ pub enum Postponed {
 /// that wait `database.fold_lock_timeout` each and give up.
 pub const LOCK_RETRY_EVERY: Duration = Duration::from_secs(1);
 
-/// What one run did, for the status and the metrics.
+/// What the worker does after a run.
 #[derive(Debug, Clone)]
 pub struct RunReport {
-    pub took: Duration,
-    pub rows: u64,
-    pub total: Option<Total>,
-    /// When the run took a full batch: the work it left.
-    pub backlog: Option<Backlog>,
-    /// Work the run could not do and left waiting for someone else (the
-    /// deltas of a table without a total row).
-    pub waiting: Option<Backlog>,
     /// The job has more to do now (a backlog): run again after this pause
     /// rather than at the next tick (the worker waits at most a naptime).
     pub again_after: Option<Duration>,
@@ -124,7 +116,12 @@ pub trait Job: Unpin + 'static {
     /// workers' on a shared connection.
     fn run(&self) -> SharedStep<Self::Ran>;
 
-    /// Takes note of a run and logs it; says what to report, and returns
+    /// What a run did, for the status and the metrics: read before the
+    /// run is logged ([`Job::ran`]), so that whoever reads its log line
+    /// finds the status up to date.
+    fn tally(found: &Self::Ran) -> FoldDone<'_>;
+
+    /// Takes note of a run and logs it; says what to do next, and returns
     /// maintenance that is due now, which the worker runs as a step of its
     /// own, with its own deadline, after this run has been reported.
     fn ran(&mut self, found: Self::Ran, log: &Logger) -> (RunReport, Option<Step<()>>);

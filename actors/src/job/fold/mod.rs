@@ -39,6 +39,7 @@ use crate::counter::{Backlog, Total, ValueType};
 use crate::db::DbError;
 use crate::settings::{SchemaTarget, Settings};
 use crate::sql::TableSql;
+use crate::status::FoldDone;
 use error::{vanished, FoldError};
 
 pub struct FoldJob {
@@ -302,6 +303,16 @@ impl Job for FoldJob {
         })
     }
 
+    fn tally((outcome, took): &Self::Ran) -> FoldDone<'_> {
+        FoldDone {
+            took: *took,
+            rows: outcome.folded as u64,
+            total: outcome.total.as_ref(),
+            backlog: outcome.backlog,
+            waiting: outcome.waiting,
+        }
+    }
+
     fn ran(&mut self, (outcome, took): Self::Ran, log: &Logger) -> (RunReport, Option<Step<()>>) {
         self.rows_since_vacuum += outcome.folded as u64;
         let fault = self.check_value_type(outcome.value_type.clone(), log);
@@ -339,11 +350,6 @@ impl Job for FoldJob {
         self.follow_backlog(&outcome, took, log);
         self.batch.after(outcome.backlog.is_some(), took);
         let report = RunReport {
-            took,
-            rows: outcome.folded as u64,
-            total: outcome.total,
-            backlog: outcome.backlog,
-            waiting: outcome.waiting,
             // As long as the batch took: the connection it shares is the
             // other schemas' at least half the time.
             again_after: outcome.backlog.map(|_| took),
