@@ -131,7 +131,10 @@ mod tests {
             let index = fleet.iter().position(|m| *m == owner).expect("a member");
             counts[index] += 1;
         }
-        assert!(counts.iter().all(|&n| (80..=120).contains(&n)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&n| (80..=120).contains(&n)),
+            "{counts:?}"
+        );
         assert_eq!(counts.iter().sum::<usize>(), 300);
     }
 
