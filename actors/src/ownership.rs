@@ -14,17 +14,38 @@
 //!   each get about B/K buckets, and a member joining or leaving moves
 //!   only the buckets it takes or held (about 1/K of them).
 //! - **Keys of pgfleet's own**: every advisory lock is the two-`int4` form,
-//!   the first `int4` being `coordination.namespace`, so two fleets on
-//!   one database, or an application's own advisory locks, never collide
-//!   ([`Keys`]).
+//!   the first `int4` being `coordination.namespace` ([`Keys`]), so two
+//!   fleets on one database with different namespaces never collide, nor
+//!   does an application using the one-`bigint` form (a separate key
+//!   space in PostgreSQL) or two `int4`s with another first key. An
+//!   application taking two-`int4` locks with the same first key would:
+//!   pick a namespace it does not use.
 
 /// How many buckets the schemas are spread over, unless configured.
 pub const DEFAULT_BUCKETS: u32 = 1024;
 
+/// The most buckets: bucket keys stay below the members' key range.
+pub const MAX_BUCKETS: u32 = 1 << 16;
+
 /// An instance, as the others see it: the number its membership lock
-/// carries (random at each start, so a restarted instance is a new member).
+/// carries (random at each start, so a restarted instance is a new
+/// member). 30 bits, so that it fits its lock key and reads back the
+/// same from `pg_locks`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MemberId(pub u32);
+pub struct MemberId(u32);
+
+impl MemberId {
+    const BITS: u32 = 30;
+
+    /// The member `raw` names: its low 30 bits.
+    pub fn new(raw: u32) -> Self {
+        MemberId(raw & ((1 << Self::BITS) - 1))
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
 
 /// FNV-1a, 64 bits: stable by definition, unlike std's hasher.
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -44,9 +65,9 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The bucket of `schema`, of `buckets` (at least 1).
+/// The bucket of `schema`, of `buckets` (1 to [`MAX_BUCKETS`]).
 pub fn bucket_of(schema: &str, buckets: u32) -> u32 {
-    let buckets = u64::from(buckets.max(1));
+    let buckets = u64::from(buckets.clamp(1, MAX_BUCKETS));
     u32::try_from(mix(fnv1a(schema.as_bytes())) % buckets).unwrap_or(0)
 }
 
@@ -65,7 +86,7 @@ fn score(member: MemberId, bucket: u32) -> u64 {
 
 /// The buckets `me` owns among `members` (which holds `me`), in order.
 pub fn owned(me: MemberId, members: &[MemberId], buckets: u32) -> Vec<u32> {
-    (0..buckets.max(1))
+    (0..buckets.clamp(1, MAX_BUCKETS))
         .filter(|&bucket| owner(bucket, members) == Some(me))
         .collect()
 }
@@ -81,22 +102,25 @@ impl Keys {
     /// Second keys below this are buckets; from it up, members.
     const MEMBERS_FROM: i64 = 1 << 30;
 
-    /// `pg_advisory_lock(namespace, key)` for `bucket`.
+    /// `pg_advisory_lock(namespace, key)` for `bucket` (below
+    /// [`MAX_BUCKETS`], so never in the members' range).
     pub fn bucket(&self, bucket: u32) -> (i32, i32) {
-        (self.namespace, i32::try_from(bucket).unwrap_or(i32::MAX))
+        (self.namespace, (bucket % MAX_BUCKETS) as i32)
     }
 
-    /// `pg_advisory_lock(namespace, key)` that says `member` is alive.
+    /// `pg_advisory_lock(namespace, key)` that says `member` is alive:
+    /// 2^30 plus its 30 bits, a positive `int4`.
     pub fn member(&self, member: MemberId) -> (i32, i32) {
-        let key = Self::MEMBERS_FROM + i64::from(member.0 % (1 << 30));
-        (self.namespace, i32::try_from(key).unwrap_or(i32::MAX))
+        (
+            self.namespace,
+            (Self::MEMBERS_FROM + i64::from(member.0)) as i32,
+        )
     }
 
     /// The member a lock's second key names, if it is a membership lock.
     pub fn member_of(&self, key: i32) -> Option<MemberId> {
         let key = i64::from(key);
-        (key >= Self::MEMBERS_FROM)
-            .then(|| MemberId(u32::try_from(key - Self::MEMBERS_FROM).unwrap_or(0)))
+        (key >= Self::MEMBERS_FROM).then(|| MemberId::new((key - Self::MEMBERS_FROM) as u32))
     }
 }
 
@@ -105,7 +129,7 @@ mod tests {
     use super::*;
 
     fn members(ids: &[u32]) -> Vec<MemberId> {
-        ids.iter().map(|&id| MemberId(id)).collect()
+        ids.iter().map(|&id| MemberId::new(id)).collect()
     }
 
     #[test]
@@ -169,13 +193,13 @@ mod tests {
         assert!((200..=320).contains(&moved), "{moved} moved");
         for bucket in 0..DEFAULT_BUCKETS {
             let (before, after) = (owner(bucket, &three), owner(bucket, &four));
-            assert!(before == after || after == Some(MemberId(44)));
+            assert!(before == after || after == Some(MemberId::new(44)));
         }
         // A leave moves only the leaver's buckets.
         let two = members(&[11, 33]);
         for bucket in 0..DEFAULT_BUCKETS {
             let before = owner(bucket, &three);
-            if before != Some(MemberId(22)) {
+            if before != Some(MemberId::new(22)) {
                 assert_eq!(owner(bucket, &two), before);
             }
         }
@@ -184,16 +208,26 @@ mod tests {
     #[test]
     fn no_members_no_owner() {
         assert_eq!(owner(3, &[]), None);
-        assert!(owned(MemberId(1), &[], 8).is_empty());
+        assert!(owned(MemberId::new(1), &[], 8).is_empty());
     }
 
     #[test]
     fn keys_keep_buckets_and_members_apart_in_the_namespace() {
         let keys = Keys { namespace: 4242 };
         assert_eq!(keys.bucket(17), (4242, 17));
-        let (namespace, key) = keys.member(MemberId(99));
+        let (namespace, key) = keys.member(MemberId::new(99));
         assert_eq!(namespace, 4242);
-        assert_eq!(keys.member_of(key), Some(MemberId(99)));
+        assert_eq!(keys.member_of(key), Some(MemberId::new(99)));
         assert_eq!(keys.member_of(17), None, "a bucket is no member");
+        // Any random id: what pg_locks shows is the member itself.
+        for raw in [0, 1 << 30, u32::MAX, 0xdead_beef] {
+            let member = MemberId::new(raw);
+            let (_, key) = keys.member(member);
+            assert!(key > 0);
+            assert_eq!(keys.member_of(key), Some(member), "{raw:#x}");
+        }
+        // The largest bucket stays out of the members' range.
+        let (_, key) = keys.bucket(u32::MAX);
+        assert_eq!(keys.member_of(key), None);
     }
 }

@@ -400,10 +400,15 @@ impl Supervisor {
         }
     }
 
-    /// Every queued start, now: a reconcile plans from the slots.
-    fn start_every_queued(&mut self, ctx: &mut Context<Self>) {
-        while let Some(target) = self.start_queue.pop_front() {
-            self.add_slot(target, ctx);
+    /// Forgets the starts still queued, before a reconcile plans from the
+    /// slots: it asks for those still wanted again, with the settings in
+    /// force then, a batch a turn as before (starting them all at once
+    /// would be the very pause [`START_BATCH`] avoids).
+    fn forget_queued_starts(&mut self) {
+        let queued = self.start_queue.len();
+        self.start_queue.clear();
+        if let Some(batch) = self.batch.as_mut() {
+            batch.total = batch.total.saturating_sub(queued);
         }
     }
 
@@ -444,6 +449,15 @@ impl Supervisor {
         } else {
             batch.dropped += 1;
         }
+        self.finish_start_batch_if_done();
+    }
+
+    /// The start batch is over when each of its workers started or will
+    /// not: `workers_started`, and READY=1 the first time.
+    fn finish_start_batch_if_done(&mut self) {
+        let Some(batch) = self.batch.as_ref() else {
+            return;
+        };
         if batch.started + batch.dropped < batch.total {
             return;
         }
@@ -772,7 +786,7 @@ impl Supervisor {
         if self.shutting_down {
             return;
         }
-        self.start_every_queued(ctx);
+        self.forget_queued_starts();
         let slots = self
             .slots
             .values()
@@ -807,6 +821,9 @@ impl Supervisor {
                 }
             }
         }
+        // Forgotten queued starts the plan did not ask for again may have
+        // been the last the batch waited for.
+        self.finish_start_batch_if_done();
     }
 
     /// Starts a given-up worker afresh, its restart history forgotten.
@@ -1143,6 +1160,18 @@ impl Handler<ControlCommand> for Supervisor {
     ) -> Self::Result {
         if self.shutting_down {
             return Err(Refused::Stopping);
+        }
+        // A schema a rescan just found, queued to start (see START_BATCH).
+        let queued = |name: &str| self.start_queue.iter().any(|t| &*t.schema == name);
+        if let Command::Fold(schema)
+        | Command::Pause(Target::Schema(schema))
+        | Command::Resume(Target::Schema(schema)) = &command
+        {
+            if !self.slots.contains_key(schema.as_str()) && queued(schema) {
+                return Err(Refused::NotNow(format!(
+                    "{schema} was just found and its worker is starting: try again in a moment"
+                )));
+            }
         }
         let running =
             |slots: &BTreeMap<Arc<str>, Slot>, schema: &str| -> Result<Addr<FoldWorker>, Refused> {

@@ -43,20 +43,26 @@ impl ActionState {
         if self.token_file.is_empty() {
             return Ok(None);
         }
-        std::fs::read_to_string(&self.token_file)
-            .map(|text| Some(text.trim().to_owned()))
-            .map_err(|e| format!("cannot read http.token_file {:?}: {e}", self.token_file))
+        let text = std::fs::read_to_string(&self.token_file)
+            .map_err(|e| format!("cannot read http.token_file {:?}: {e}", self.token_file))?;
+        // Empty (a rotation half done): no token, never the empty one.
+        match text.trim() {
+            "" => Err(format!("http.token_file {:?} is empty", self.token_file)),
+            token => Ok(Some(token.to_owned())),
+        }
     }
 
     /// What the status page offers `request`'s browser (nothing logged).
     pub fn controls(&self, request: &HttpRequest, discovers: bool) -> page::Controls {
         let token = presented(request);
-        let expected = self.expected().ok().flatten();
         let seen = auth::Request {
             token: token.as_deref(),
             ..auth::Request::default()
         };
-        let buttons = auth::authorize(self.loopback, expected.as_deref(), seen).is_ok();
+        // A token file that cannot be read now lets no action through.
+        let buttons = self.expected().is_ok_and(|expected| {
+            auth::authorize(self.loopback, expected.as_deref(), seen).is_ok()
+        });
         page::Controls {
             buttons,
             unlock: !buttons && !self.token_file.is_empty(),
