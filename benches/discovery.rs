@@ -24,7 +24,6 @@ mod support;
 #[path = "common/mod.rs"]
 mod common;
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -32,12 +31,12 @@ use serde_json::json;
 use common::{median, HistogramDelta, Scrape};
 use support::cluster::{cluster, TestDb};
 use support::pgfleet::Pgfleet;
+use support::schemas::{create_counter_schemas, list_query_cost};
 
 const FLEET: usize = 10_000;
 const ARRIVING: usize = 1_000;
 const BIG: usize = 100_000;
 const POOL: usize = 16;
-const SCHEMAS_PER_TRANSACTION: usize = 250;
 const SAMPLE: Duration = Duration::from_millis(250);
 const BEFORE: Duration = Duration::from_secs(5);
 const AFTER: Duration = Duration::from_secs(20);
@@ -50,7 +49,7 @@ fn main() {
     }
     let began = Instant::now();
     let db = cluster().create_database();
-    let created = create_schemas(&db, 1, FLEET);
+    let created = create_counter_schemas(&db, "tenant", 1, FLEET);
     println!("created {FLEET} schemas in {:.1} s", created.as_secs_f64());
 
     let listen = common::free_listen();
@@ -95,7 +94,9 @@ fn main() {
                 created_at = t;
                 let db = &db;
                 creating = true;
-                scope.spawn(move || create_schemas(db, FLEET + 1, FLEET + ARRIVING));
+                scope.spawn(move || {
+                    create_counter_schemas(db, "tenant", FLEET + 1, FLEET + ARRIVING)
+                });
             }
         }
     });
@@ -138,7 +139,7 @@ fn main() {
         sum / count * 1e3
     );
     let cost_100k = if std::env::var("PGFLEET_BENCH_100K").is_ok_and(|v| v == "1") {
-        let more = create_schemas(&db, FLEET + ARRIVING + 1, BIG);
+        let more = create_counter_schemas(&db, "tenant", FLEET + ARRIVING + 1, BIG);
         let cost = list_cost(&db);
         println!(
             "  created {} more in {:.0} s; a rescan's list query at {BIG} schemas: {:.1} ms of server time (goal < 100)",
@@ -187,70 +188,10 @@ fn wait_running(listen: &str, schemas: usize, spawned: Instant, patience: Durati
     }
 }
 
-/// The list query's server time (EXPLAIN ANALYZE, parameters typed as
-/// pgfleet sends them), median of 5.
+/// The list query's server time (see `list_query_cost`), median of 5.
 fn list_cost(db: &TestDb) -> f64 {
-    let mut client = db.client();
-    let matching = vec!["tenant%".to_owned()];
-    let exclude: Vec<String> = Vec::new();
     let costs: Vec<f64> = (0..5)
-        .map(|_| {
-            let lines: Vec<String> = client
-                .query_typed(
-                    &format!(
-                        "EXPLAIN (ANALYZE, TIMING OFF) {}",
-                        pgfleet_actors::discovery::scan::LIST
-                    ),
-                    &[
-                        (&"counted", postgres::types::Type::TEXT),
-                        (&matching, postgres::types::Type::TEXT_ARRAY),
-                        (&exclude, postgres::types::Type::TEXT_ARRAY),
-                    ],
-                )
-                .expect("explain the list query")
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
-            lines
-                .iter()
-                .find_map(|line| line.trim().strip_prefix("Execution Time: "))
-                .and_then(|rest| rest.trim_end_matches(" ms").parse::<f64>().ok())
-                .expect("an execution time")
-                / 1e3
-        })
+        .map(|_| list_query_cost(db, &["tenant%"]).0.as_secs_f64())
         .collect();
     median(&costs)
-}
-
-/// `tenantFROM` .. `tenantTO` as worker_spi makes them, with a total row,
-/// in transactions of [`SCHEMAS_PER_TRANSACTION`] on two connections.
-fn create_schemas(db: &TestDb, from: usize, to: usize) -> Duration {
-    let started = Instant::now();
-    let batches: Vec<(usize, usize)> = (from..=to)
-        .step_by(SCHEMAS_PER_TRANSACTION)
-        .map(|first| (first, (first + SCHEMAS_PER_TRANSACTION - 1).min(to)))
-        .collect();
-    std::thread::scope(|scope| {
-        for part in batches.chunks(batches.len().div_ceil(2).max(1)) {
-            scope.spawn(move || {
-                let mut client = db.client();
-                for &(first, last) in part {
-                    let mut sql = String::from("BEGIN;");
-                    for n in first..=last {
-                        let _ = write!(
-                            sql,
-                            "CREATE SCHEMA tenant{n} CREATE TABLE counted (type text CHECK (type IN ('total','delta')), value integer) \
-                             CREATE UNIQUE INDEX counted_unique_total ON counted (type) WHERE type = 'total'; \
-                             INSERT INTO tenant{n}.counted VALUES ('total', 0);"
-                        );
-                    }
-                    sql.push_str("COMMIT;");
-                    client
-                        .batch_execute(&sql)
-                        .unwrap_or_else(|e| panic!("creating tenant{first}..tenant{last}: {e}"));
-                }
-            });
-        }
-    });
-    started.elapsed()
 }

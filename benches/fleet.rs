@@ -22,7 +22,6 @@ mod support;
 #[path = "common/mod.rs"]
 mod common;
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -30,12 +29,11 @@ use serde_json::json;
 use common::{cpu_seconds, median, memory_mb, HistogramDelta, Scrape};
 use support::cluster::{cluster, TestDb};
 use support::pgfleet::Pgfleet;
+use support::schemas::{create_counter_schemas, SCHEMAS_PER_TRANSACTION};
 
 const SCHEMAS: usize = 10_000;
 const BIG_FLEET: usize = 100_000;
 const POOL: usize = 16;
-/// Schemas created per transaction (STACK-NOTES pitfall 11: the lock table).
-const SCHEMAS_PER_TRANSACTION: usize = 250;
 /// After every worker runs, a naptime for the first folds to pass, then
 /// the steady window the figures come from.
 const SETTLE: Duration = Duration::from_secs(10);
@@ -100,7 +98,7 @@ fn main() {
     let rounds = common::rounds(3);
     let db = cluster().create_database();
 
-    let creation = create_schemas(&db, 1, SCHEMAS);
+    let creation = create_counter_schemas(&db, "schema", 1, SCHEMAS);
     println!(
         "created {SCHEMAS} schemas in {:.1} s ({SCHEMAS_PER_TRANSACTION} a transaction)",
         creation.as_secs_f64()
@@ -175,7 +173,7 @@ fn main() {
     let asked = std::env::var("PGFLEET_BENCH_100K").is_ok_and(|v| v == "1");
     let mut big = serde_json::Value::Null;
     if asked {
-        let creation = create_schemas(&db, SCHEMAS + 1, BIG_FLEET);
+        let creation = create_counter_schemas(&db, "schema", SCHEMAS + 1, BIG_FLEET);
         println!(
             "created {} more schemas in {:.1} s ({BIG_FLEET} in all)",
             BIG_FLEET - SCHEMAS,
@@ -255,40 +253,6 @@ fn main() {
         path.display(),
         began.elapsed().as_secs_f64()
     );
-}
-
-/// Creates `schemaFROM` .. `schemaTO` as worker_spi does, each with its
-/// total row, in transactions of [`SCHEMAS_PER_TRANSACTION`], on two
-/// connections at once; returns how long it took.
-fn create_schemas(db: &TestDb, from: usize, to: usize) -> Duration {
-    let started = Instant::now();
-    let batches: Vec<(usize, usize)> = (from..=to)
-        .step_by(SCHEMAS_PER_TRANSACTION)
-        .map(|first| (first, (first + SCHEMAS_PER_TRANSACTION - 1).min(to)))
-        .collect();
-    std::thread::scope(|scope| {
-        for part in batches.chunks(batches.len().div_ceil(2).max(1)) {
-            scope.spawn(move || {
-                let mut client = db.client();
-                for &(first, last) in part {
-                    let mut sql = String::from("BEGIN;");
-                    for n in first..=last {
-                        let _ = write!(
-                            sql,
-                            "CREATE SCHEMA schema{n} CREATE TABLE counted (type text CHECK (type IN ('total','delta')), value integer) \
-                             CREATE UNIQUE INDEX counted_unique_total ON counted (type) WHERE type = 'total'; \
-                             INSERT INTO schema{n}.counted VALUES ('total', 0);"
-                        );
-                    }
-                    sql.push_str("COMMIT;");
-                    client
-                        .batch_execute(&sql)
-                        .unwrap_or_else(|e| panic!("creating schema{first}..schema{last}: {e}"));
-                }
-            });
-        }
-    });
-    started.elapsed()
 }
 
 /// One pgfleet process over `schemas` schemas: until all run, a settling

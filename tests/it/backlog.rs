@@ -11,19 +11,8 @@ use std::time::{Duration, Instant};
 use crate::http::{json, start};
 use crate::support::cluster::{cluster, TestDb};
 use crate::support::pgfleet::{execute, scalar_i64, schema_names, Pgfleet};
+use crate::support::schemas::counter_table;
 use crate::support::writers::{ledger, Writers};
-
-/// worker_spi's table with a total of 0, made before pgfleet starts.
-fn counter_table(db: &TestDb, schema: &str) {
-    execute(
-        db,
-        &format!(
-            "CREATE SCHEMA {schema} CREATE TABLE counted (type text CHECK (type IN ('total', 'delta')), \
-             value integer) CREATE UNIQUE INDEX counted_unique_total ON counted (type) WHERE type = 'total'; \
-             INSERT INTO {schema}.counted VALUES ('total', 0)"
-        ),
-    );
-}
 
 fn deltas(db: &TestDb, schema: &str) -> i64 {
     scalar_i64(

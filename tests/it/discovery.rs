@@ -7,19 +7,8 @@ use std::time::{Duration, Instant};
 use crate::http::{json, start};
 use crate::support::cluster::{cluster, TestDb};
 use crate::support::pgfleet::{execute, run, scalar_i64, ConfigFile, Pgfleet};
+use crate::support::schemas::{counter_table, create_counter_schemas, list_query_cost};
 use crate::support::writers::Writers;
-
-/// worker_spi's table with a total of 0.
-fn tenant(db: &TestDb, schema: &str) {
-    execute(
-        db,
-        &format!(
-            "CREATE SCHEMA {schema} CREATE TABLE counted (type text CHECK (type IN ('total', 'delta')), \
-             value integer) CREATE UNIQUE INDEX counted_unique_total ON counted (type) WHERE type = 'total'; \
-             INSERT INTO {schema}.counted VALUES ('total', 0)"
-        ),
-    );
-}
 
 /// Deltas a test inserted itself, recorded as the writers record theirs.
 fn write_deltas(db: &TestDb, schema: &str, n: u32) {
@@ -86,7 +75,7 @@ fn the_fleet_follows_tenants_that_come_and_go() {
         "tenant_test_1",
         "other_1",
     ] {
-        tenant(&db, schema);
+        counter_table(&db, schema);
     }
     execute(&db, "CREATE SCHEMA tenant_empty");
     let steady = vec!["tenant_1".to_owned(), "tenant_3".to_owned()];
@@ -109,7 +98,7 @@ fn the_fleet_follows_tenants_that_come_and_go() {
 
     // A tenant signs up: a worker within one rescan.
     let created = Instant::now();
-    tenant(&db, "tenant_4");
+    counter_table(&db, "tenant_4");
     write_deltas(&db, "tenant_4", 10);
     pgfleet.wait_schema_event("worker_started", "tenant_4");
     let took = created.elapsed();
@@ -215,7 +204,7 @@ fn the_fleet_follows_tenants_that_come_and_go() {
 fn check_says_what_the_pattern_matches() {
     let db = cluster().create_database();
     for schema in ["tenant_a", "tenant_b", "tenant_test_x"] {
-        tenant(&db, schema);
+        counter_table(&db, schema);
     }
     let config = ConfigFile::new(YAML);
     let url = db.url();
@@ -240,49 +229,6 @@ fn check_says_what_the_pattern_matches() {
     assert!(stdout.contains("configuration OK: 2 workers"), "{stdout}");
 }
 
-/// The server's time for one rescan's list query (EXPLAIN ANALYZE's
-/// execution time), as pgfleet sends it; the rows it found; its plan.
-fn rescan_cost(db: &TestDb, matching: &[&str]) -> (Duration, u64, String) {
-    let matching: Vec<String> = matching.iter().map(|&p| p.to_owned()).collect();
-    let exclude: Vec<String> = Vec::new();
-    let lines: Vec<String> = db
-        .client()
-        // Typed as pgfleet sends them: `$1` as text, not inferred as name.
-        .query_typed(
-            &format!(
-                "EXPLAIN (ANALYZE, TIMING OFF) {}",
-                pgfleet_actors::discovery::scan::LIST
-            ),
-            &[
-                (&"counted", postgres::types::Type::TEXT),
-                (&matching, postgres::types::Type::TEXT_ARRAY),
-                (&exclude, postgres::types::Type::TEXT_ARRAY),
-            ],
-        )
-        .expect("explain the rescan")
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let number_after = |line: &str, key: &str| -> Option<f64> {
-        let rest = &line[line.find(key)? + key.len()..];
-        let end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        rest[..end].parse().ok()
-    };
-    let ms = lines
-        .iter()
-        .find_map(|line| number_after(line, "Execution Time: "))
-        .unwrap_or_else(|| panic!("no execution time in {lines:?}"));
-    // Two scans: the matching schemas, and those holding the table.
-    let found = lines
-        .iter()
-        .filter(|line| line.contains("->"))
-        .filter_map(|line| number_after(line, "actual rows="))
-        .fold(f64::MAX, f64::min) as u64;
-    (Duration::from_secs_f64(ms / 1e3), found, lines.join("\n"))
-}
-
 /// Issue 18's scale: 10,000 matching schemas all run after one rescan, in
 /// one start batch. A rescan never reads `pg_class`'s rows, only its index
 /// on the table's name: what keeps it cheap at 100,000 schemas. Its cost
@@ -291,7 +237,7 @@ fn rescan_cost(db: &TestDb, matching: &[&str]) -> (Duration, u64, String) {
 fn ten_thousand_tenants_are_found_in_one_rescan() {
     const N: usize = 10_000;
     let db = cluster().create_database();
-    let created = crate::http::create_tenants(&db, N);
+    let created = create_counter_schemas(&db, "p", 1, N);
     let spawned = Instant::now();
     let pgfleet = Pgfleet::start(
         &db,
@@ -314,9 +260,9 @@ fn ten_thousand_tenants_are_found_in_one_rescan() {
     assert_eq!(started["workers"], N as u64, "{started}");
     let found = pgfleet.wait_event("schemas_discovered");
     assert_eq!(found["added"], N as u64, "{found}");
-    let mut costs: Vec<Duration> = (0..5).map(|_| rescan_cost(&db, &["p%"]).0).collect();
+    let mut costs: Vec<Duration> = (0..5).map(|_| list_query_cost(&db, &["p%"]).0).collect();
     costs.sort();
-    let (_, rows, plan) = rescan_cost(&db, &["p%"]);
+    let (_, rows, plan) = list_query_cost(&db, &["p%"]);
     assert!(rows >= N as u64, "{plan}");
     assert!(
         plan.contains("Index Only Scan using pg_class_relname_nsp_index")
@@ -351,7 +297,7 @@ fn a_table_the_role_cannot_fold_is_one_warning_and_a_grant_takes_it() {
     let db = cluster().create_database();
     let role = format!("fleet_{}", db.name);
     for schema in ["tenant_a", "tenant_b"] {
-        tenant(&db, schema);
+        counter_table(&db, schema);
     }
     let grant = |schema: &str| {
         format!(
@@ -363,11 +309,7 @@ fn a_table_the_role_cannot_fold_is_one_warning_and_a_grant_takes_it() {
         &db,
         &format!("CREATE ROLE {role} LOGIN; {}", grant("tenant_a")),
     );
-    let url = format!(
-        "postgres://{role}@127.0.0.1:{}/{}",
-        cluster().port(),
-        db.name
-    );
+    let url = db.url_as(&role);
     let pgfleet = Pgfleet::start_with(
         &db,
         "workers:\n  match: tenant_%\n  rescan: 1s\n  vacuum_after: 0\n",
@@ -427,7 +369,7 @@ fn a_table_the_role_cannot_fold_is_one_warning_and_a_grant_takes_it() {
 fn a_schema_that_keeps_departing_is_left_out_longer_each_time() {
     let db = cluster().create_database();
     let role = format!("rls_{}", db.name);
-    tenant(&db, "tenant_r");
+    counter_table(&db, "tenant_r");
     execute(
         &db,
         &format!(
@@ -438,11 +380,7 @@ fn a_schema_that_keeps_departing_is_left_out_longer_each_time() {
              INSERT INTO tenant_r.counted VALUES ('delta', 1)"
         ),
     );
-    let url = format!(
-        "postgres://{role}@127.0.0.1:{}/{}",
-        cluster().port(),
-        db.name
-    );
+    let url = db.url_as(&role);
     let pgfleet = Pgfleet::start_with(
         &db,
         "workers:\n  match: tenant_%\n  rescan: 1s\n  vacuum_after: 0\nrestart:\n  delay: 2s\n",

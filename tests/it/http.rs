@@ -22,6 +22,7 @@ use crate::support::pgfleet::{
     execute, ready, run_until_exit, schema_names, within, ConfigFile, Pgfleet, PATIENCE,
 };
 use crate::support::proxy::{Mode, Proxy};
+use crate::support::schemas::create_counter_schemas;
 use crate::support::tls::PASSWORD_USER;
 
 /// Starts pgfleet with HTTP on a port of the kernel's choosing; returns
@@ -455,19 +456,6 @@ const FIELDS: [&str; 21] = [
     "given_up_reason",
 ];
 
-/// Every byte but the unreserved ones as %XX, as a client would encode a
-/// path segment.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[test]
 fn workers_json_has_one_entry_per_worker_with_its_fields() {
     let db = cluster().create_database();
@@ -506,7 +494,10 @@ fn workers_json_has_one_entry_per_worker_with_its_fields() {
 
     // The fold's log line is written just before its report reaches the
     // status: wait for the report, not only the line.
-    let path = format!("/workers/{}", percent_encode(odd));
+    let path = format!(
+        "/workers/{}",
+        pgfleet_actors::conninfo::percent::encode(odd)
+    );
     pgfleet.eventually("the fold in /workers", || {
         json(address, &path)["last_total"] == 5
     });
@@ -909,39 +900,6 @@ fn healthz_fails_when_the_actor_thread_stops_handling_messages() {
     assert!(!scrape(address).is_empty());
 }
 
-/// Schemas `p1` .. `pN`, as worker_spi makes them (with a total row), in
-/// transactions of 500 on two connections: much quicker than 10,000
-/// workers creating one each.
-pub(crate) fn create_tenants(db: &TestDb, n: usize) -> Duration {
-    let started = Instant::now();
-    let batches: Vec<(usize, usize)> = (1..=n)
-        .step_by(500)
-        .map(|first| (first, (first + 499).min(n)))
-        .collect();
-    thread::scope(|scope| {
-        for part in batches.chunks(batches.len().div_ceil(2).max(1)) {
-            scope.spawn(move || {
-                let mut client = db.client();
-                for &(first, last) in part {
-                    let mut sql = String::from("BEGIN;");
-                    for i in first..=last {
-                        sql.push_str(&format!(
-                            "CREATE SCHEMA p{i} CREATE TABLE counted (type text CHECK (type IN ('total','delta')), value integer) \
-                             CREATE UNIQUE INDEX counted_unique_total ON counted (type) WHERE type = 'total'; \
-                             INSERT INTO p{i}.counted VALUES ('total', 0);"
-                        ));
-                    }
-                    sql.push_str("COMMIT;");
-                    client
-                        .batch_execute(&sql)
-                        .unwrap_or_else(|e| panic!("creating p{first}..p{last}: {e}"));
-                }
-            });
-        }
-    });
-    started.elapsed()
-}
-
 /// Polls GET `path` until its body contains `expected`, for up to
 /// `patience`; returns the body.
 fn page_until(address: SocketAddr, path: &str, expected: &str, patience: Duration) -> String {
@@ -980,7 +938,7 @@ pub(crate) fn in_chromium(address: SocketAddr, path: &str) -> (String, String) {
 fn the_status_page_at_10_000_schemas_shows_trouble_first_and_finds_the_rest() {
     const N: usize = 10_000;
     let db = cluster().create_database();
-    let created = create_tenants(&db, N);
+    let created = create_counter_schemas(&db, "p", 1, N);
     let names: Vec<String> = (1..=N).map(|i| format!("p{i}")).collect();
     let yaml = |extra: &str, policy: &str| {
         format!(

@@ -317,18 +317,6 @@ mod tests {
         "tab\there",
     ];
 
-    fn percent_encode_all(text: &str) -> String {
-        text.bytes()
-            .map(|byte| {
-                if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-                    char::from(byte).to_string()
-                } else {
-                    format!("%{byte:02X}")
-                }
-            })
-            .collect()
-    }
-
     /// Encodes only what the pgfleet URL rule cannot take raw.
     fn percent_encode_minimally(password: &str) -> String {
         let encoded = password.replace('%', "%25");
@@ -357,7 +345,7 @@ mod tests {
     fn awkward_passwords_in_url_userinfo_parse_exactly_and_never_show() {
         for password in AWKWARD_PASSWORDS {
             for encoded in [
-                percent_encode_all(password),
+                percent::encode(password),
                 percent_encode_minimally(password),
             ] {
                 let url =
@@ -378,7 +366,7 @@ mod tests {
     #[test]
     fn awkward_passwords_in_url_queries_parse_exactly_and_never_show() {
         for password in AWKWARD_PASSWORDS {
-            let encoded = percent_encode_all(password);
+            let encoded = percent::encode(password);
             let url = format!(
                 "postgresql://db.example.com/app?user=alice&password={encoded}&sslmode=require"
             );

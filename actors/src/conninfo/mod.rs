@@ -30,7 +30,7 @@ pub mod keywords;
 mod mask;
 mod options;
 mod parse;
-mod percent;
+pub mod percent;
 pub mod pgpass;
 mod resolve;
 mod target;

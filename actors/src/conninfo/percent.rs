@@ -1,9 +1,12 @@
-//! Percent-decoding of URL parts, as libpq's `conninfo_uri_decode`.
+//! Percent-encoding, and the decoding of URL parts as libpq's
+//! `conninfo_uri_decode`.
 //!
 //! libpq decodes every part of a URL (user, password, hosts, ports, database
 //! and each query keyword and value), refuses a `%` not followed by two hex
 //! digits and refuses `%00`. Rust strings add one rule: the decoded bytes
-//! must be UTF-8.
+//! must be UTF-8. [`encode`] is the other way, for whatever must travel
+//! inside a URL or a cookie: a schema's name in the status page's links, a
+//! token in its cookie.
 
 use super::error::{ParseError, UrlPart};
 
@@ -29,9 +32,23 @@ pub(super) fn decode(text: &str, part: UrlPart) -> Result<String, ParseError> {
     String::from_utf8(decoded).map_err(|_| ParseError::PercentEncodingNotUtf8 { part })
 }
 
+/// Every byte but RFC 3986's unreserved ones (`A-Z a-z 0-9 - . _ ~`) as
+/// `%XX`: safe in a URL path segment, a query value and a cookie value.
+pub fn encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
 /// Decodes what can be decoded and keeps the rest as written; for the
 /// masker, which must understand even text that does not parse.
-pub(super) fn decode_leniently(text: &str) -> String {
+pub fn decode_leniently(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut index = 0;

@@ -115,7 +115,7 @@ fn presented(request: &HttpRequest) -> Option<String> {
         .map(|token| token.trim().to_owned());
     bearer.or_else(|| {
         let header = request.headers().get(header::COOKIE)?.to_str().ok()?;
-        auth::cookie(header, TOKEN_COOKIE).and_then(auth::token_of_cookie)
+        auth::cookie(header, TOKEN_COOKIE).map(auth::token_of_cookie)
     })
 }
 

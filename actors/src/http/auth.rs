@@ -12,6 +12,8 @@
 //!   reach it is on this machine, and can NOTIFY or signal pgfleet as
 //!   well), and refused on any other, saying what to set.
 
+use crate::conninfo::percent;
+
 /// What a request brings.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Request<'a> {
@@ -86,36 +88,14 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     differ == 0
 }
 
-/// A token as a cookie value: every byte but letters and digits as `%XX`
-/// (a token may hold `;`, `,`, spaces).
+/// A token as a cookie value (a token may hold `;`, `,`, spaces).
 pub fn cookie_value(token: &str) -> String {
-    let mut out = String::with_capacity(token.len());
-    for byte in token.bytes() {
-        if byte.is_ascii_alphanumeric() {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    percent::encode(token)
 }
 
 /// The token a cookie value holds (see [`cookie_value`]).
-pub fn token_of_cookie(value: &str) -> Option<String> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = value.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+pub fn token_of_cookie(value: &str) -> String {
+    percent::decode_leniently(value)
 }
 
 /// The value of cookie `name` in a `Cookie` header.
@@ -208,13 +188,12 @@ mod tests {
             let value = cookie_value(token);
             assert!(value
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'%'));
+                .all(|b| b.is_ascii_alphanumeric() || b"%-._~".contains(&b)));
             let header = format!("other=1; pgfleet_token={value}; x=y");
-            let read = cookie(&header, "pgfleet_token").and_then(token_of_cookie);
+            let read = cookie(&header, "pgfleet_token").map(token_of_cookie);
             assert_eq!(read.as_deref(), Some(token));
         }
         assert_eq!(cookie("a=1", "pgfleet_token"), None);
-        assert_eq!(token_of_cookie("%Z1"), None);
     }
 
     #[test]

@@ -403,7 +403,13 @@ impl TestDb {
     /// "postgres://postgres@127.0.0.1:PORT/NAME": what the code under test is
     /// given to connect.
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{}", self.port, self.name)
+        self.url_as("postgres")
+    }
+
+    /// The same database as `role` (which logs in without a password:
+    /// the test cluster trusts local connections).
+    pub fn url_as(&self, role: &str) -> String {
+        format!("postgres://{role}@127.0.0.1:{}/{}", self.port, self.name)
     }
 
     /// A synchronous client (NoTls, user `postgres`) for the test's own

@@ -4,5 +4,6 @@ pub mod openssl;
 pub mod pgbouncer;
 pub mod pgfleet;
 pub mod proxy;
+pub mod schemas;
 pub mod tls;
 pub mod writers;

@@ -26,6 +26,7 @@ mod rank;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
+use crate::conninfo::percent;
 use crate::settings::Origin;
 use crate::status::history::{POINTS, SAMPLE_EVERY};
 use crate::status::{DbHealth, Status, Summary, WorkerState, WorkerStatus};
@@ -500,7 +501,7 @@ enum Rows<'a> {
 
 /// The row's buttons: fold now, and pause or resume.
 fn action_cell(html: &mut String, w: &WorkerStatus) {
-    let path = path_segment(&w.schema);
+    let path = percent::encode(&w.schema);
     let toggle = if w.state == WorkerState::Paused {
         "resume"
     } else {
@@ -511,21 +512,6 @@ fn action_cell(html: &mut String, w: &WorkerStatus) {
         "<td class=\"act\"><form method=\"post\" action=\"/workers/{path}/fold\"><button>fold</button></form>\
          <form method=\"post\" action=\"/workers/{path}/{toggle}\"><button>{toggle}</button></form></td>"
     );
-}
-
-/// `name` as one URL path segment: every byte but the unreserved ones
-/// percent-encoded, so any schema name (quotes, slashes, spaces) arrives
-/// as written.
-fn path_segment(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
-    out
 }
 
 /// The rescan button, or the form that asks for the token.
