@@ -37,6 +37,7 @@ pub fn run(
     };
     let log = Logger::root(StderrWarnings.fuse(), o!());
     let connector = connector.with_log(&log);
+    let settings_control = control.map(|control| control.with_log(&log));
     let mut targets: Vec<String> = settings
         .targets()
         .into_iter()
@@ -87,14 +88,47 @@ pub fn run(
         let encryption = if session.tls { "TLS" } else { "plaintext" };
         // control.url: the listener's own session, tried as the service
         // would (its LISTEN needs nothing but a connection).
-        if let Some(control) = control {
-            let control = control.with_log(&log);
+        if let Some(control) = &settings_control {
             let session = control.connect().await?;
             tokio::time::timeout(answer_within, session.client.batch_execute("SELECT 1"))
                 .await
                 .map_err(|_| no_answer(answer_within))?
                 .map_err(|e| DbError::from_statement(&e))?;
             println!("control.url: connected to {}", control.describe_target());
+        }
+        // coordination.enabled: its session tried as the service would
+        // hold it (control.url, else database.url), without joining.
+        if settings.coordination.enabled {
+            let coordination = settings_control.as_ref().unwrap_or(&connector);
+            let session = coordination.connect().await?;
+            let keys = pgfleet_actors::ownership::Keys {
+                namespace: settings.coordination.namespace,
+            };
+            let probe = tokio::time::timeout(
+                answer_within,
+                pgfleet_actors::coordination::session::probe(
+                    &session.client,
+                    keys,
+                    settings.coordination.lease,
+                ),
+            )
+            .await
+            .map_err(|_| no_answer(answer_within))?
+            .map_err(|why| DbError::Statement {
+                code: None,
+                text: format!(
+                    "coordination cannot work at {}: {why}",
+                    coordination.describe_target()
+                ),
+            })?;
+            println!(
+                "coordination: works at {} (a session of its own; idle_session_timeout {} enforced by the server); \
+                 {} instances of namespace {} live now",
+                coordination.describe_target(),
+                humantime::format_duration(settings.coordination.lease),
+                probe.members,
+                settings.coordination.namespace
+            );
         }
         if settings.discovers() {
             println!(

@@ -103,9 +103,11 @@ fn serve(
     status.export_log_lines_dropped(logging.dropped.clone());
     let system = System::new();
     let started = system.block_on(async {
+        let control_connector = control_connector.map(|c| Arc::new(c.with_log(&log)));
         let supervisor = Supervisor::new(
             Arc::clone(&settings),
             Arc::clone(&connector),
+            control_connector.clone(),
             log.clone(),
             status.clone(),
         )
@@ -149,7 +151,7 @@ fn serve(
         control_context.run(ControlListener::new(
             &settings,
             Arc::clone(&connector),
-            control_connector.map(|c| Arc::new(c.with_log(&log))),
+            control_connector,
             actions,
             config.clone().recipient(),
             &log,

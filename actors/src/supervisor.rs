@@ -39,6 +39,7 @@ use slog::{error, info, warn, Logger};
 
 use crate::config_actor::SettingsChanged;
 use crate::control::{Command, ControlCommand, Refused, Target};
+use crate::coordination::{self, Coordinator, Leave, Ownership, UseConnector, Weights};
 use crate::db::{Connector, Database, PoolMetrics};
 use crate::discovery::{Discovered, Discovery, DiscoveryMetrics, RescanNow, StopDiscovery};
 use crate::fleet_summary::FleetSummary;
@@ -79,6 +80,9 @@ const RECONFIGURE_BATCH: usize = 256;
 /// started in one turn made a 250 ms window's tick lateness p99 44 ms in
 /// a fleet of 10,000).
 const START_BATCH: usize = 64;
+/// The longest a graceful stop waits for the coordination session to
+/// release its locks (they go with the process anyway).
+const LEAVE_WITHIN: Duration = Duration::from_secs(1);
 /// At most one progress line this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -132,6 +136,26 @@ pub struct Supervisor {
     summary: FleetSummary,
     shutting_down: bool,
     exit_code: i32,
+    /// With `coordination.enabled`: the actor holding this instance's
+    /// share, the share (None: coordination off, every schema is this
+    /// instance's), whether folds may start (read by every worker), and
+    /// the handovers waiting for their workers to stop.
+    coordinator: Option<Addr<Coordinator>>,
+    owned: Option<Arc<crate::ownership::Owned>>,
+    lease: crate::lease::Lease,
+    handovers: Vec<Handover>,
+    /// The schemas per bucket the coordinator was last told.
+    weights: Arc<Vec<u32>>,
+    /// Where the coordination session connects: `control.url`'s
+    /// connector when set, else the database's.
+    session_connector: Arc<Connector>,
+}
+
+/// Buckets given up, waiting for their workers to stop before their
+/// locks are released (see `coordination`).
+struct Handover {
+    waiting: std::collections::HashSet<(Arc<str>, u64)>,
+    done: tokio::sync::oneshot::Sender<()>,
 }
 
 /// A discovered schema's departures in a row, and until when a rescan
@@ -155,6 +179,11 @@ enum Stopped {
     Gone,
     /// The service stops.
     Shutdown,
+    /// Another instance owns it now (`coordination`).
+    HandedOver,
+    /// The coordination session failed: nothing is this instance's until
+    /// it has rejoined.
+    CoordinationLost,
 }
 
 impl Stopped {
@@ -162,6 +191,8 @@ impl Stopped {
         match why {
             Reason::Rescan => Stopped::Gone,
             Reason::Start | Reason::Reload => Stopped::Configuration,
+            Reason::Handover => Stopped::HandedOver,
+            Reason::CoordinationLost => Stopped::CoordinationLost,
         }
     }
 
@@ -170,6 +201,8 @@ impl Stopped {
             Stopped::Configuration => "configuration",
             Stopped::Gone => "gone",
             Stopped::Shutdown => "shutdown",
+            Stopped::HandedOver => "handed_over",
+            Stopped::CoordinationLost => "coordination_lost",
         }
     }
 
@@ -181,6 +214,10 @@ impl Stopped {
                  excluded, or no longer foldable: a REVOKE)"
             }
             Stopped::Shutdown => "the service stops",
+            Stopped::HandedOver => "another instance owns it now (coordination)",
+            Stopped::CoordinationLost => {
+                "the coordination session failed: this instance folds nothing until it has rejoined"
+            }
         }
     }
 }
@@ -262,9 +299,28 @@ impl Supervisor {
     pub fn new(
         settings: Arc<Settings>,
         connector: Arc<Connector>,
+        control: Option<Arc<Connector>>,
         log: Logger,
         status: Status,
     ) -> Self {
+        let session_connector = control.unwrap_or_else(|| Arc::clone(&connector));
+        let lease = if settings.coordination.enabled {
+            crate::lease::Lease::coordinated()
+        } else {
+            crate::lease::Lease::always()
+        };
+        let owned = settings.coordination.enabled.then(|| {
+            Arc::new(crate::ownership::Owned::nothing(
+                settings.coordination.buckets,
+            ))
+        });
+        if settings.coordination.enabled {
+            status.coordination_lease(lease.clone());
+            status.coordination(crate::status::CoordinationView {
+                buckets: settings.coordination.buckets,
+                ..Default::default()
+            });
+        }
         let db = Database::new(connector, &settings.database, settings.restart.delay, &log);
         let table = TableKey::from_settings(&settings);
         let pool_metrics = PoolMetrics::default();
@@ -301,6 +357,12 @@ impl Supervisor {
             summary: FleetSummary::new(Instant::now()),
             shutting_down: false,
             exit_code: 0,
+            coordinator: None,
+            owned,
+            lease,
+            handovers: Vec::new(),
+            weights: Arc::new(Vec::new()),
+            session_connector,
         }
     }
 
@@ -323,6 +385,7 @@ impl Supervisor {
                 started: ctx.address().recipient(),
                 status: self.status.clone(),
                 log: self.log.clone(),
+                lease: self.lease.clone(),
             })
         });
         Rc::clone(fleet)
@@ -595,7 +658,11 @@ impl Supervisor {
         };
         self.departed
             .insert(Arc::clone(&slot.target.schema), slot.state.generation());
-        self.paused.remove(schema);
+        // A pause goes with the schema when another instance is to fold
+        // it; a schema that comes back here later is still paused.
+        if !matches!(why, Stopped::HandedOver | Stopped::CoordinationLost) {
+            self.paused.remove(schema);
+        }
         self.status.worker_removed(schema);
         if slot.awaiting_start {
             self.settle(false);
@@ -656,7 +723,19 @@ impl Supervisor {
     /// What the settings name and discovery found, but for the schemas
     /// whose workers departed a short while ago (see
     /// [`policy::departure_delay`](crate::policy::departure_delay)).
+    ///
+    /// With coordination, only the schemas of the buckets this instance
+    /// holds.
     fn desired(&self) -> Desired {
+        let mut desired = self.wanted();
+        if let Some(owned) = &self.owned {
+            desired.targets.retain(|target| owned.owns(&target.schema));
+        }
+        desired
+    }
+
+    /// [`Supervisor::desired`] before ownership: every instance's.
+    fn wanted(&self) -> Desired {
         let now = Instant::now();
         if self.departures.values().all(|d| d.until <= now) {
             return Desired::with_discovered(&self.settings, &self.discovered);
@@ -786,6 +865,7 @@ impl Supervisor {
         if self.shutting_down {
             return;
         }
+        self.share_weights();
         self.forget_queued_starts();
         let slots = self
             .slots
@@ -798,7 +878,9 @@ impl Supervisor {
                 Action::Retire { schema } => self.retire(&schema, Stopped::of(why), ctx),
                 // A rescan's new tenants start a batch a turn; the
                 // settings' workers at once.
-                Action::Start { target } if why == Reason::Rescan => self.queue_start(target, ctx),
+                Action::Start { target } if why != Reason::Start && why != Reason::Reload => {
+                    self.queue_start(target, ctx)
+                }
                 Action::Start { target } => self.add_worker(target, ctx),
                 Action::Revive { schema } => self.revive(&schema, ctx),
                 Action::RestartNow { schema, attempt } => {
@@ -922,8 +1004,72 @@ impl Supervisor {
 
     fn finish_shutdown_if_done(&mut self, ctx: &mut Context<Self>) {
         if self.shutting_down && self.slots.is_empty() && self.retiring.is_empty() {
-            ctx.stop();
+            // Every fold has ended: the buckets go to the others now,
+            // rather than when the session closes with the process.
+            match self.coordinator.take() {
+                Some(coordinator) => {
+                    ctx.wait(
+                        async move {
+                            let _ =
+                                tokio::time::timeout(LEAVE_WITHIN, coordinator.send(Leave)).await;
+                        }
+                        .into_actor(self)
+                        .map(|(), _, ctx| ctx.stop()),
+                    );
+                }
+                None => ctx.stop(),
+            }
         }
+    }
+
+    /// Tells the coordinator how many schemas each bucket holds, when that
+    /// changed (the shares are balanced by it, see `ownership::assign`).
+    fn share_weights(&mut self) {
+        let Some(coordinator) = &self.coordinator else {
+            return;
+        };
+        let wanted = self.wanted();
+        let weights = crate::ownership::weights(
+            wanted.targets.iter().map(|target| &*target.schema),
+            self.settings.coordination.buckets,
+        );
+        if *self.weights != weights {
+            self.weights = Arc::new(weights);
+            coordinator.do_send(Weights(Arc::clone(&self.weights)));
+        }
+    }
+
+    /// A worker retired by a handover stopped: its buckets may go once
+    /// all of theirs have.
+    fn handover_progress(&mut self, schema: &Arc<str>, generation: u64) {
+        let key = (Arc::clone(schema), generation);
+        for handover in &mut self.handovers {
+            handover.waiting.remove(&key);
+        }
+        let (done, waiting): (Vec<Handover>, Vec<Handover>) = std::mem::take(&mut self.handovers)
+            .into_iter()
+            .partition(|handover| handover.waiting.is_empty());
+        self.handovers = waiting;
+        for handover in done {
+            let _ = handover.done.send(());
+        }
+    }
+
+    /// With `coordination.enabled`: the actor that holds this instance's
+    /// share of the fleet.
+    fn start_coordination(&mut self, ctx: &mut Context<Self>) {
+        if !self.settings.coordination.enabled {
+            return;
+        }
+        let coordinator = Coordinator::new(
+            &self.settings.coordination,
+            Arc::clone(&self.session_connector),
+            ctx.address().recipient(),
+            self.lease.clone(),
+            &self.status,
+            &self.log,
+        );
+        self.coordinator = Some(coordinator.start());
     }
 }
 
@@ -954,7 +1100,8 @@ impl Actor for Supervisor {
                 "exclude" => workers.exclude.join(","));
         }
         self.start_discovery(ctx);
-        let desired = Desired::from_settings(&self.settings);
+        self.start_coordination(ctx);
+        let desired = self.desired();
         self.reconcile(desired, Reason::Start, ctx);
     }
 
@@ -979,6 +1126,7 @@ impl Handler<WorkerExited> for Supervisor {
         if let Some((target, _, why)) = self.retiring.remove(&(msg.schema.clone(), msg.generation))
         {
             self.log_stopped(&target, msg.generation, why.as_str(), why.describe());
+            self.handover_progress(&msg.schema, msg.generation);
             return self.finish_shutdown_if_done(ctx);
         }
         let since = match self.slots.get(&msg.schema).map(|slot| &slot.state) {
@@ -1198,6 +1346,30 @@ impl Handler<ControlCommand> for Supervisor {
                 Err(Refused::UnknownSchema(schema.to_owned()))
             }
         };
+        // With coordination, a schema of the fleet that another instance
+        // folds: that one acts (every instance hears every NOTIFY). A
+        // pause or resume is remembered for when it comes here.
+        if let Command::Fold(schema)
+        | Command::Pause(Target::Schema(schema))
+        | Command::Resume(Target::Schema(schema)) = &command
+        {
+            let name = schema.as_str();
+            if self.owned.is_some()
+                && !self.slots.contains_key(name)
+                && self.wanted().targets.iter().any(|t| &*t.schema == name)
+            {
+                match &command {
+                    Command::Pause(_) => {
+                        self.paused.insert(name.into());
+                    }
+                    Command::Resume(_) => {
+                        self.paused.remove(name);
+                    }
+                    _ => {}
+                }
+                return Err(Refused::Elsewhere(name.to_owned()));
+            }
+        }
         match command {
             Command::Rescan => match &self.discovery {
                 Some(discovery) => {
@@ -1254,6 +1426,43 @@ impl Handler<ControlCommand> for Supervisor {
     }
 }
 
+impl Handler<Ownership> for Supervisor {
+    type Result = ();
+
+    /// The coordination moved this instance's share: workers start for
+    /// the schemas it took and stop for those it gave (or lost); a
+    /// handover is answered once the latter have stopped.
+    fn handle(&mut self, msg: Ownership, ctx: &mut Self::Context) {
+        self.status.coordination(msg.view.clone());
+        if self.shutting_down || self.owned.is_none() {
+            if let Some(done) = msg.stopped {
+                let _ = done.send(());
+            }
+            return;
+        }
+        self.owned = Some(msg.owned);
+        let why = match msg.change {
+            coordination::Change::Rebalanced => Reason::Handover,
+            coordination::Change::Lost(_) => Reason::CoordinationLost,
+        };
+        self.reconcile(self.desired(), why, ctx);
+        if let Some(done) = msg.stopped {
+            let stopped = Stopped::of(why);
+            let waiting: std::collections::HashSet<(Arc<str>, u64)> = self
+                .retiring
+                .iter()
+                .filter(|(_, (_, _, reason))| *reason == stopped)
+                .map(|(key, _)| key.clone())
+                .collect();
+            if waiting.is_empty() {
+                let _ = done.send(());
+            } else {
+                self.handovers.push(Handover { waiting, done });
+            }
+        }
+    }
+}
+
 impl Handler<WorkerStarted> for Supervisor {
     type Result = ();
 
@@ -1278,6 +1487,10 @@ impl Handler<SettingsChanged> for Supervisor {
             panic!("test hook: a panic in the Supervisor");
         }
         if !self.shutting_down {
+            self.session_connector = msg.control.unwrap_or_else(|| Arc::clone(&msg.connector));
+            if let Some(coordinator) = &self.coordinator {
+                coordinator.do_send(UseConnector(Arc::clone(&self.session_connector)));
+            }
             self.apply(msg.settings, msg.connector, ctx);
         }
     }

@@ -123,6 +123,9 @@ pub struct FleetHandles {
     pub status: Status,
     /// The Supervisor's; a worker's lines add its names ([`worker_log`]).
     pub log: Logger,
+    /// Whether folds may start now (see `lease`): always, unless several
+    /// instances share the fleet.
+    pub lease: crate::lease::Lease,
 }
 
 /// A worker's logger. `generation` tells apart the workers a schema had
@@ -570,6 +573,19 @@ impl<J: Job> WorkerActor<J> {
     fn fold(&mut self, ctx: &mut Context<Self>) {
         self.fold_requested = false;
         self.fold_forced = false;
+        // Several instances share the fleet, and this one's coordination
+        // session has not answered lately (frozen, cut off, continued
+        // after SIGSTOP): its buckets may be another's by now. The
+        // coordination actor hands them over or rejoins; until then,
+        // nothing starts.
+        if !self.spec.fleet.lease.trusted() {
+            self.ticks_skipped += 1;
+            self.note_skipped("lease_expired");
+            debug!(self.log(), "tick skipped: the coordination lease is not confirmed";
+                "event" => "worker_tick_skipped", "reason" => "lease_expired",
+                "skipped" => self.ticks_skipped);
+            return;
+        }
         if let Some(again) = self.again.take() {
             // This run is the one asked for.
             ctx.cancel_future(again);
@@ -722,6 +738,16 @@ impl<J: Job> WorkerActor<J> {
                     "skipped" => self.ticks_skipped);
             }
             DbError::LockNotAvailable(reason) => self.wait(WaitingFor::Lock, reason),
+            // Another instance's fold of this schema is in its transaction
+            // (a handover in flight): nothing was done, nothing is wrong
+            // here; the owner folds.
+            DbError::Fenced(reason) => {
+                self.ticks_skipped += 1;
+                self.note_skipped("fenced");
+                info!(self.log(), "tick skipped: {reason}";
+                    "event" => "worker_tick_skipped", "reason" => "fenced",
+                    "skipped" => self.ticks_skipped);
+            }
             error @ DbError::Job(JobFault {
                 absence: Some(Absence::Gone),
                 ..

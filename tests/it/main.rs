@@ -6,6 +6,7 @@ mod bulkheads;
 mod cli;
 mod connecting;
 mod control;
+mod coordination;
 mod deploy;
 mod discovery;
 mod docs;

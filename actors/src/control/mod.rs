@@ -71,6 +71,11 @@ pub enum Refused {
     NotNow(String),
     #[error("the service is stopping")]
     Stopping,
+    /// Several instances share the fleet, and another one folds this
+    /// schema (a pause or resume is remembered here all the same, for
+    /// when it comes to this one).
+    #[error("{0} is folded by another pgfleet instance (coordination): it acts on the command")]
+    Elsewhere(String),
 }
 
 /// A notification's payload, from the session's reader.
@@ -122,7 +127,7 @@ impl Actions {
         });
         // Every series from the start, so a rate() has one to read.
         for kind in ["rescan", "reload", "fold", "pause", "resume", "unknown"] {
-            for result in ["done", "rejected"] {
+            for result in ["done", "rejected", "elsewhere"] {
                 let _ = messages.get_or_create(&[("kind", kind), ("result", result)]);
             }
         }
@@ -147,7 +152,12 @@ impl Actions {
             Ok(answer) => answer,
             Err(_) => Err(Refused::Stopping),
         };
-        self.count(kind, if answer.is_ok() { "done" } else { "rejected" });
+        let result = match &answer {
+            Ok(_) => "done",
+            Err(Refused::Elsewhere(_)) => "elsewhere",
+            Err(_) => "rejected",
+        };
+        self.count(kind, result);
         answer
     }
 }
@@ -441,6 +451,11 @@ impl Handler<Notified> for ControlListener {
                 .map(move |answer, listener, _ctx| match answer {
                     Ok(done) => {
                         info!(listener.log, "control message {payload:?} (from backend pid {pid}): {done}";
+                            "event" => "control_received", "kind" => kind);
+                    }
+                    // Every instance hears every NOTIFY; the owner acts.
+                    Err(why @ Refused::Elsewhere(_)) => {
+                        debug!(listener.log, "control message {payload:?} (from backend pid {pid}): {why}";
                             "event" => "control_received", "kind" => kind);
                     }
                     // Counted by `run`; only said here.

@@ -137,6 +137,10 @@ pub enum DbError {
     PreparedStatementLost(String),
     #[error("unexpected reply to the fold: {0}")]
     UnexpectedReply(String),
+    /// With `coordination.enabled`: the fold found its schema's fence
+    /// lock held by another session, and did nothing.
+    #[error("{0}")]
+    Fenced(String),
 }
 
 fn refusal_title(kind: Refusal) -> &'static str {
@@ -278,6 +282,7 @@ impl DbError {
             DbError::Statement { .. } => "statement",
             DbError::PreparedStatementLost(_) => "prepared_statement_lost",
             DbError::UnexpectedReply(_) => "unexpected_reply",
+            DbError::Fenced(_) => "fenced",
         }
     }
 }

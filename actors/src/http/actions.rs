@@ -154,7 +154,7 @@ async fn carry_out(state: &ActionState, request: &HttpRequest, command: Command)
         Err(refused) => {
             let status = match refused {
                 Refused::UnknownSchema(_) => 404,
-                Refused::NotNow(_) => 409,
+                Refused::NotNow(_) | Refused::Elsewhere(_) => 409,
                 Refused::Stopping => 503,
             };
             info!(state.log, "HTTP action {} {} did nothing: {refused}", request.method(), request.path();

@@ -99,6 +99,7 @@ pub fn serve(listener: TcpListener, serving: Serving, log: &Logger) -> Result<So
             .service(endpoint("/healthz", healthz))
             .service(endpoint("/readyz", readyz))
             .service(endpoint("/workers", workers))
+            .service(endpoint("/coordination", coordination))
             .service(endpoint("/workers/{schema}", worker))
             .service(action(
                 "/workers/{schema}/{action:fold|pause|resume}",
@@ -119,7 +120,7 @@ pub fn serve(listener: TcpListener, serving: Serving, log: &Logger) -> Result<So
     .map_err(|e| bind_error(&listen, &e))?
     .run();
     actix_rt::spawn(server);
-    info!(log, "serving /metrics, /healthz, /readyz, /workers and the status page on http://{bound}/";
+    info!(log, "serving /metrics, /healthz, /readyz, /workers, /coordination and the status page on http://{bound}/";
         "event" => "http_listening", "address" => bound.to_string());
     Ok(bound)
 }
@@ -225,6 +226,17 @@ async fn workers(status: web::Data<Status>) -> HttpResponse {
     json(HttpResponse::Ok(), &views)
 }
 
+/// With `coordination.enabled`: this instance's share; 404 without.
+async fn coordination(status: web::Data<Status>) -> HttpResponse {
+    match status.coordination_view() {
+        Some(view) => json(HttpResponse::Ok(), &view),
+        None => json(
+            HttpResponse::NotFound(),
+            &serde_json::json!({ "error": "coordination.enabled is false: this instance folds every schema alone" }),
+        ),
+    }
+}
+
 async fn worker(status: web::Data<Status>, schema: web::Path<String>) -> HttpResponse {
     match status.worker(&schema) {
         Some(worker) => json(HttpResponse::Ok(), &WorkerView::from(&worker)),
@@ -265,7 +277,7 @@ async fn status_page(
 async fn not_found() -> HttpResponse {
     text(
         HttpResponse::NotFound(),
-        "not found; pgfleet serves GET /, /metrics, /healthz, /readyz, /workers and /workers/{schema}, \
+        "not found; pgfleet serves GET /, /metrics, /healthz, /readyz, /coordination, /workers and /workers/{schema}, \
          and POST /workers/{schema}/fold, /pause, /resume, /rescan and /unlock\n"
             .into(),
     )

@@ -36,6 +36,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub http: HttpSettings,
     pub control: ControlSettings,
+    pub coordination: CoordinationSettings,
     /// What the loader noticed but let pass (environment variables that
     /// match no key), for the service to log once it has a logger.
     #[serde(skip)]
@@ -214,6 +215,37 @@ pub struct ControlSettings {
     pub channel: String,
     /// The listener's own session; empty: `database.url`.
     pub url: DatabaseUrl,
+}
+
+/// Several instances sharing one fleet (see `coordination`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinationSettings {
+    pub enabled: bool,
+    /// The first key of every advisory lock the fleet takes.
+    pub namespace: i32,
+    /// How many buckets the schemas are spread over.
+    #[serde(deserialize_with = "whole::deserialize")]
+    pub buckets: u32,
+    /// The coordination session's `idle_session_timeout`: how long a
+    /// frozen or cut-off instance keeps its buckets.
+    #[serde(with = "duration")]
+    pub lease: Duration,
+}
+
+impl CoordinationSettings {
+    /// How often the coordination session is pinged (and the members
+    /// read): a sixth of the lease.
+    pub fn ping_every(&self) -> Duration {
+        self.lease / 6
+    }
+
+    /// How long after a ping was sent its answer lets folds start: two
+    /// thirds of the lease, so an instance stops folding at least a third
+    /// of the lease before the server can let its locks go.
+    pub fn trust_window(&self) -> Duration {
+        self.lease * 2 / 3
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -482,6 +514,38 @@ impl Settings {
                 "control.channel",
                 self.control.channel.clone(),
                 "is longer than 63 bytes, PostgreSQL's limit for a channel name",
+            );
+        }
+        let coordination = &self.coordination;
+        if !(1..=crate::ownership::MAX_BUCKETS).contains(&coordination.buckets) {
+            bad(
+                "coordination.buckets",
+                coordination.buckets.to_string(),
+                &format!(
+                    "must be between 1 and {}: each bucket is one advisory lock in the server's shared lock table",
+                    crate::ownership::MAX_BUCKETS
+                ),
+            );
+        }
+        if coordination.lease < Duration::from_secs(1)
+            || coordination.lease > Duration::from_secs(3600)
+        {
+            bad(
+                "coordination.lease",
+                duration::format(&coordination.lease),
+                "must be between 1s and 1h: a frozen instance's schemas wait this long for another",
+            );
+        }
+        if coordination.enabled
+            && self.control.url.expose().is_empty()
+            && self.database.pooler == PoolerMode::Transaction
+        {
+            bad(
+                "coordination.enabled",
+                "true".into(),
+                "needs a session of its own, and database.url goes through a transaction-mode pooler \
+                 (database.pooler: transaction), where session advisory locks do not stay with pgfleet; \
+                 set control.url to a direct (or session-mode) URL",
             );
         }
         let restart = &self.restart;

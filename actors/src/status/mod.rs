@@ -355,6 +355,10 @@ struct Inner {
     supervisor_stopped: AtomicBool,
     config_loaded: AtomicBool,
     discovers: AtomicBool,
+    /// With `coordination.enabled`: this instance's share, as last told.
+    coordination: std::sync::Mutex<Option<CoordinationView>>,
+    /// With coordination: whether folds may start now.
+    lease: std::sync::Mutex<Option<crate::lease::Lease>>,
     shutting_down: AtomicBool,
     per_schema_max: AtomicU32,
     naptime_ms: AtomicU64,
@@ -400,6 +404,8 @@ impl Status {
             supervisor_stopped: AtomicBool::new(false),
             config_loaded: AtomicBool::new(false),
             discovers: AtomicBool::new(false),
+            coordination: std::sync::Mutex::new(None),
+            lease: std::sync::Mutex::new(None),
             shutting_down: AtomicBool::new(false),
             per_schema_max: AtomicU32::new(0),
             naptime_ms: AtomicU64::new(0),
@@ -440,6 +446,29 @@ impl Status {
             .discovers
             .store(settings.discovers(), Ordering::Relaxed);
         inner.config_loaded.store(true, Ordering::Relaxed);
+    }
+
+    /// The coordination's view of this instance (see `coordination`).
+    pub fn coordination(&self, view: CoordinationView) {
+        if let Ok(mut current) = self.inner.coordination.lock() {
+            *current = Some(view);
+        }
+    }
+
+    /// The lease the workers read (see `lease`), for readiness.
+    pub fn coordination_lease(&self, lease: crate::lease::Lease) {
+        if let Ok(mut current) = self.inner.lease.lock() {
+            *current = Some(lease);
+        }
+    }
+
+    /// None without coordination; `trusted` read now.
+    pub fn coordination_view(&self) -> Option<CoordinationView> {
+        let mut view = self.inner.coordination.lock().ok()?.clone()?;
+        if let Some(lease) = self.inner.lease.lock().ok().and_then(|lease| lease.clone()) {
+            view.trusted = lease.trusted();
+        }
+        Some(view)
     }
 
     /// `workers.match` is set (for the status page's rescan button).
@@ -703,14 +732,37 @@ impl Status {
             DbHealth::Unknown => reasons.push("no answer from the database yet".into()),
             down => reasons.extend(down.problem()),
         }
-        let running = self
-            .fleet()
-            .workers
-            .values()
-            .filter(|w| w.state.counts_as_running())
-            .count();
-        if running == 0 {
-            reasons.push("no worker runs".into());
+        // Sharing the fleet, an instance is ready when it folds what it
+        // owns (which may be nothing: a fourth instance for three
+        // schemas); alone, when a worker runs.
+        match self.coordination_view() {
+            Some(view) => {
+                if view.member.is_none() {
+                    reasons.push(
+                        "not a member of the coordination (joining, or its session was lost)"
+                            .into(),
+                    );
+                } else if !view.trusted {
+                    reasons.push("the coordination lease is not confirmed: folding nothing".into());
+                }
+                if view.buckets_awaited > 0 {
+                    reasons.push(format!(
+                        "{} buckets of its share are still held by another instance",
+                        view.buckets_awaited
+                    ));
+                }
+            }
+            None => {
+                let running = self
+                    .fleet()
+                    .workers
+                    .values()
+                    .filter(|w| w.state.counts_as_running())
+                    .count();
+                if running == 0 {
+                    reasons.push("no worker runs".into());
+                }
+            }
         }
         if reasons.is_empty() {
             Ok(())
@@ -1012,4 +1064,26 @@ mod tests {
             .load()
             .expect("the built-in defaults load")
     }
+}
+
+/// What `/coordination` and the status page show of an instance sharing
+/// the fleet (see `coordination`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CoordinationView {
+    /// This instance's member id while it is a member.
+    pub member: Option<u32>,
+    /// Live members, this one included (0 while not a member).
+    pub members: usize,
+    pub buckets: u32,
+    pub buckets_owned: usize,
+    /// Owned by this instance but still held by another that has not let
+    /// go yet.
+    pub buckets_awaited: usize,
+    /// Buckets taken from, given to, and lost to other instances since
+    /// start.
+    pub taken: u64,
+    pub given: u64,
+    pub lost: u64,
+    /// Whether folds may start now (the lease is confirmed).
+    pub trusted: bool,
 }

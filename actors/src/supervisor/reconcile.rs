@@ -100,6 +100,11 @@ pub enum Reason {
     /// lose theirs; the others are left as they are (a failing one keeps
     /// its backoff).
     Rescan,
+    /// With coordination, this instance's share changed: as a rescan,
+    /// for the buckets taken and given.
+    Handover,
+    /// With coordination, the session failed: every worker stops.
+    CoordinationLost,
 }
 
 /// A slot's state, as much of it as the plan needs.

@@ -101,7 +101,13 @@ pub fn render(status: &Status, query: &Query, controls: Controls) -> String {
     }
     html.push_str("</div>");
 
-    fleet_table(&mut html, &summary, &selection, &facts);
+    fleet_table(
+        &mut html,
+        &summary,
+        &selection,
+        &facts,
+        status.coordination_view(),
+    );
     controls_bar(&mut html, controls);
     charts(&mut html, &history, clock_now);
     search(&mut html, query, &selection);
@@ -289,7 +295,13 @@ fn trouble_list(selection: &Selection, except: &[Reason]) -> String {
         .join(", ")
 }
 
-fn fleet_table(html: &mut String, summary: &Summary, selection: &Selection, facts: &Facts) {
+fn fleet_table(
+    html: &mut String,
+    summary: &Summary,
+    selection: &Selection,
+    facts: &Facts,
+    coordination: Option<crate::status::CoordinationView>,
+) {
     html.push_str("<h2>Fleet</h2><table class=\"summary\"><tbody>");
     let mut row = |name: &str, value: String, class: &str| {
         let _ = write!(
@@ -351,6 +363,29 @@ fn fleet_table(html: &mut String, summary: &Summary, selection: &Selection, fact
         ),
     };
     row("database", database, class);
+    if let Some(view) = coordination {
+        let (text, class) = match view.member {
+            Some(member) => (
+                format!(
+                    "member {member} of {} instances; {} of {} buckets held{}; {} taken, {} given{}",
+                    view.members,
+                    thousands(view.buckets_owned),
+                    thousands(view.buckets),
+                    if view.buckets_awaited > 0 {
+                        format!(", {} awaited from another instance", view.buckets_awaited)
+                    } else {
+                        String::new()
+                    },
+                    thousands(view.taken),
+                    thousands(view.given),
+                    if view.trusted { "" } else { "; lease not confirmed" },
+                ),
+                if view.trusted && view.buckets_awaited == 0 { "ok" } else { "warn" },
+            ),
+            None => ("not a member (joining, or its session was lost)".to_owned(), "bad"),
+        };
+        row("coordination", text, class);
+    }
     row(
         "last fold",
         selection

@@ -117,10 +117,18 @@ pub fn vacuum_due(
 impl FoldJob {
     pub fn new(target: &SchemaTarget, settings: &Settings) -> Self {
         FoldJob {
-            sql: Arc::new(TableSql::new(
-                Arc::clone(&target.schema),
-                Arc::clone(&settings.workers.table),
-            )),
+            sql: Arc::new(
+                TableSql::new(
+                    Arc::clone(&target.schema),
+                    Arc::clone(&settings.workers.table),
+                )
+                .fenced_by(settings.coordination.enabled.then(|| {
+                    crate::ownership::Keys {
+                        namespace: settings.coordination.namespace,
+                    }
+                    .fence(&target.schema)
+                })),
+            ),
             worker: Arc::clone(&target.worker),
             // worker_spi's create-if-missing is for listed schemas only: a
             // discovered one is folded while it holds the table.

@@ -218,6 +218,23 @@ struct Answer<'a> {
     total: Option<&'a str>,
     value_type: Option<&'a str>,
     deltas: Option<i64>,
+    /// Another session holds the schema's fence (see `TableSql::fold`):
+    /// nothing was done.
+    fenced: bool,
+}
+
+impl Answer<'_> {
+    /// The fold's outcome, or the fence's refusal.
+    fn outcome(self, sql: &TableSql, batch: i64) -> Result<FoldOutcome, DbError> {
+        if self.fenced {
+            return Err(DbError::Fenced(format!(
+                "another session is folding {} (it holds the schema's fence lock: another pgfleet \
+                 instance that still believes it owns the schema); nothing was done, the next tick tries again",
+                sql.display_name()
+            )));
+        }
+        Ok(FoldOutcome::from_answer(self, batch))
+    }
 }
 
 /// Runs the fold on `conn`: one statement in one round trip, prepared
@@ -305,8 +322,9 @@ async fn fold_prepared(
         total: row.try_get(1).map_err(unexpected)?,
         value_type: row.try_get(2).map_err(unexpected)?,
         deltas: row.try_get(3).map_err(unexpected)?,
+        fenced: row.try_get(4).map_err(unexpected)?,
     };
-    Ok(FoldOutcome::from_answer(answer, batch))
+    answer.outcome(sql, batch)
 }
 
 /// An error of the fold statement itself; 22003 is the total's overflow.
@@ -357,8 +375,9 @@ async fn fold_unprepared(
         total: text(1),
         value_type: text(2),
         deltas: count(3),
+        fenced: text(4) == Some("t"),
     };
-    Ok(FoldOutcome::from_answer(answer, batch))
+    answer.outcome(sql, batch)
 }
 
 /// VACUUM waits for its table's lock no longer than a fold would: on a
