@@ -823,6 +823,11 @@ impl Supervisor {
                              the endpoints stay on {:?} until then", old.http.listen, new.http.listen, old.http.listen;
                 "event" => "config_needs_restart", "key" => "http.listen");
         }
+        if old.coordination != new.coordination {
+            warn!(self.log, "coordination.* changed: it applies at the next start; this instance goes on \
+                             with the coordination it started with";
+                "event" => "config_needs_restart", "key" => "coordination");
+        }
         if old.database != new.database {
             // Workers move to the new pool with the Reconfigure that the
             // reconcile below sends; the old pool closes when its last
@@ -1433,6 +1438,7 @@ impl Handler<Ownership> for Supervisor {
     /// the schemas it took and stop for those it gave (or lost); a
     /// handover is answered once the latter have stopped.
     fn handle(&mut self, msg: Ownership, ctx: &mut Self::Context) {
+        let joined = msg.view.member.is_some();
         self.status.coordination(msg.view.clone());
         if self.shutting_down || self.owned.is_none() {
             if let Some(done) = msg.stopped {
@@ -1446,6 +1452,12 @@ impl Handler<Ownership> for Supervisor {
             coordination::Change::Lost(_) => Reason::CoordinationLost,
         };
         self.reconcile(self.desired(), why, ctx);
+        // An instance that owns nothing (more instances than buckets with
+        // schemas) is ready all the same: it stands by.
+        if joined && self.batch.is_none() && self.start_queue.is_empty() && !self.told_ready {
+            self.told_ready = true;
+            crate::notify::tell(crate::notify::Note::Ready(self.status_line()));
+        }
         if let Some(done) = msg.stopped {
             let stopped = Stopped::of(why);
             let waiting: std::collections::HashSet<(Arc<str>, u64)> = self

@@ -725,8 +725,33 @@ fn manifests_and_dockerfile_hold_what_they_promise() {
     let spec = &deployment["spec"];
     assert_eq!(
         spec["replicas"].as_u64(),
-        Some(1),
-        "one replica until coordination (SPEC §10)"
+        Some(3),
+        "three replicas sharing the schemas"
+    );
+    assert_eq!(str_at(spec, &["strategy", "type"]), Some("RollingUpdate"));
+    assert_eq!(
+        spec["strategy"]["rollingUpdate"]["maxUnavailable"].as_u64(),
+        Some(0),
+        "a new pod is ready before an old one stops"
+    );
+    let budget = object(&objects, "PodDisruptionBudget", "pgfleet");
+    assert_eq!(budget["spec"]["maxUnavailable"].as_u64(), Some(1));
+    assert_eq!(
+        budget["spec"]["selector"]["matchLabels"], spec["selector"]["matchLabels"],
+        "the budget covers the Deployment's pods"
+    );
+    let config: Value = serde_norway::from_str(
+        str_at(
+            object(&objects, "ConfigMap", "pgfleet-config"),
+            &["data", "pgfleet.yaml"],
+        )
+        .expect("pgfleet.yaml in the ConfigMap"),
+    )
+    .expect("pgfleet.yaml parses");
+    assert_eq!(
+        config["coordination"]["enabled"].as_bool(),
+        Some(true),
+        "replicas share the schemas only with coordination on"
     );
     let pod = &spec["template"]["spec"];
     assert_eq!(
