@@ -1,20 +1,24 @@
-//! Which instance folds which schema when several share a fleet (issue
-//! 19), decided as plain data: the coordination actor that will read the
-//! members from `pg_locks` and hold the bucket locks only carries this
-//! out. Not wired into the service yet: nothing calls it but its tests.
+//! Which instance folds which schema when several share a fleet
+//! (`coordination`), decided as plain data: the coordination actor reads
+//! the locks from `pg_locks` and takes or releases what [`Moves::plan`]
+//! says; it decides nothing itself.
 //!
 //! - **Buckets, not schemas**: a schema belongs to one of `buckets` by a
 //!   hash of its name that never changes between versions, builds or
 //!   hosts ([`bucket_of`], FNV-1a): thousands of per-schema session locks
 //!   would fill the server's shared lock table, a few hundred bucket
 //!   locks do not.
-//! - **Rendezvous hashing** ([`owner`]): each bucket goes to the member
-//!   whose score for it is highest. Every instance computes the same
-//!   answer from the same member list, with no coordinator; K members
-//!   each get about B/K buckets, and a member joining or leaving moves
-//!   only the buckets it takes or held (about 1/K of them).
-//! - **Keys of pgfleet's own**: every advisory lock is the two-`int4` form,
-//!   the first `int4` being `coordination.namespace` ([`Keys`]), so two
+//! - **Sticky rendezvous hashing with bounded loads** ([`assign`]): each
+//!   bucket stays with its holder while the holder has room, else goes to
+//!   the member whose score for it ([`owner`]) is highest among those
+//!   with room. Every instance computes the same answer from the same
+//!   locks and schemas, with no coordinator.
+//! - **Handed over only on request** ([`Moves::plan`]): a holder lets a
+//!   bucket go only to a member that asks for it (a want lock), so views
+//!   that differ for a while never leave a bucket to nobody.
+//! - **Keys of pgfleet's own** ([`Keys`], [`Key`]): every advisory lock is
+//!   the two-`int4` form, the first `int4` being `coordination.namespace`:
+//!   buckets, then want locks, from 2^30 members, negative fences. Two
 //!   fleets on one database with different namespaces never collide, nor
 //!   does an application using the one-`bigint` form (a separate key
 //!   space in PostgreSQL) or two `int4`s with another first key. An

@@ -613,3 +613,68 @@ fn discovered_schemas_control_messages_and_the_status_are_shared() {
     // The check joined nothing: still two members.
     assert_eq!(json(a_http, "/coordination")["members"], 2);
 }
+
+/// The fence itself: while another session holds a schema's fence lock
+/// (as another instance's fold in its transaction would), the fold does
+/// nothing and says so (`fenced`); once it is released, the fold runs.
+/// With prepared folds and without.
+#[test]
+fn a_fold_whose_fence_is_held_elsewhere_does_nothing() {
+    for prepared in ["on", "off"] {
+        let db = cluster().create_database();
+        create_counter_schemas(&db, "schema", 1, 2);
+        let pgfleet = Pgfleet::start(
+            &db,
+            &format!(
+                "workers:\n  total: 2\n  create_schema: false\ndatabase:\n  prepared: {prepared}\n\
+                 coordination:\n  enabled: true\n"
+            ),
+        );
+        pgfleet.wait_event("coordination_rebalanced");
+        let (namespace, key) = pgfleet_actors::ownership::Keys {
+            namespace: 1_885_759_092,
+        }
+        .fence("schema1");
+        let mut holder = db.client();
+        let mut fence = holder.transaction().expect("a transaction");
+        fence
+            .execute("SELECT pg_advisory_xact_lock($1, $2)", &[&namespace, &key])
+            .expect("the fence lock");
+        let mark = pgfleet.mark();
+        execute(
+            &db,
+            "INSERT INTO schema1.counted VALUES ('delta', 5); INSERT INTO schema2.counted VALUES ('delta', 7)",
+        );
+        let total = |schema: &str| {
+            crate::support::pgfleet::scalar_i64(
+                &db,
+                &format!("SELECT value::int8 FROM {schema}.counted WHERE type = 'total'"),
+            )
+        };
+        pgfleet.eventually("schema2 folded", || total("schema2") == 7);
+        let skipped = pgfleet.wait_for_from(mark, "a fenced tick", |e| {
+            e["event"] == "worker_tick_skipped"
+                && e["reason"] == "fenced"
+                && e["schema"] == "schema1"
+        });
+        assert!(
+            skipped.1["msg"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("another session is folding"),
+            "{}",
+            skipped.1
+        );
+        thread::sleep(Duration::from_millis(600));
+        assert_eq!(
+            total("schema1"),
+            0,
+            "folded through a held fence ({prepared})"
+        );
+        fence.commit().expect("release the fence");
+        pgfleet.eventually("schema1 folded once the fence is free", || {
+            total("schema1") == 5
+        });
+        assert!(pgfleet.events("worker_failed").is_empty());
+    }
+}
