@@ -65,13 +65,19 @@ fn main() {
         let simple = pgbench(&db, "simple", 1);
         let pipelined = pgbench(&db, "prepared", PIPELINE);
         let pipelined_own = pgbench_pipelined_own_transactions(&db);
-        let pgfleet = pgfleet_rate(&db, "auto");
-        let unprepared = pgfleet_rate(&db, "off");
+        let pgfleet = pgfleet_rate(&db, "auto", "");
+        let unprepared = pgfleet_rate(&db, "off", "");
+        // One instance with coordination on: it holds every bucket, and
+        // each fold also takes its schema's fence lock.
+        let fenced = pgfleet_rate(&db, "auto", "coordination:\n  enabled: true\n");
         eprintln!(
             "round {round}/{rounds}: pgbench prepared {prepared:.0}, simple {simple:.0}, \
              pipelined {pipelined:.0} (a transaction a fold: {pipelined_own:.0}); pgfleet {:.0} ({:.1} us of its CPU per fold), \
-             unprepared {:.0} folds/s",
-            pgfleet.folds_per_second, pgfleet.cpu_us_per_fold, unprepared.folds_per_second
+             unprepared {:.0}, fenced {:.0} folds/s",
+            pgfleet.folds_per_second,
+            pgfleet.cpu_us_per_fold,
+            unprepared.folds_per_second,
+            fenced.folds_per_second
         );
         rows.push(Round {
             prepared,
@@ -80,6 +86,7 @@ fn main() {
             pipelined_own,
             pgfleet,
             unprepared,
+            fenced,
         });
     }
     let median = |pick: &dyn Fn(&Round) -> f64| median(&rows.iter().map(pick).collect::<Vec<_>>());
@@ -98,6 +105,8 @@ fn main() {
     let vs_pipelined = median(&|r| r.pgfleet.folds_per_second / r.pipelined);
     let vs_pipelined_own = median(&|r| r.pgfleet.folds_per_second / r.pipelined_own);
     let off_vs_simple = median(&|r| r.unprepared.folds_per_second / r.simple);
+    let fenced = median(&|r| r.fenced.folds_per_second);
+    let fenced_vs_pgfleet = median(&|r| r.fenced.folds_per_second / r.pgfleet.folds_per_second);
     println!(
         "fold rate over {SCHEMAS} idle schemas, {CONNECTIONS} connections; medians of {rounds} rounds of {SECONDS} s per side"
     );
@@ -114,6 +123,9 @@ fn main() {
     println!("| pgfleet (naptime 1ms, pool {CONNECTIONS}, prepared: auto) | {pgfleet:.0} | |");
     println!("| pgfleet, prepared: off | {unprepared:.0} | {off_vs_simple:.2}x of simple |");
     println!(
+        "| pgfleet, coordination on (every fold fenced) | {fenced:.0} | {fenced_vs_pgfleet:.2}x of pgfleet |"
+    );
+    println!(
         "pgfleet's own CPU: {cpu_us:.1} us per fold, {:.0}% of one core",
         core * 100.0
     );
@@ -127,6 +139,7 @@ fn main() {
         "pgfleet_vs_prepared": vs_prepared, "pgfleet_vs_simple": vs_simple,
         "pgfleet_vs_pipelined": vs_pipelined, "unprepared_vs_simple": off_vs_simple,
         "pgfleet_cpu_us_per_fold": cpu_us, "pgfleet_cpu_share": core,
+        "pgfleet_fenced": fenced, "fenced_vs_pgfleet": fenced_vs_pgfleet,
     });
     println!(
         "figures: {}",
@@ -141,6 +154,7 @@ struct Round {
     pipelined_own: f64,
     pgfleet: Rate,
     unprepared: Rate,
+    fenced: Rate,
 }
 
 /// pgfleet's folds per second, and its own CPU time for them.
@@ -210,12 +224,12 @@ fn pgbench_scripts(db: &TestDb, mode: &str, pipeline: usize, own_transactions: b
 /// pgfleet folding the same schemas as fast as it can (`database.prepared`
 /// as given), measured from its own `pgfleet_folds_total` over `SECONDS`,
 /// and its CPU time from `/proc`.
-fn pgfleet_rate(db: &TestDb, prepared: &str) -> Rate {
+fn pgfleet_rate(db: &TestDb, prepared: &str, more: &str) -> Rate {
     let listen = free_listen();
     let yaml = format!(
         "naptime: 1ms\nworkers:\n  total: {SCHEMAS}\n  vacuum_after: 0\n\
          database:\n  pool_size: {CONNECTIONS}\n  prepared: \"{prepared}\"\n  url: \"{}?sslmode=disable\"\n\
-         log:\n  level: warn\nhttp:\n  listen: \"{listen}\"\n  per_schema_metrics_max: 0\n",
+         log:\n  level: warn\nhttp:\n  listen: \"{listen}\"\n  per_schema_metrics_max: 0\n{more}",
         db.url()
     );
     let mut pgfleet = Pgfleet::start_with(db, &yaml, &[("PGFLEET__DATABASE__URL", "")]);

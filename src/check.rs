@@ -101,6 +101,24 @@ pub fn run(
         if settings.coordination.enabled {
             let coordination = settings_control.as_ref().unwrap_or(&connector);
             let session = coordination.connect().await?;
+            let other = coordination.connect().await?;
+            let shared = pgfleet_actors::coordination::session::shares_backends(
+                &session.client,
+                &other.client,
+            )
+            .await
+            .map_err(|text| DbError::Statement { code: None, text })?;
+            drop(other);
+            if shared {
+                return Err(DbError::Statement {
+                    code: None,
+                    text: format!(
+                        "coordination cannot work at {}: {}",
+                        coordination.describe_target(),
+                        pgfleet_actors::coordination::session::SHARED_BACKENDS
+                    ),
+                });
+            }
             let keys = pgfleet_actors::ownership::Keys {
                 namespace: settings.coordination.namespace,
             };

@@ -678,3 +678,66 @@ fn a_fold_whose_fence_is_held_elsewhere_does_nothing() {
         assert!(pgfleet.events("worker_failed").is_empty());
     }
 }
+
+/// Through PgBouncer in transaction mode (with `pooler: auto`, so not
+/// refused at load) session locks would stay on whatever server
+/// connection the pooler hands round: `--check` says so and fails, the
+/// service folds nothing and says why; with `control.url` direct, the
+/// coordination works and the folds go through the pooler.
+#[test]
+fn coordination_through_a_transaction_pooler_is_refused_and_control_url_fixes_it() {
+    use crate::support::pgbouncer::PgBouncer;
+    let db = cluster().create_database();
+    create_counter_schemas(&db, "schema", 1, 2);
+    let bouncer = PgBouncer::start(cluster().port(), "transaction", "");
+    let through = bouncer.url(&db.name);
+    let yaml = "workers:\n  total: 2\n  create_schema: false\ncoordination:\n  enabled: true\n";
+    let config = crate::support::pgfleet::ConfigFile::new(yaml);
+    let output = crate::support::pgfleet::run(
+        &[
+            "--config",
+            config.path.to_str().unwrap_or_default(),
+            "--check",
+        ],
+        &[("PGFLEET__DATABASE__URL", &through)],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("coordination cannot work") && stderr.contains("transaction-mode pooler"),
+        "{stderr}"
+    );
+
+    let pgfleet = Pgfleet::start_with(&db, yaml, &[("PGFLEET__DATABASE__URL", &through)]);
+    let lost = pgfleet.wait_event("coordination_lost");
+    assert!(
+        lost["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("transaction-mode pooler"),
+        "{lost}"
+    );
+    thread::sleep(Duration::from_secs(1));
+    assert!(
+        pgfleet.events("worker_started").is_empty(),
+        "folded without coordination"
+    );
+    drop(pgfleet);
+
+    let pgfleet = Pgfleet::start_with(
+        &db,
+        yaml,
+        &[
+            ("PGFLEET__DATABASE__URL", &through),
+            ("PGFLEET__CONTROL__URL", &db.url()),
+        ],
+    );
+    pgfleet.wait_event("coordination_joined");
+    execute(&db, "INSERT INTO schema1.counted VALUES ('delta', 4)");
+    pgfleet.eventually("folded through the pooler", || {
+        crate::support::pgfleet::scalar_i64(
+            &db,
+            "SELECT value::int8 FROM schema1.counted WHERE type = 'total'",
+        ) == 4
+    });
+}

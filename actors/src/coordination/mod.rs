@@ -253,6 +253,15 @@ impl Coordinator {
         let last = self.last_member;
         let open = async move {
             let opened = connector.connect().await.map_err(|e| e.to_string())?;
+            // A second connection for a moment: through a transaction-mode
+            // pooler both reach the same backend, and no lock would be
+            // this instance's alone.
+            let other = connector.connect().await.map_err(|e| e.to_string())?;
+            let shared = session::shares_backends(&opened.client, &other.client).await?;
+            drop(other);
+            if shared {
+                return Err(session::SHARED_BACKENDS.to_owned());
+            }
             session::set_up(&opened.client, keys, lease).await?;
             // The last id again, unless its lock is still held (the old
             // session not ended yet: then this is a new member, never

@@ -205,6 +205,34 @@ pub async fn leave(client: &Client, keys: Keys) -> Result<(), String> {
     tell(client, keys, "left").await
 }
 
+/// Whether `first` and `second`, two client connections, reach the same
+/// server backend: a transaction-mode pooler hands a server connection to
+/// whichever client comes next (PgBouncer reuses the one last released),
+/// where a direct connection or a session-mode pooler gives each client a
+/// backend of its own. Asked three times, alternating.
+pub async fn shares_backends(first: &Client, second: &Client) -> Result<bool, String> {
+    for _ in 0..3 {
+        if backend_pid(first).await? == backend_pid(second).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+async fn backend_pid(client: &Client) -> Result<i32, String> {
+    client
+        .query_typed_one("SELECT pg_catalog.pg_backend_pid()", &[])
+        .await
+        .map_err(|e| crate::db::describe(&e))?
+        .try_get::<_, i32>(0)
+        .map_err(|e| e.to_string())
+}
+
+/// What [`shares_backends`] means, said.
+pub const SHARED_BACKENDS: &str = "two connections reached the same server backend: a transaction-mode pooler, \
+     where session advisory locks stay with whichever client the pooler hands the server connection to; \
+     coordination needs a session of its own (set control.url to a direct or session-mode URL)";
+
 /// What `pgfleet --check` found of the coordination on a connection.
 pub struct Probe {
     /// Instances of the namespace live now.
