@@ -98,6 +98,7 @@ pub fn run(
         }
         // coordination.enabled: its session tried as the service would
         // hold it (control.url, else database.url), without joining.
+        let mut coordination_line = None;
         if settings.coordination.enabled {
             let coordination = settings_control.as_ref().unwrap_or(&connector);
             let session = coordination.connect().await?;
@@ -139,14 +140,14 @@ pub fn run(
                     coordination.describe_target()
                 ),
             })?;
-            println!(
+            coordination_line = Some(format!(
                 "coordination: works at {} (a session of its own; idle_session_timeout {} enforced by the server); \
                  {} instances of namespace {} live now",
                 coordination.describe_target(),
                 humantime::format_duration(settings.coordination.lease),
                 probe.members,
                 settings.coordination.namespace
-            );
+            ));
         }
         if settings.discovers() {
             println!(
@@ -165,20 +166,23 @@ pub fn run(
                 );
             }
         }
-        Ok::<_, DbError>((version.get::<_, String>(0), encryption, missing))
+        Ok::<_, DbError>((version.get::<_, String>(0), encryption, missing, coordination_line))
     });
     let at = connector.describe_target();
     match result {
-        Ok((version, encryption, missing)) if missing.is_empty() => {
+        Ok((version, encryption, missing, coordination)) if missing.is_empty() => {
             println!(
                 "configuration OK: {} workers on table {:?}; connected to {at} over {encryption} \
                  (PostgreSQL {version}); the role has every privilege the job needs",
                 targets.len(),
                 settings.workers.table,
             );
+            if let Some(line) = coordination {
+                println!("{line}");
+            }
             0
         }
-        Ok((_, _, missing)) => {
+        Ok((_, _, missing, _)) => {
             eprintln!(
                 "pgfleet: connected to {at}, but the role lacks what the job needs ({} problems):",
                 missing.len()

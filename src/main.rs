@@ -92,7 +92,12 @@ fn serve(
     };
     let settings = Arc::new(settings);
     let connector = Arc::new(connector.with_log(&log));
-    info!(log, "pgfleet {} started with {} workers", env!("CARGO_PKG_VERSION"), settings.targets().len();
+    let sharing = if settings.coordination.enabled {
+        "; coordination on: it folds the share it holds"
+    } else {
+        ""
+    };
+    info!(log, "pgfleet {} started with {} workers{sharing}", env!("CARGO_PKG_VERSION"), settings.targets().len();
         "event" => "service_started", "version" => env!("CARGO_PKG_VERSION"),
         "workers" => settings.targets().len());
     for warning in &settings.load_warnings {

@@ -144,6 +144,10 @@ pub struct Supervisor {
     owned: Option<Arc<crate::ownership::Owned>>,
     lease: crate::lease::Lease,
     handovers: Vec<Handover>,
+    /// The coordination last said this instance is a member.
+    joined: bool,
+    /// A shutdown's [`Leave`], on its way.
+    leaving: Option<tokio::sync::oneshot::Receiver<()>>,
     /// The schemas per bucket the coordinator was last told.
     weights: Arc<Vec<u32>>,
     /// Where the coordination session connects: `control.url`'s
@@ -361,6 +365,8 @@ impl Supervisor {
             owned,
             lease,
             handovers: Vec::new(),
+            joined: false,
+            leaving: None,
             weights: Arc::new(Vec::new()),
             session_connector,
         }
@@ -527,9 +533,7 @@ impl Supervisor {
         let (workers, given_up) = (batch.started, batch.dropped);
         let elapsed_ms = batch.began.elapsed().as_millis() as u64;
         self.batch = None;
-        if !std::mem::replace(&mut self.told_ready, true) {
-            crate::notify::tell(crate::notify::Note::Ready(self.status_line()));
-        }
+        self.tell_ready();
         if workers + given_up == 0 {
             return;
         }
@@ -815,6 +819,19 @@ impl Supervisor {
         connector: Arc<Connector>,
         ctx: &mut Context<Self>,
     ) {
+        // coordination.* is read at start: the fence every worker takes,
+        // the buckets the weights are counted in, stay what the other
+        // instances use until this one restarts.
+        let settings = if settings.coordination == self.settings.coordination {
+            settings
+        } else {
+            warn!(self.log, "coordination.* changed: it applies at the next start; this instance goes on \
+                             with the coordination it started with";
+                "event" => "config_needs_restart", "key" => "coordination");
+            let mut kept = (*settings).clone();
+            kept.coordination = self.settings.coordination.clone();
+            Arc::new(kept)
+        };
         let old = std::mem::replace(&mut self.settings, settings);
         let new = Arc::clone(&self.settings);
         self.status.configure(&new);
@@ -822,11 +839,6 @@ impl Supervisor {
             warn!(self.log, "http.listen changed from {:?} to {:?}: it applies at the next start; \
                              the endpoints stay on {:?} until then", old.http.listen, new.http.listen, old.http.listen;
                 "event" => "config_needs_restart", "key" => "http.listen");
-        }
-        if old.coordination != new.coordination {
-            warn!(self.log, "coordination.* changed: it applies at the next start; this instance goes on \
-                             with the coordination it started with";
-                "event" => "config_needs_restart", "key" => "coordination");
         }
         if old.database != new.database {
             // Workers move to the new pool with the Reconfigure that the
@@ -961,6 +973,20 @@ impl Supervisor {
         }
         crate::notify::tell(crate::notify::Note::Stopping);
         self.shutting_down = true;
+        // The buckets go to the others now, not after the last fold here
+        // has ended: a fold still running is fenced, and none starts
+        // (the lease is revoked).
+        if let Some(coordinator) = self.coordinator.take() {
+            let (left, leaving) = tokio::sync::oneshot::channel();
+            ctx.spawn(
+                async move {
+                    let _ = coordinator.send(Leave).await;
+                    let _ = left.send(());
+                }
+                .into_actor(self),
+            );
+            self.leaving = Some(leaving);
+        }
         if let Some(discovery) = self.discovery.take() {
             discovery.do_send(StopDiscovery);
         }
@@ -1009,14 +1035,13 @@ impl Supervisor {
 
     fn finish_shutdown_if_done(&mut self, ctx: &mut Context<Self>) {
         if self.shutting_down && self.slots.is_empty() && self.retiring.is_empty() {
-            // Every fold has ended: the buckets go to the others now,
-            // rather than when the session closes with the process.
-            match self.coordinator.take() {
-                Some(coordinator) => {
+            // The buckets' release, sent when the shutdown began, is
+            // waited for (briefly): the locks go with the process anyway.
+            match self.leaving.take() {
+                Some(leaving) => {
                     ctx.wait(
                         async move {
-                            let _ =
-                                tokio::time::timeout(LEAVE_WITHIN, coordinator.send(Leave)).await;
+                            let _ = tokio::time::timeout(LEAVE_WITHIN, leaving).await;
                         }
                         .into_actor(self)
                         .map(|(), _, ctx| ctx.stop()),
@@ -1044,6 +1069,17 @@ impl Supervisor {
         }
     }
 
+    /// READY=1 for systemd, once: the first start batch settled, and,
+    /// sharing the fleet, this instance is a member (so "ready" means
+    /// folding what it owns).
+    fn tell_ready(&mut self) {
+        if self.told_ready || (self.owned.is_some() && !self.joined) {
+            return;
+        }
+        self.told_ready = true;
+        crate::notify::tell(crate::notify::Note::Ready(self.status_line()));
+    }
+
     /// A worker retired by a handover stopped: its buckets may go once
     /// all of theirs have.
     fn handover_progress(&mut self, schema: &Arc<str>, generation: u64) {
@@ -1066,8 +1102,16 @@ impl Supervisor {
         if !self.settings.coordination.enabled {
             return;
         }
+        // Discovery's instances rescan at different moments: a tenant
+        // found by one is unknown to another for up to a rescan.
+        let differ_grace = if self.settings.discovers() {
+            (self.settings.workers.rescan * 2).max(Duration::from_secs(10))
+        } else {
+            Duration::from_secs(10)
+        };
         let coordinator = Coordinator::new(
             &self.settings.coordination,
+            differ_grace,
             Arc::clone(&self.session_connector),
             ctx.address().recipient(),
             self.lease.clone(),
@@ -1239,8 +1283,8 @@ impl Handler<Discovered> for Supervisor {
             self.reconcile(self.desired(), Reason::Rescan, ctx);
         }
         // Nothing to start (no schema matches yet): ready all the same.
-        if self.batch.is_none() && !std::mem::replace(&mut self.told_ready, true) {
-            crate::notify::tell(crate::notify::Note::Ready(self.status_line()));
+        if self.batch.is_none() {
+            self.tell_ready();
         }
     }
 }
@@ -1438,8 +1482,7 @@ impl Handler<Ownership> for Supervisor {
     /// the schemas it took and stop for those it gave (or lost); a
     /// handover is answered once the latter have stopped.
     fn handle(&mut self, msg: Ownership, ctx: &mut Self::Context) {
-        let joined = msg.view.member.is_some();
-        self.status.coordination(msg.view.clone());
+        self.joined = msg.joined;
         if self.shutting_down || self.owned.is_none() {
             if let Some(done) = msg.stopped {
                 let _ = done.send(());
@@ -1454,9 +1497,8 @@ impl Handler<Ownership> for Supervisor {
         self.reconcile(self.desired(), why, ctx);
         // An instance that owns nothing (more instances than buckets with
         // schemas) is ready all the same: it stands by.
-        if joined && self.batch.is_none() && self.start_queue.is_empty() && !self.told_ready {
-            self.told_ready = true;
-            crate::notify::tell(crate::notify::Note::Ready(self.status_line()));
+        if self.batch.is_none() && self.start_queue.is_empty() {
+            self.tell_ready();
         }
         if let Some(done) = msg.stopped {
             let stopped = Stopped::of(why);
@@ -1500,8 +1542,15 @@ impl Handler<SettingsChanged> for Supervisor {
         }
         if !self.shutting_down {
             self.session_connector = msg.control.unwrap_or_else(|| Arc::clone(&msg.connector));
+            // Where the session connects: control.url, else database.url,
+            // with the database's TLS, password and timeouts either way.
+            let (was, is) = (&self.settings, &msg.settings);
+            let moved = was.control.url != is.control.url || was.database != is.database;
             if let Some(coordinator) = &self.coordinator {
-                coordinator.do_send(UseConnector(Arc::clone(&self.session_connector)));
+                coordinator.do_send(UseConnector {
+                    connector: Arc::clone(&self.session_connector),
+                    moved,
+                });
             }
             self.apply(msg.settings, msg.connector, ctx);
         }

@@ -425,6 +425,7 @@ impl<J: Job> WorkerActor<J> {
         let db = self.spec.db.clone();
         let home = db.home_of(&self.spec.target.schema);
         let in_flight = Rc::clone(&self.in_flight);
+        let lease = self.spec.fleet.lease.clone();
         let guarded = async move {
             let mut attempt = 0;
             loop {
@@ -448,7 +449,16 @@ impl<J: Job> WorkerActor<J> {
                         (answer, Held::Own(Box::new(conn)))
                     }
                     Work::Shared(step) => {
-                        let lease = db.shared_connection(home).await?;
+                        let connection = db.shared_connection(home).await?;
+                        // The wait for a connection may have outlasted the
+                        // coordination's trust (a saturated pool at a
+                        // freeze or a cut): checked again before sending.
+                        if !lease.trusted() {
+                            return Err(DbError::LeaseExpired(
+                                "the coordination lease expired while the fold waited for a connection".into(),
+                            ));
+                        }
+                        let lease = connection;
                         in_flight.borrow_mut().token =
                             Some(Box::new(lease.client().cancel_token()));
                         let answer = lane_answer(deadline, &lease, step(lease.client())).await;
@@ -746,6 +756,13 @@ impl<J: Job> WorkerActor<J> {
                 self.note_skipped("fenced");
                 info!(self.log(), "tick skipped: {reason}";
                     "event" => "worker_tick_skipped", "reason" => "fenced",
+                    "skipped" => self.ticks_skipped);
+            }
+            DbError::LeaseExpired(reason) => {
+                self.ticks_skipped += 1;
+                self.note_skipped("lease_expired");
+                debug!(self.log(), "tick skipped: {reason}";
+                    "event" => "worker_tick_skipped", "reason" => "lease_expired",
                     "skipped" => self.ticks_skipped);
             }
             error @ DbError::Job(JobFault {

@@ -741,3 +741,61 @@ fn coordination_through_a_transaction_pooler_is_refused_and_control_url_fixes_it
         ) == 4
     });
 }
+
+/// Instances that do not fold the same schemas (one reloaded with two
+/// more, the other not yet): after the grace (10 s) both say so
+/// (`coordination_schemas_differ`), `/readyz` fails and `/coordination`
+/// shows it; once the other has the same list, every schema folds and
+/// both are ready again.
+#[test]
+fn instances_that_disagree_on_the_schemas_say_so_until_they_agree() {
+    use crate::http::{get, json, start};
+    let db = cluster().create_database();
+    create_counter_schemas(&db, "schema", 1, 12);
+    let yaml = |n: usize| {
+        format!("workers:\n  total: {n}\n  create_schema: false\ncoordination:\n  enabled: true\n")
+    };
+    let (a, a_http) = start(&db, &yaml(12), &[]);
+    let (b, b_http) = start(&db, &yaml(10), &[]);
+    for (pgfleet, address) in [(&a, a_http), (&b, b_http)] {
+        pgfleet.wait_for_within(
+            "coordination_schemas_differ",
+            |e| e["event"] == "coordination_schemas_differ",
+            Duration::from_secs(30),
+        );
+        pgfleet.eventually("/coordination says they disagree", || {
+            json(address, "/coordination")["schemas_agree"] == false
+        });
+        let ready = get(address, "/readyz");
+        assert_eq!(ready.status, 503, "{}", ready.body);
+        assert!(
+            ready.body.contains("do not fold the same schemas"),
+            "{}",
+            ready.body
+        );
+    }
+    let said = a.events("coordination_schemas_differ");
+    assert_eq!(said[0]["schemas"], 12, "{}", said[0]);
+    assert_eq!(said[0]["theirs"], 10, "{}", said[0]);
+
+    b.reload(&yaml(12));
+    for (pgfleet, address) in [(&a, a_http), (&b, b_http)] {
+        pgfleet.eventually("the same schemas again", || {
+            json(address, "/coordination")["schemas_agree"] == true
+                && get(address, "/readyz").status == 200
+        });
+    }
+    execute(&db, "INSERT INTO schema11.counted VALUES ('delta', 3); INSERT INTO schema12.counted VALUES ('delta', 4)");
+    a.eventually("schema11 and schema12 folded", || {
+        crate::support::pgfleet::scalar_i64(
+            &db,
+            "SELECT sum(value)::int8 FROM (SELECT value FROM schema11.counted UNION ALL SELECT value FROM schema12.counted) v \
+             WHERE true",
+        ) == 7
+            && crate::support::pgfleet::scalar_i64(
+                &db,
+                "SELECT count(*) FROM (SELECT FROM schema11.counted WHERE type = 'delta' UNION ALL \
+                 SELECT FROM schema12.counted WHERE type = 'delta') d",
+            ) == 0
+    });
+}

@@ -46,7 +46,10 @@ use std::collections::BTreeSet;
 /// Pauses between attempts to join again: from the first to the last,
 /// doubling.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
-const RETRY_LAST: Duration = Duration::from_secs(30);
+const RETRY_LAST: Duration = Duration::from_secs(5);
+/// A failure to join said at warn at most this often (the same one again
+/// sooner at debug): retries every few seconds must not flood the log.
+const LOST_WARN_EVERY: Duration = Duration::from_secs(60);
 /// The longest a release waits for the Supervisor to stop the workers of
 /// the buckets it gives up: a fold in flight ends within this, and one
 /// that does not is fenced anyway.
@@ -71,7 +74,8 @@ pub struct Ownership {
     pub owned: Arc<Owned>,
     pub change: Change,
     pub stopped: Option<oneshot::Sender<()>>,
-    pub view: View,
+    /// This instance is a member (for systemd's READY).
+    pub joined: bool,
 }
 
 pub use crate::status::CoordinationView as View;
@@ -89,11 +93,16 @@ pub struct Leave;
 #[rtype(result = "()")]
 pub struct Weights(pub Arc<Vec<u32>>);
 
-/// A reload built a new connector for the coordination session: used from
-/// the next join on.
+/// A reload built a new connector for the coordination session; `moved`
+/// when it connects elsewhere or otherwise (URL, TLS, password): the
+/// session is then opened again with it at once (the instance folds
+/// nothing meanwhile), else it is used from the next join on.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct UseConnector(pub Arc<Connector>);
+pub struct UseConnector {
+    pub connector: Arc<Connector>,
+    pub moved: bool,
+}
 
 #[derive(Clone, Default)]
 pub struct CoordinationMetrics {
@@ -137,6 +146,30 @@ impl CoordinationMetrics {
     }
 }
 
+/// Which schemas an instance folds, as it tells the others: how many, and
+/// a hash of how many fall in each bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SchemaSet {
+    count: u64,
+    hash: u64,
+}
+
+impl SchemaSet {
+    fn of(weights: &[u32]) -> Self {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for weight in weights {
+            for byte in weight.to_le_bytes() {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        SchemaSet {
+            count: weights.iter().map(|w| u64::from(*w)).sum(),
+            hash,
+        }
+    }
+}
+
 /// A session that joined.
 struct Joined {
     client: Arc<tokio_postgres::Client>,
@@ -159,6 +192,7 @@ pub struct Coordinator {
     supervisor: Recipient<Ownership>,
     lease: Lease,
     metrics: CoordinationMetrics,
+    status: Status,
     log: Logger,
     weights: Arc<Vec<u32>>,
     /// Numbers the sessions, so that what an old one says is ignored.
@@ -166,17 +200,32 @@ pub struct Coordinator {
     joined: Option<Joined>,
     stepping: bool,
     step_again: bool,
+    /// The moves in flight, cancelled by a [`Leave`] so that none reaches
+    /// the session after its locks were let go.
+    rebalancing: Option<SpawnHandle>,
     retry: Duration,
     leaving: bool,
     /// The id of the last session: tried first when rejoining, so an
     /// instance back from a freeze or a cut takes its own share back
     /// rather than moving everyone's.
     last_member: Option<MemberId>,
+    /// The last `coordination_lost` said at warn, and when.
+    last_lost: Option<(Instant, String)>,
+    /// What the other members said they fold (see [`SchemaSet`]).
+    peers: std::collections::HashMap<MemberId, SchemaSet>,
+    /// Since when a live member has said another schema set than this
+    /// instance's, and when that was last said at warn.
+    differs_since: Option<Instant>,
+    differs_warned: Option<Instant>,
+    /// How long a disagreement may last before it is news: discovery's
+    /// instances rescan at different moments.
+    differ_grace: Duration,
 }
 
 impl Coordinator {
     pub fn new(
         settings: &CoordinationSettings,
+        differ_grace: Duration,
         connector: Arc<Connector>,
         supervisor: Recipient<Ownership>,
         lease: Lease,
@@ -194,16 +243,28 @@ impl Coordinator {
             supervisor,
             lease,
             metrics,
+            status: status.clone(),
             log: log.new(slog::o!()),
             weights: Arc::new(vec![0; settings.buckets as usize]),
             session: 0,
             joined: None,
             stepping: false,
             step_again: false,
+            rebalancing: None,
             retry: RETRY_FIRST,
             leaving: false,
             last_member: None,
+            last_lost: None,
+            peers: std::collections::HashMap::new(),
+            differs_since: None,
+            differs_warned: None,
+            differ_grace,
         }
+    }
+
+    /// What `/coordination` and `/readyz` read, brought up to date.
+    fn show(&self) {
+        self.status.coordination(self.view());
     }
 
     fn view(&self) -> View {
@@ -219,6 +280,8 @@ impl Coordinator {
             given: moved("given"),
             lost: moved("lost"),
             trusted: self.lease.trusted(),
+            schemas: SchemaSet::of(&self.weights).count,
+            schemas_agree: !self.schemas_differ(),
             ..View::default()
         };
         if let Some(joined) = &self.joined {
@@ -233,11 +296,14 @@ impl Coordinator {
     fn tell_supervisor(&self, held: &[u32], change: Change, stopped: Option<oneshot::Sender<()>>) {
         let owned = Arc::new(Owned::of(self.settings.buckets, held.iter().copied()));
         self.metrics.owned.set(held.len() as i64);
-        let _ = self.supervisor.try_send(Ownership {
+        self.show();
+        // Never dropped, whatever the Supervisor's mailbox holds: a lost
+        // handover would release buckets whose workers still run.
+        self.supervisor.do_send(Ownership {
             owned,
             change,
             stopped,
-            view: self.view(),
+            joined: self.joined.is_some(),
         });
     }
 
@@ -271,13 +337,15 @@ impl Coordinator {
                 .chain(std::iter::repeat_with(|| MemberId::new(rand::random())).take(3));
             for me in candidates {
                 if session::join(&opened.client, keys, me).await? {
-                    session::tell(&opened.client, keys, "joined").await?;
+                    session::tell(&opened.client, keys, &format!("joined {}", me.get())).await?;
                     return Ok((opened, me));
                 }
             }
             Err("every member id tried was taken".to_owned())
         };
-        let within = self.settings.lease + self.connector_timeout();
+        // Two connections, each within connect_timeout, then a few
+        // statements.
+        let within = self.settings.lease + self.connector.connect_timeout() * 2;
         ctx.spawn(
             async move {
                 tokio::time::timeout(within, open)
@@ -310,25 +378,26 @@ impl Coordinator {
                         let me_addr = ctx.address();
                         ctx.spawn(
                             async move {
-                                while notifications.recv().await.is_some() {
-                                    me_addr.do_send(Poke { session });
+                                while let Some(note) = notifications.recv().await {
+                                    me_addr.do_send(Poke {
+                                        session,
+                                        payload: note.payload().to_owned(),
+                                    });
                                 }
                             }
                             .into_actor(coordinator)
                             .map(move |(), coordinator, ctx| {
-                                coordinator.lost(session, "the coordination session ended".into(), ctx)
+                                let why = coordinator.quiet("the coordination session ended");
+                                coordinator.lost(session, why, ctx)
                             }),
                         );
+                        coordinator.announce(ctx);
                         coordinator.step(ctx);
                     }
                     Err(why) => coordinator.lost(session, why, ctx),
                 }
             }),
         );
-    }
-
-    fn connector_timeout(&self) -> Duration {
-        Duration::from_secs(10)
     }
 
     /// The session `session` failed (or never opened): nothing is this
@@ -352,9 +421,20 @@ impl Coordinator {
         }
         let pause = self.retry;
         self.retry = (self.retry * 2).min(RETRY_LAST);
-        warn!(self.log, "coordination lost: {why}; this instance folds nothing ({had} buckets let go) and tries \
-                         to join again in {}", humantime::format_duration(pause);
-            "event" => "coordination_lost", "error" => why.clone(), "buckets" => had);
+        let now = Instant::now();
+        let said = self.last_lost.as_ref().is_some_and(|(at, said)| {
+            *said == why && had == 0 && now.duration_since(*at) < LOST_WARN_EVERY
+        });
+        if said {
+            debug!(self.log, "coordination lost again: {why}; trying again in {}", humantime::format_duration(pause);
+                "event" => "coordination_lost", "error" => why.clone(), "buckets" => had);
+        } else {
+            self.last_lost = Some((now, why.clone()));
+            warn!(self.log, "coordination lost: {why}; this instance folds nothing ({had} buckets let go) and tries \
+                             to join again in {} (again every {} while it fails)", humantime::format_duration(pause),
+                humantime::format_duration(RETRY_LAST);
+                "event" => "coordination_lost", "error" => why.clone(), "buckets" => had);
+        }
         let waiting = self.session;
         ctx.run_later(pause, move |coordinator, ctx| {
             if coordinator.session == waiting {
@@ -394,7 +474,10 @@ impl Coordinator {
                 }
                 match seen {
                     Ok(seen) => coordinator.seen(seen, ctx),
-                    Err(why) => coordinator.lost(session, why, ctx),
+                    Err(why) => {
+                        let why = coordinator.quiet(&why);
+                        coordinator.lost(session, why, ctx)
+                    }
                 }
             }),
         );
@@ -413,6 +496,11 @@ impl Coordinator {
                 "event" => "coordination_members", "members" => seen.now.members.len());
         }
         joined.members.clone_from(&seen.now.members);
+        self.compare_schema_sets(&seen.now.members);
+        self.show();
+        let Some(joined) = &mut self.joined else {
+            return;
+        };
         let moves = Moves::plan(
             joined.me,
             &seen.now,
@@ -474,7 +562,7 @@ impl Coordinator {
             }
             Ok::<_, String>((moves, taken))
         };
-        ctx.spawn(
+        self.rebalancing = Some(ctx.spawn(
             async move {
                 tokio::time::timeout(within + HANDOVER_WAIT, work)
                     .await
@@ -508,19 +596,97 @@ impl Coordinator {
                 coordinator.metrics.moved("taken", taken.len());
                 if !taken.is_empty() || given > 0 {
                     coordinator.tell_supervisor(&held, Change::Rebalanced, None);
-                    info!(coordinator.log, "coordination: {} buckets taken, {given} given to other instances; {} of {} held \
-                                            among {members} instances{}", taken.len(), held.len(), coordinator.settings.buckets,
-                        if awaited > 0 { format!(", {awaited} more awaited from their last holder") } else { String::new() };
+                    let buckets = |n: usize| if n == 1 { "1 bucket".to_owned() } else { format!("{n} buckets") };
+                    info!(coordinator.log, "coordination: {} taken, {} given to other instances; {} of {} held \
+                                            among {members} instances{}", buckets(taken.len()), buckets(given),
+                        held.len(), coordinator.settings.buckets,
+                        if awaited > 0 { format!(", {} awaited from their last holder", buckets(awaited)) } else { String::new() };
                         "event" => "coordination_rebalanced", "taken" => taken.len(), "given" => given,
                         "held" => held.len(), "members" => members, "awaited" => awaited);
                 }
+                coordinator.rebalancing = None;
                 coordinator.step_done(ctx);
             }),
+        ));
+    }
+
+    /// `why` a read of the session failed, with what usually causes it.
+    fn quiet(&self, why: &str) -> String {
+        format!(
+            "{why} (the server ends a coordination session quiet for coordination.lease, {}: was this \
+             process stopped or frozen, or cut off from the database?)",
+            humantime::format_duration(self.settings.lease)
+        )
+    }
+
+    /// Tells the others which schemas this instance folds.
+    fn announce(&mut self, ctx: &mut Context<Self>) {
+        let Some(joined) = &self.joined else {
+            return;
+        };
+        let set = SchemaSet::of(&self.weights);
+        let payload = format!(
+            "schemas {} {} {:016x}",
+            joined.me.get(),
+            set.count,
+            set.hash
         );
+        let (client, keys) = (Arc::clone(&joined.client), self.keys);
+        // A failed NOTIFY is the session's failure: the next read says so.
+        ctx.spawn(
+            async move {
+                let _ = session::tell(&client, keys, &payload).await;
+            }
+            .into_actor(self),
+        );
+    }
+
+    /// Whether the live members agree on the schemas to fold; a
+    /// disagreement that outlasts the grace is said (a warning at most once
+    /// a minute) and fails readiness: schemas in a bucket held by an
+    /// instance that does not know them are folded by nobody.
+    fn compare_schema_sets(&mut self, members: &[MemberId]) {
+        self.peers.retain(|member, _| members.contains(member));
+        let mine = SchemaSet::of(&self.weights);
+        let other = self
+            .peers
+            .iter()
+            .find(|(_, set)| **set != mine)
+            .map(|(m, set)| (*m, *set));
+        let Some((member, theirs)) = other else {
+            self.differs_since = None;
+            return;
+        };
+        let now = Instant::now();
+        let since = *self.differs_since.get_or_insert(now);
+        if now.duration_since(since) < self.differ_grace
+            || self
+                .differs_warned
+                .is_some_and(|at| now.duration_since(at) < LOST_WARN_EVERY)
+        {
+            return;
+        }
+        self.differs_warned = Some(now);
+        warn!(self.log, "the instances do not fold the same schemas: this one knows {} and member {} knows {}, \
+                         for {} s now; a schema in a bucket held by an instance that does not know it is folded by \
+                         nobody. Give every instance the same workers.* (a rolling reload ends this once all have it)",
+            mine.count, member.get(), theirs.count, now.duration_since(since).as_secs();
+            "event" => "coordination_schemas_differ", "schemas" => mine.count,
+            "member" => member.get(), "theirs" => theirs.count);
+    }
+
+    /// Whether the schema sets have disagreed for longer than the grace.
+    fn schemas_differ(&self) -> bool {
+        self.differs_since
+            .is_some_and(|since| since.elapsed() >= self.differ_grace)
     }
 
     fn step_done(&mut self, ctx: &mut Context<Self>) {
         self.stepping = false;
+        if let Some(joined) = &mut self.joined {
+            joined.awaited = joined.wanting.len();
+        }
+        self.show();
         if self.step_again {
             self.step(ctx);
         }
@@ -533,6 +699,7 @@ impl Coordinator {
 #[rtype(result = "()")]
 struct Poke {
     session: u64,
+    payload: String,
 }
 
 impl Actor for Coordinator {
@@ -556,9 +723,31 @@ impl Handler<Poke> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: Poke, ctx: &mut Self::Context) {
-        if msg.session == self.session {
-            self.step(ctx);
+        if msg.session != self.session {
+            return;
         }
+        let me = self.joined.as_ref().map(|joined| joined.me);
+        let mut words = msg.payload.split(' ');
+        match (
+            words.next(),
+            words.next().and_then(|m| m.parse::<u32>().ok()),
+        ) {
+            // A newcomer: it learns what the others fold from their
+            // answers.
+            (Some("joined"), Some(member)) if Some(MemberId::new(member)) != me => {
+                self.announce(ctx)
+            }
+            (Some("schemas"), Some(member)) if Some(MemberId::new(member)) != me => {
+                let count = words.next().and_then(|c| c.parse::<u64>().ok());
+                let hash = words.next().and_then(|h| u64::from_str_radix(h, 16).ok());
+                if let (Some(count), Some(hash)) = (count, hash) {
+                    self.peers
+                        .insert(MemberId::new(member), SchemaSet { count, hash });
+                }
+            }
+            _ => {}
+        }
+        self.step(ctx);
     }
 }
 
@@ -568,6 +757,7 @@ impl Handler<Weights> for Coordinator {
     fn handle(&mut self, msg: Weights, ctx: &mut Self::Context) {
         if msg.0.len() == self.weights.len() && msg.0 != self.weights {
             self.weights = msg.0;
+            self.announce(ctx);
             self.step(ctx);
         }
     }
@@ -576,18 +766,31 @@ impl Handler<Weights> for Coordinator {
 impl Handler<UseConnector> for Coordinator {
     type Result = ();
 
-    fn handle(&mut self, msg: UseConnector, _ctx: &mut Self::Context) {
-        self.connector = msg.0;
+    fn handle(&mut self, msg: UseConnector, ctx: &mut Self::Context) {
+        self.connector = msg.connector;
+        if msg.moved && self.joined.is_some() && !self.leaving {
+            let session = self.session;
+            self.retry = Duration::ZERO;
+            self.lost(
+                session,
+                "a reload changed where or how the coordination session connects; joining again with it".into(),
+                ctx,
+            );
+            self.retry = RETRY_FIRST;
+        }
     }
 }
 
 impl Handler<Leave> for Coordinator {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _msg: Leave, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _msg: Leave, ctx: &mut Self::Context) -> Self::Result {
         self.leaving = true;
         self.lease.revoke();
         self.session += 1;
+        if let Some(moves) = self.rebalancing.take() {
+            ctx.cancel_future(moves);
+        }
         let Some(joined) = self.joined.take() else {
             return Box::pin(actix::fut::ready(()));
         };
@@ -595,7 +798,7 @@ impl Handler<Leave> for Coordinator {
         Box::pin(
             async move {
                 let started = Instant::now();
-                let left = session::leave(&joined.client, keys).await;
+                let left = session::leave(&joined.client, keys, joined.me).await;
                 (left, started.elapsed())
             }
             .into_actor(self)

@@ -2,7 +2,9 @@
 //! statement, each one round trip, as the unnamed statement (safe through
 //! a session-mode pooler, and never left behind).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::lease::Stamp;
 
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
@@ -63,7 +65,7 @@ pub async fn join(client: &Client, keys: Keys, member: MemberId) -> Result<bool,
 /// session's (a pooler moved it, or the server ended the session and
 /// another one answers).
 pub struct Seen {
-    pub sent: Instant,
+    pub sent: Stamp,
     pub now: Snapshot,
 }
 
@@ -73,7 +75,7 @@ const LOCKS: &str = "SELECT objid::int8, pid, pid = pg_catalog.pg_backend_pid() 
         AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())";
 
 pub async fn snapshot(client: &Client, keys: Keys, me: MemberId) -> Result<Seen, String> {
-    let sent = Instant::now();
+    let sent = Stamp::now();
     // pg_locks shows each int4 key as an oid: the same 32 bits, unsigned.
     let namespace = keys.namespace as u32;
     let rows = client
@@ -197,12 +199,12 @@ pub async fn tell(client: &Client, keys: Keys, what: &str) -> Result<(), String>
 
 /// A graceful stop: every lock of the session goes at once, and the
 /// others hear of it.
-pub async fn leave(client: &Client, keys: Keys) -> Result<(), String> {
+pub async fn leave(client: &Client, keys: Keys, me: MemberId) -> Result<(), String> {
     client
         .batch_execute("SELECT pg_catalog.pg_advisory_unlock_all()")
         .await
         .map_err(|e| crate::db::describe(&e))?;
-    tell(client, keys, "left").await
+    tell(client, keys, &format!("left {}", me.get())).await
 }
 
 /// Whether `first` and `second`, two client connections, reach the same

@@ -141,6 +141,10 @@ pub enum DbError {
     /// lock held by another session, and did nothing.
     #[error("{0}")]
     Fenced(String),
+    /// With `coordination.enabled`: the instance's lease was not confirmed
+    /// when the fold was about to be sent; it was not sent.
+    #[error("{0}")]
+    LeaseExpired(String),
 }
 
 fn refusal_title(kind: Refusal) -> &'static str {
@@ -283,6 +287,7 @@ impl DbError {
             DbError::PreparedStatementLost(_) => "prepared_statement_lost",
             DbError::UnexpectedReply(_) => "unexpected_reply",
             DbError::Fenced(_) => "fenced",
+            DbError::LeaseExpired(_) => "lease_expired",
         }
     }
 }

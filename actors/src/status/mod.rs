@@ -745,6 +745,12 @@ impl Status {
                 } else if !view.trusted {
                     reasons.push("the coordination lease is not confirmed: folding nothing".into());
                 }
+                if view.member.is_some() && !view.schemas_agree {
+                    reasons.push(
+                        "the instances do not fold the same schemas (coordination_schemas_differ): some may be folded by nobody"
+                            .into(),
+                    );
+                }
                 if view.buckets_awaited > 0 {
                     reasons.push(format!(
                         "{} buckets of its share are still held by another instance",
@@ -1086,4 +1092,9 @@ pub struct CoordinationView {
     pub lost: u64,
     /// Whether folds may start now (the lease is confirmed).
     pub trusted: bool,
+    /// How many schemas this instance knows (listed and discovered), and
+    /// whether every live member has said the same set for longer than
+    /// the grace (see `coordination`).
+    pub schemas: u64,
+    pub schemas_agree: bool,
 }
