@@ -512,11 +512,13 @@ impl Coordinator {
         joined.free_before = (0..self.weights.len() as u32)
             .filter(|bucket| !seen.now.holders.contains_key(bucket))
             .collect();
+        // The first answered read makes this instance a member, whatever
+        // it holds yet (a fleet whose buckets are all held: it asks).
+        if first {
+            let held = joined.held.clone();
+            self.tell_supervisor(&held, Change::Rebalanced, None);
+        }
         if moves.is_empty() {
-            if first {
-                let held = joined.held.clone();
-                self.tell_supervisor(&held, Change::Rebalanced, None);
-            }
             return self.step_done(ctx);
         }
         self.rebalance(moves, ctx);
