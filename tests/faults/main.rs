@@ -9,6 +9,7 @@
 #[path = "../it/support/mod.rs"]
 mod support;
 
+mod coordination;
 mod database;
 
 use std::sync::{Mutex, MutexGuard};

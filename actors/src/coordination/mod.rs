@@ -109,6 +109,7 @@ pub struct CoordinationMetrics {
     members: Gauge,
     owned: Gauge,
     joined: Gauge,
+    agree: Gauge,
     handovers: Family<[(&'static str, &'static str); 1], Counter>,
 }
 
@@ -128,6 +129,11 @@ impl CoordinationMetrics {
             "pgfleet_coordination_joined",
             "1 while this instance is a member with a confirmed session, else 0",
             self.joined.clone(),
+        );
+        registry.register(
+            "pgfleet_coordination_schemas_agree",
+            "1 unless a live member has said it folds another set of schemas for longer than the grace (coordination_schemas_differ)",
+            self.agree.clone(),
         );
         registry.register(
             "pgfleet_coordination_handovers",
@@ -264,7 +270,9 @@ impl Coordinator {
 
     /// What `/coordination` and `/readyz` read, brought up to date.
     fn show(&self) {
-        self.status.coordination(self.view());
+        let view = self.view();
+        self.metrics.agree.set(i64::from(view.schemas_agree));
+        self.status.coordination(view);
     }
 
     fn view(&self) -> View {

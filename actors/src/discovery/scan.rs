@@ -3,8 +3,10 @@
 //! 1. [`LIST`]: the schemas whose name matches `workers.match` (and none
 //!    of `workers.exclude`), and the schemas that hold a relation named
 //!    `workers.table`, as two scans in one statement: `pg_namespace`
-//!    read once, and only the index of `pg_class` on (`relname`,
-//!    `relnamespace`), never its rows. The two are joined here, not on
+//!    read once, and the index of `pg_class` on (`relname`,
+//!    `relnamespace`) (or the table once, when its statistics say the
+//!    tenants' counters are a good part of it: 20 ms at 10,000 of 30,000
+//!    relations). The two are joined here, not on
 //!    the server: a join there is planned from the catalogs' statistics,
 //!    and right after thousands of tenants were created they say "one
 //!    row", and the plan is a loop of 10,000 index lookups. Measured at
