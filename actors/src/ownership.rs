@@ -324,6 +324,27 @@ pub fn weights<'a>(schemas: impl IntoIterator<Item = &'a str>, buckets: u32) -> 
     weights
 }
 
+/// Which schemas an instance folds, as it tells the others: how many, and
+/// a hash of their names that does not depend on their order (a sum of
+/// each name's mixed FNV-1a hash), so two instances that know the same
+/// schemas say the same, and a swap of one name for another shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaSet {
+    pub count: u64,
+    pub hash: u64,
+}
+
+impl SchemaSet {
+    pub fn of<'a>(schemas: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut set = SchemaSet { count: 0, hash: 0 };
+        for schema in schemas {
+            set.count += 1;
+            set.hash = set.hash.wrapping_add(mix(fnv1a(schema.as_bytes())));
+        }
+        set
+    }
+}
+
 /// The namespace's locks as one read of `pg_locks` found them: the live
 /// members, who holds each bucket, and who wants which.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -845,5 +866,14 @@ mod tests {
                 "a fixed point"
             );
         }
+    }
+
+    #[test]
+    fn a_schema_set_is_the_names_whatever_their_order() {
+        let a = SchemaSet::of(["s1", "s2", "s3"]);
+        assert_eq!(a, SchemaSet::of(["s3", "s1", "s2"]));
+        assert_eq!(a.count, 3);
+        assert_ne!(a, SchemaSet::of(["s1", "s2", "s4"]), "a swap shows");
+        assert_ne!(a, SchemaSet::of(["s1", "s2"]));
     }
 }

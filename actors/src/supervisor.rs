@@ -147,9 +147,11 @@ pub struct Supervisor {
     /// The coordination last said this instance is a member.
     joined: bool,
     /// A shutdown's [`Leave`], on its way.
-    leaving: Option<tokio::sync::oneshot::Receiver<()>>,
-    /// The schemas per bucket the coordinator was last told.
+    leaving: Option<std::pin::Pin<Box<actix::dev::Request<Coordinator, Leave>>>>,
+    /// The schemas per bucket the coordinator was last told, and the
+    /// schema set's print.
     weights: Arc<Vec<u32>>,
+    schema_set: Option<crate::ownership::SchemaSet>,
     /// Where the coordination session connects: `control.url`'s
     /// connector when set, else the database's.
     session_connector: Arc<Connector>,
@@ -368,6 +370,7 @@ impl Supervisor {
             joined: false,
             leaving: None,
             weights: Arc::new(Vec::new()),
+            schema_set: None,
             session_connector,
         }
     }
@@ -830,6 +833,16 @@ impl Supervisor {
                 "event" => "config_needs_restart", "key" => "coordination");
             let mut kept = (*settings).clone();
             kept.coordination = self.settings.coordination.clone();
+            if kept.coordination.enabled
+                && kept.control.url.expose().is_empty()
+                && kept.database.pooler == crate::settings::PoolerMode::Transaction
+            {
+                error!(self.log, "coordination stays on until the next start, but database.url now goes through a \
+                                  transaction-mode pooler (database.pooler: transaction) and control.url is empty: the \
+                                  coordination session cannot join there, and this instance folds nothing; set control.url \
+                                  to a direct URL, or restart with the new configuration";
+                    "event" => "config_needs_restart", "key" => "coordination");
+            }
             Arc::new(kept)
         };
         let old = std::mem::replace(&mut self.settings, settings);
@@ -976,16 +989,10 @@ impl Supervisor {
         // The buckets go to the others now, not after the last fold here
         // has ended: a fold still running is fenced, and none starts
         // (the lease is revoked).
+        // Sent now (`send` puts it in the coordinator's mailbox at once);
+        // its answer is awaited when the last worker has stopped.
         if let Some(coordinator) = self.coordinator.take() {
-            let (left, leaving) = tokio::sync::oneshot::channel();
-            ctx.spawn(
-                async move {
-                    let _ = coordinator.send(Leave).await;
-                    let _ = left.send(());
-                }
-                .into_actor(self),
-            );
-            self.leaving = Some(leaving);
+            self.leaving = Some(Box::pin(coordinator.send(Leave)));
         }
         if let Some(discovery) = self.discovery.take() {
             discovery.do_send(StopDiscovery);
@@ -1059,13 +1066,26 @@ impl Supervisor {
             return;
         };
         let wanted = self.wanted();
-        let weights = crate::ownership::weights(
-            wanted.targets.iter().map(|target| &*target.schema),
-            self.settings.coordination.buckets,
-        );
-        if *self.weights != weights {
+        let names = || wanted.targets.iter().map(|target| &*target.schema);
+        let weights = crate::ownership::weights(names(), self.settings.coordination.buckets);
+        if *self.weights != weights || self.schema_set.is_none() {
             self.weights = Arc::new(weights);
-            coordinator.do_send(Weights(Arc::clone(&self.weights)));
+            let set = crate::ownership::SchemaSet::of(names());
+            self.schema_set = Some(set);
+            coordinator.do_send(Weights {
+                weights: Arc::clone(&self.weights),
+                set,
+            });
+        } else {
+            // The same counts per bucket can hide a swap of two names.
+            let set = crate::ownership::SchemaSet::of(names());
+            if self.schema_set != Some(set) {
+                self.schema_set = Some(set);
+                coordinator.do_send(Weights {
+                    weights: Arc::clone(&self.weights),
+                    set,
+                });
+            }
         }
     }
 
@@ -1545,7 +1565,8 @@ impl Handler<SettingsChanged> for Supervisor {
             // Where the session connects: control.url, else database.url,
             // with the database's TLS, password and timeouts either way.
             let (was, is) = (&self.settings, &msg.settings);
-            let moved = was.control.url != is.control.url || was.database != is.database;
+            let moved = was.control.url != is.control.url
+                || (is.control.url.expose().is_empty() && was.database.url != is.database.url);
             if let Some(coordinator) = &self.coordinator {
                 coordinator.do_send(UseConnector {
                     connector: Arc::clone(&self.session_connector),

@@ -38,7 +38,7 @@ use tokio::sync::oneshot;
 
 use crate::db::Connector;
 use crate::lease::Lease;
-use crate::ownership::{Keys, MemberId, Moves, Owned};
+use crate::ownership::{Keys, MemberId, Moves, Owned, SchemaSet};
 use crate::settings::CoordinationSettings;
 use crate::status::Status;
 use std::collections::BTreeSet;
@@ -91,7 +91,11 @@ pub struct Leave;
 /// `ownership::assign`).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Weights(pub Arc<Vec<u32>>);
+pub struct Weights {
+    pub weights: Arc<Vec<u32>>,
+    /// What this instance tells the others it folds.
+    pub set: SchemaSet,
+}
 
 /// A reload built a new connector for the coordination session; `moved`
 /// when it connects elsewhere or otherwise (URL, TLS, password): the
@@ -152,30 +156,6 @@ impl CoordinationMetrics {
     }
 }
 
-/// Which schemas an instance folds, as it tells the others: how many, and
-/// a hash of how many fall in each bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct SchemaSet {
-    count: u64,
-    hash: u64,
-}
-
-impl SchemaSet {
-    fn of(weights: &[u32]) -> Self {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for weight in weights {
-            for byte in weight.to_le_bytes() {
-                hash ^= u64::from(byte);
-                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        }
-        SchemaSet {
-            count: weights.iter().map(|w| u64::from(*w)).sum(),
-            hash,
-        }
-    }
-}
-
 /// A session that joined.
 struct Joined {
     client: Arc<tokio_postgres::Client>,
@@ -201,6 +181,8 @@ pub struct Coordinator {
     status: Status,
     log: Logger,
     weights: Arc<Vec<u32>>,
+    /// What the Supervisor says this instance folds (see [`SchemaSet`]).
+    set: SchemaSet,
     /// Numbers the sessions, so that what an old one says is ignored.
     session: u64,
     joined: Option<Joined>,
@@ -252,6 +234,7 @@ impl Coordinator {
             status: status.clone(),
             log: log.new(slog::o!()),
             weights: Arc::new(vec![0; settings.buckets as usize]),
+            set: SchemaSet::of([]),
             session: 0,
             joined: None,
             stepping: false,
@@ -288,7 +271,7 @@ impl Coordinator {
             given: moved("given"),
             lost: moved("lost"),
             trusted: self.lease.trusted(),
-            schemas: SchemaSet::of(&self.weights).count,
+            schemas: self.set.count,
             schemas_agree: !self.schemas_differ(),
             ..View::default()
         };
@@ -417,6 +400,11 @@ impl Coordinator {
         self.session += 1;
         self.lease.revoke();
         self.metrics.joined.set(0);
+        // Its moves in flight hold the old session's client: cancelled, so
+        // the session closes (and its locks go) now.
+        if let Some(moves) = self.rebalancing.take() {
+            ctx.cancel_future(moves);
+        }
         let had = self.joined.take().map_or(0, |joined| joined.held.len());
         self.stepping = false;
         self.step_again = false;
@@ -634,7 +622,7 @@ impl Coordinator {
         let Some(joined) = &self.joined else {
             return;
         };
-        let set = SchemaSet::of(&self.weights);
+        let set = self.set;
         let payload = format!(
             "schemas {} {} {:016x}",
             joined.me.get(),
@@ -657,7 +645,7 @@ impl Coordinator {
     /// instance that does not know them are folded by nobody.
     fn compare_schema_sets(&mut self, members: &[MemberId]) {
         self.peers.retain(|member, _| members.contains(member));
-        let mine = SchemaSet::of(&self.weights);
+        let mine = self.set;
         let other = self
             .peers
             .iter()
@@ -765,9 +753,16 @@ impl Handler<Weights> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: Weights, ctx: &mut Self::Context) {
-        if msg.0.len() == self.weights.len() && msg.0 != self.weights {
-            self.weights = msg.0;
+        if msg.weights.len() != self.weights.len() {
+            return;
+        }
+        let changed = msg.weights != self.weights;
+        self.weights = msg.weights;
+        if msg.set != self.set {
+            self.set = msg.set;
             self.announce(ctx);
+        }
+        if changed {
             self.step(ctx);
         }
     }
@@ -778,15 +773,24 @@ impl Handler<UseConnector> for Coordinator {
 
     fn handle(&mut self, msg: UseConnector, ctx: &mut Self::Context) {
         self.connector = msg.connector;
-        if msg.moved && self.joined.is_some() && !self.leaving {
+        if !msg.moved || self.leaving {
+            return;
+        }
+        if self.joined.is_some() {
             let session = self.session;
             self.retry = Duration::ZERO;
             self.lost(
                 session,
-                "a reload changed where or how the coordination session connects; joining again with it".into(),
+                "a reload changed where the coordination session connects; joining again there"
+                    .into(),
                 ctx,
             );
             self.retry = RETRY_FIRST;
+        } else {
+            // A join in flight (or waiting to retry) with the old
+            // connector: its answer is ignored, and this one goes there.
+            self.session += 1;
+            self.join(ctx);
         }
     }
 }

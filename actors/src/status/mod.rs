@@ -745,12 +745,6 @@ impl Status {
                 } else if !view.trusted {
                     reasons.push("the coordination lease is not confirmed: folding nothing".into());
                 }
-                if view.member.is_some() && !view.schemas_agree {
-                    reasons.push(
-                        "the instances do not fold the same schemas (coordination_schemas_differ): some may be folded by nobody"
-                            .into(),
-                    );
-                }
                 if view.buckets_awaited > 0 {
                     reasons.push(format!(
                         "{} buckets of its share are still held by another instance",
