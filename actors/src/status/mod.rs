@@ -732,9 +732,12 @@ impl Status {
             DbHealth::Unknown => reasons.push("no answer from the database yet".into()),
             down => reasons.extend(down.problem()),
         }
-        // Sharing the fleet, an instance is ready when it folds what it
-        // owns (which may be nothing: a fourth instance for three
-        // schemas); alone, when a worker runs.
+        // Sharing the fleet, an instance is ready when it is a member whose
+        // lease is confirmed: it folds what it holds (which may be
+        // nothing: a fourth instance for three schemas). Buckets it awaits
+        // and schema lists that differ can last a whole rollout of a
+        // changed list: they are metrics and alerts, not unreadiness, or
+        // that rollout would never finish. Alone, when a worker runs.
         match self.coordination_view() {
             Some(view) => {
                 if view.member.is_none() {
@@ -744,12 +747,6 @@ impl Status {
                     );
                 } else if !view.trusted {
                     reasons.push("the coordination lease is not confirmed: folding nothing".into());
-                }
-                if view.buckets_awaited > 0 {
-                    reasons.push(format!(
-                        "{} buckets of its share are still held by another instance",
-                        view.buckets_awaited
-                    ));
                 }
             }
             None => {
