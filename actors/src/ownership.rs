@@ -185,8 +185,12 @@ const SLACK: f64 = 1.05;
 ///   holder is a member under the cap.
 /// - A bucket nobody holds goes to a member that asks for it (it is on
 ///   its way there: let go by its last holder, not yet taken), else to
-///   the highest-ranked member (by [`owner`]'s score) below the floor,
-///   else to the highest-ranked with room.
+///   the highest-ranked member (by [`owner`]'s score) below an even
+///   share, else to the highest-ranked with room. Below an even share,
+///   not merely with room: a read between two handovers of one rebalance
+///   (one holder has let go, the other not yet) then sends what is shed
+///   where the whole rebalance sends it, to the members short of a share,
+///   rather than to one that has just given its own away.
 /// - Last, a member still below the floor (a newcomer: the others shed
 ///   only down to the cap) takes buckets from the member holding the most
 ///   (`raise_the_least`).
@@ -216,7 +220,8 @@ pub fn assign(
     let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
     let heaviest = weights.iter().copied().max().map_or(0, u64::from);
     let cap = (total as f64 * SLACK / members.len() as f64).ceil() as u64 + heaviest.max(1);
-    let floor = (total / members.len() as u64).saturating_sub(heaviest);
+    let even = total / members.len() as u64;
+    let floor = even.saturating_sub(heaviest);
     let index_of = |member: &MemberId| members.binary_search(member).ok();
     let mut load = vec![0u64; members.len()];
     let mut assigned: Vec<Option<MemberId>> = vec![None; weights.len()];
@@ -251,7 +256,7 @@ pub fn assign(
             )
         });
         let chosen = wanter
-            .or_else(|| ranked.iter().copied().find(|&i| load[i] < floor))
+            .or_else(|| ranked.iter().copied().find(|&i| load[i] < even))
             .or_else(|| ranked.iter().copied().find(|&i| load[i] + weight <= cap))
             .or_else(|| ranked.iter().copied().min_by_key(|&i| load[i]))
             .unwrap_or(0);
