@@ -463,13 +463,12 @@ fn a_rolling_restart_leaves_no_schema_unfolded_for_two_seconds() {
         pgfleet
             .all_events()
             .iter()
-            .filter(|e| {
-                e["event"].as_str().is_some_and(|event| {
-                    event.starts_with("coordination")
-                        || event == "worker_stopped" && e["schema"].is_null()
-                })
+            .map(|e| {
+                format!(
+                    "{} {name}: {} {} {}",
+                    e["ts"], e["event"], e["msg"], e["schema"]
+                )
             })
-            .map(|e| format!("{} {name}: {} {}", e["ts"], e["event"], e["msg"]))
             .collect()
     };
     for n in 0..3 {
@@ -523,11 +522,20 @@ fn a_rolling_restart_leaves_no_schema_unfolded_for_two_seconds() {
             .into_iter()
             .map(|f| (f.app, f.at))
             .collect();
+        let dump = std::env::temp_dir().join("pgfleet-rolling-restart.log");
+        let _ = std::fs::write(&dump, said.join("\n"));
         panic!(
-            "{} went {:.2} s without a fold; its folds: {runs:?}\nwhat the instances said:\n{}",
+            "{} went {:.2} s without a fold (every line the instances logged: {}); its folds: {runs:?}\nwhat the instances said:\n{}",
             worst.1,
             worst.0,
-            said.join("\n")
+            dump.display(),
+            said.iter()
+                .filter(|line| {
+                    line.contains(": coordination") || line.ends_with(&format!("\"{}\"", worst.1))
+                })
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
     check_nothing_lost(&db, committed);
