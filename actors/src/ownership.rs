@@ -490,6 +490,16 @@ impl Moves {
 mod tests {
     use super::*;
 
+    /// How many schemas `member` holds in `assigned`.
+    fn schemas_of(weights: &[u32], assigned: &[Option<MemberId>], member: MemberId) -> i64 {
+        weights
+            .iter()
+            .zip(assigned)
+            .filter(|(_, owner)| **owner == Some(member))
+            .map(|(w, _)| i64::from(*w))
+            .sum()
+    }
+
     fn no_wants() -> std::collections::HashMap<u32, Vec<MemberId>> {
         std::collections::HashMap::new()
     }
@@ -663,12 +673,7 @@ mod tests {
             ]);
             let assigned = assign(&fleet, &weights, &nobody, &no_wants());
             for member in &fleet {
-                let count: i64 = weights
-                    .iter()
-                    .zip(&assigned)
-                    .filter(|(_, owner)| **owner == Some(*member))
-                    .map(|(w, _)| i64::from(*w))
-                    .sum();
+                let count = schemas_of(&weights, &assigned, *member);
                 worst = worst.max((count - 100).abs());
             }
         }
@@ -824,12 +829,7 @@ mod tests {
             );
         }
         for member in [a, b, d] {
-            let count: u32 = weights
-                .iter()
-                .zip(&three)
-                .filter(|(_, owner)| **owner == Some(member))
-                .map(|(w, _)| *w)
-                .sum();
+            let count = schemas_of(&weights, &three, member);
             assert!((90..=110).contains(&count), "{member:?}: {count}");
         }
         assert_eq!(
@@ -853,12 +853,7 @@ mod tests {
             holders = holders_of(&assigned);
             let even = 30 / fleet.len() as i64;
             for member in &fleet {
-                let count: i64 = weights
-                    .iter()
-                    .zip(&assigned)
-                    .filter(|(_, owner)| **owner == Some(*member))
-                    .map(|(w, _)| i64::from(*w))
-                    .sum();
+                let count = schemas_of(&weights, &assigned, *member);
                 assert!(
                     count >= even - heaviest,
                     "{} members: {member:?} holds {count}",

@@ -1068,25 +1068,18 @@ impl Supervisor {
         let wanted = self.wanted();
         let names = || wanted.targets.iter().map(|target| &*target.schema);
         let weights = crate::ownership::weights(names(), self.settings.coordination.buckets);
-        if *self.weights != weights || self.schema_set.is_none() {
-            self.weights = Arc::new(weights);
-            let set = crate::ownership::SchemaSet::of(names());
-            self.schema_set = Some(set);
-            coordinator.do_send(Weights {
-                weights: Arc::clone(&self.weights),
-                set,
-            });
-        } else {
-            // The same counts per bucket can hide a swap of two names.
-            let set = crate::ownership::SchemaSet::of(names());
-            if self.schema_set != Some(set) {
-                self.schema_set = Some(set);
-                coordinator.do_send(Weights {
-                    weights: Arc::clone(&self.weights),
-                    set,
-                });
-            }
+        // The set's hash too: the same counts per bucket can hide a swap
+        // of two names.
+        let set = crate::ownership::SchemaSet::of(names());
+        if *self.weights == weights && self.schema_set == Some(set) {
+            return;
         }
+        self.weights = Arc::new(weights);
+        self.schema_set = Some(set);
+        coordinator.do_send(Weights {
+            weights: Arc::clone(&self.weights),
+            set,
+        });
     }
 
     /// READY=1 for systemd, once: the first start batch settled, and,

@@ -26,20 +26,7 @@ fn settle(pgfleet: &Pgfleet, db: &TestDb, writers: Writers, n: usize) -> i64 {
         counted, committed,
         "total + remaining deltas != committed deltas"
     );
-    let remaining = || -> i64 {
-        names
-            .iter()
-            .map(|s| {
-                db.client()
-                    .query_one(
-                        &format!("SELECT count(*) FROM {s}.counted WHERE type = 'delta'"),
-                        &[],
-                    )
-                    .map_or(1, |row| row.get::<_, i64>(0))
-            })
-            .sum()
-    };
-    eventually("every delta is folded", || remaining() == 0);
+    eventually("every delta is folded", || deltas_left(db, &names) == 0);
     assert_eq!(ledger(db, &names), (committed, committed));
     assert!(
         pgfleet.events("worker_given_up").is_empty(),
@@ -47,6 +34,21 @@ fn settle(pgfleet: &Pgfleet, db: &TestDb, writers: Writers, n: usize) -> i64 {
         pgfleet.events("worker_given_up")
     );
     committed
+}
+
+/// The delta rows left in `names` (1 for a schema that cannot be read).
+fn deltas_left(db: &TestDb, names: &[String]) -> i64 {
+    names
+        .iter()
+        .map(|s| {
+            db.client()
+                .query_one(
+                    &format!("SELECT count(*) FROM {s}.counted WHERE type = 'delta'"),
+                    &[],
+                )
+                .map_or(1, |row| row.get::<_, i64>(0))
+        })
+        .sum()
 }
 
 /// The first fold that folded something after event index `mark`.
@@ -428,23 +430,10 @@ fn database_restart_with_coordination_under_write_load() {
             &format!("INSERT INTO {schema}.counted VALUES ('delta', 1)"),
         );
     }
-    let remaining = |db: &TestDb| -> i64 {
-        names
-            .iter()
-            .map(|s| {
-                db.client()
-                    .query_one(
-                        &format!("SELECT count(*) FROM {s}.counted WHERE type = 'delta'"),
-                        &[],
-                    )
-                    .map_or(1, |row| row.get::<_, i64>(0))
-            })
-            .sum()
-    };
     thread::sleep(Duration::from_secs(1));
     assert!(writers.stop() > 0);
     eventually("every delta folded after the restart", || {
-        remaining(&db) == 0
+        deltas_left(&db, &names) == 0
     });
     let folding = back.elapsed();
     // The audit counts the writers' deltas; the 8 written by hand are in
