@@ -314,3 +314,51 @@ fn instances_that_disagree_on_the_schemas_say_so_until_they_agree() {
             ) == 0
     });
 }
+
+/// `coordination.*` is read at start: a reload that changes the namespace
+/// says so (`config_needs_restart`), and the instance goes on in the one
+/// it joined: a worker the same reload adds (schema2) fences its folds in
+/// the old namespace, where its peers still are.
+#[test]
+fn a_reload_of_the_coordination_keys_waits_for_the_next_start() {
+    let db = cluster().create_database();
+    create_counter_schemas(&db, "schema", 1, 2);
+    let yaml = |total: u32, namespace: u32| {
+        format!(
+            "workers:\n  total: {total}\n  create_schema: false\n\
+             coordination:\n  enabled: true\n  namespace: {namespace}\n"
+        )
+    };
+    let pgfleet = Pgfleet::start(&db, &yaml(1, 4242));
+    pgfleet.wait_event("coordination_rebalanced");
+    // The old namespace's fence of schema2, held as a peer's fold would.
+    let (namespace, key) = pgfleet_actors::ownership::Keys { namespace: 4242 }.fence("schema2");
+    let mut holder = db.client();
+    let mut fence = holder.transaction().expect("a transaction");
+    fence
+        .execute("SELECT pg_advisory_xact_lock($1, $2)", &[&namespace, &key])
+        .expect("the fence lock");
+    execute(&db, "INSERT INTO schema2.counted VALUES ('delta', 2)");
+    let mark = pgfleet.mark();
+    pgfleet.reload(&yaml(2, 4343));
+    let said = pgfleet.wait_for("config_needs_restart", |e| {
+        e["event"] == "config_needs_restart" && e["key"] == "coordination"
+    });
+    assert!(
+        said["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("next start"),
+        "{said}"
+    );
+    pgfleet.wait_for_from(mark, "schema2's fold fenced in namespace 4242", |e| {
+        e["event"] == "worker_tick_skipped" && e["reason"] == "fenced" && e["schema"] == "schema2"
+    });
+    fence.commit().expect("release the fence");
+    pgfleet.eventually("folded once the fence is free", || {
+        crate::support::pgfleet::scalar_i64(
+            &db,
+            "SELECT value::int8 FROM schema2.counted WHERE type = 'total'",
+        ) == 2
+    });
+}
