@@ -14,6 +14,7 @@ mod faults;
 mod harness;
 mod http;
 mod invariant;
+mod lanes;
 mod logs;
 mod operating;
 mod pipelining;

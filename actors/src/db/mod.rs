@@ -19,6 +19,8 @@ mod prepared;
 mod server_cert;
 pub mod tls;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,6 +80,18 @@ struct Exhausted {
 /// A pool too small for the fleet makes every worker skip ticks: one
 /// warning this often, for all of them.
 pub const POOL_EXHAUSTED_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// A place taken in the pool's queue by a fold (see
+/// [`Database::shared_connection`]).
+type QueuedForPool<'a> = Pin<Box<dyn Future<Output = Result<PgConnection, DbError>> + 'a>>;
+
+/// The connection the pool hands `place`; never, when no place was taken.
+async fn pool_turn(place: &mut Option<QueuedForPool<'_>>) -> Result<PgConnection, DbError> {
+    match place {
+        Some(queued) => queued.await,
+        None => std::future::pending().await,
+    }
+}
 
 impl Database {
     /// Builds the pool on `connector` (built from the same `settings`
@@ -277,8 +291,11 @@ impl Database {
             size: self.inner.pool.config().max_size,
         };
         // A place in the pool's queue, once taken, is kept while the lanes
-        // are looked at again.
-        let mut from_pool = None;
+        // are looked at again, and looked at itself whatever else is
+        // waited for: the pool hands a connection to the first in its
+        // queue, and one handed to a place nobody looks at sits idle
+        // while everything behind it waits out `connect_timeout`.
+        let mut from_pool: Option<QueuedForPool<'_>> = None;
         loop {
             let state = self.inner.pool.state();
             let room =
@@ -288,6 +305,7 @@ impl Database {
                 Joined::NewLane if room => break,
                 Joined::HomeFull(space) => {
                     tokio::select! {
+                        conn = pool_turn(&mut from_pool) => return Ok(lanes.add(conn?, home, Instant::now())),
                         () = space.wait() => {}
                         () = tokio::time::sleep_until(deadline) => return Err(exhausted()),
                     }
@@ -297,16 +315,21 @@ impl Database {
                 // (a lane that drains stays parked for its home rather
                 // than go back to the pool).
                 Joined::NewLane => {
-                    let pool = from_pool.get_or_insert_with(|| Box::pin(self.connection()));
+                    from_pool.get_or_insert_with(|| Box::pin(self.connection()));
                     tokio::select! {
-                        conn = pool => return Ok(lanes.add(conn?, home, Instant::now())),
+                        conn = pool_turn(&mut from_pool) => return Ok(lanes.add(conn?, home, Instant::now())),
                         () = lanes.room_anywhere() => {}
                         () = tokio::time::sleep_until(deadline) => return Err(exhausted()),
                     }
                 }
                 // Initialisation first; as long as waiting for a pooled
-                // connection may take.
+                // connection may take. The place in the pool's queue is
+                // given up: a connection the pool handed it goes on to the
+                // next in the queue, the initialisation (a rolling restart
+                // once saw every fold of the instance taking over wait 5 s
+                // behind one such place).
                 Joined::OwnFirst => {
+                    from_pool = None;
                     tokio::select! {
                         () = lanes.own_served() => {}
                         () = tokio::time::sleep_until(deadline) => return Err(exhausted()),
