@@ -302,7 +302,6 @@ impl Database {
                 state.idle_connections > 0 || state.connections < self.inner.pool.config().max_size;
             match lanes.join(home, room, Instant::now()) {
                 Joined::Lease(lease) => return Ok(lease),
-                Joined::NewLane if room => break,
                 Joined::HomeFull(space) => {
                     tokio::select! {
                         conn = pool_turn(&mut from_pool) => return Ok(lanes.add(conn?, home, Instant::now())),
@@ -310,10 +309,15 @@ impl Database {
                         () = tokio::time::sleep_until(deadline) => return Err(exhausted()),
                     }
                 }
-                // Every connection is in a lane, and none has room: the
-                // pool's queue, or room in a lane, whichever comes first
-                // (a lane that drains stays parked for its home rather
-                // than go back to the pool).
+                // A new lane: the pool's next connection (at once when it
+                // has one to spare), or room in a lane, whichever comes
+                // first. Even with room, the pool's queue alone is not
+                // waited for: the connection it seemed to have may go to
+                // whoever was ahead in the queue, and lanes that keep
+                // answering (parked for their homes) give none back for
+                // a while. A rolling restart once saw one schema's fold
+                // wait out `connect_timeout` there, 5 s, while the lanes
+                // around it folded every other schema.
                 Joined::NewLane => {
                     from_pool.get_or_insert_with(|| Box::pin(self.connection()));
                     tokio::select! {
@@ -337,11 +341,6 @@ impl Database {
                 }
             }
         }
-        let conn = match from_pool {
-            Some(pool) => pool.await?,
-            None => self.connection().await?,
-        };
-        Ok(lanes.add(conn, home, Instant::now()))
     }
 
     /// A tick was skipped because no pooled connection came free: returns
