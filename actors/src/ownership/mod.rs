@@ -10,9 +10,12 @@
 //!   locks do not.
 //! - **Sticky rendezvous hashing with bounded loads** ([`assign`]): each
 //!   bucket stays with its holder while the holder has room, else goes to
-//!   the member whose score for it ([`owner`]) is highest among those
-//!   with room. Every instance computes the same answer from the same
-//!   locks and schemas, with no coordinator.
+//!   a member that asks for it, or to the member whose score for it
+//!   ([`owner`]) is highest among those short of a share; moves go towards
+//!   the member that ranks a bucket higher wherever they can, so the next
+//!   membership change does not bring it back (`simulation`). Every
+//!   instance computes the same answer from the same locks and schemas,
+//!   with no coordinator.
 //! - **Handed over only on request** ([`Moves::plan`]): a holder lets a
 //!   bucket go only to a member that asks for it (a want lock), so views
 //!   that differ for a while never leave a bucket to nobody.
