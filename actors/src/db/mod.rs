@@ -292,9 +292,12 @@ impl Database {
         };
         // A place in the pool's queue, once taken, is kept while the lanes
         // are looked at again, and looked at itself whatever else is
-        // waited for: the pool hands a connection to the first in its
-        // queue, and one handed to a place nobody looks at sits idle
-        // while everything behind it waits out `connect_timeout`.
+        // waited for: when a connection comes back the pool wakes one
+        // waiter (a `Notify`), and a waiter woken but never polled keeps
+        // that wake-up while the connection sits idle and everything
+        // behind it waits out `connect_timeout`. Dropped, it passes the
+        // wake-up on. A connection it brings while a step of its own
+        // waits goes straight back to the pool, for that step.
         let mut from_pool: Option<QueuedForPool<'_>> = None;
         loop {
             let state = self.inner.pool.state();
@@ -304,7 +307,12 @@ impl Database {
                 Joined::Lease(lease) => return Ok(lease),
                 Joined::HomeFull(space) => {
                     tokio::select! {
-                        conn = pool_turn(&mut from_pool) => return Ok(lanes.add(conn?, home, Instant::now())),
+                        conn = pool_turn(&mut from_pool) => {
+                            from_pool = None;
+                            if !lanes.own_first() {
+                                return Ok(lanes.add(conn?, home, Instant::now()));
+                            }
+                        }
                         () = space.wait() => {}
                         () = tokio::time::sleep_until(deadline) => return Err(exhausted()),
                     }
@@ -321,15 +329,20 @@ impl Database {
                 Joined::NewLane => {
                     from_pool.get_or_insert_with(|| Box::pin(self.connection()));
                     tokio::select! {
-                        conn = pool_turn(&mut from_pool) => return Ok(lanes.add(conn?, home, Instant::now())),
+                        conn = pool_turn(&mut from_pool) => {
+                            from_pool = None;
+                            if !lanes.own_first() {
+                                return Ok(lanes.add(conn?, home, Instant::now()));
+                            }
+                        }
                         () = lanes.room_anywhere() => {}
                         () = tokio::time::sleep_until(deadline) => return Err(exhausted()),
                     }
                 }
                 // Initialisation first; as long as waiting for a pooled
                 // connection may take. The place in the pool's queue is
-                // given up: a connection the pool handed it goes on to the
-                // next in the queue, the initialisation (a rolling restart
+                // given up: the pool's wake-up goes on to the next waiter,
+                // the initialisation (a rolling restart
                 // once saw every fold of the instance taking over wait 5 s
                 // behind one such place).
                 Joined::OwnFirst => {
