@@ -346,8 +346,6 @@ impl LaneSet {
     /// least busy once it drains.
     pub fn own_waiting(self: &Rc<Self>) -> OwnWaiting {
         self.own_waiting.set(self.own_waiting.get() + 1);
-        // Folds waiting for a new lane look again, and stand back.
-        self.room_anywhere.notify_waiters();
         let idle = {
             let mut lanes = self.lanes.borrow_mut();
             let longest_idle = lanes

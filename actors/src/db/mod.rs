@@ -296,8 +296,7 @@ impl Database {
         // waiter (a `Notify`), and a waiter woken but never polled keeps
         // that wake-up while the connection sits idle and everything
         // behind it waits out `connect_timeout`. Dropped, it passes the
-        // wake-up on. A connection it brings while a step of its own
-        // waits goes straight back to the pool, for that step.
+        // wake-up on.
         let mut from_pool: Option<QueuedForPool<'_>> = None;
         loop {
             let state = self.inner.pool.state();
@@ -307,12 +306,7 @@ impl Database {
                 Joined::Lease(lease) => return Ok(lease),
                 Joined::HomeFull(space) => {
                     tokio::select! {
-                        conn = pool_turn(&mut from_pool) => {
-                            from_pool = None;
-                            if !lanes.own_first() {
-                                return Ok(lanes.add(conn?, home, Instant::now()));
-                            }
-                        }
+                        conn = pool_turn(&mut from_pool) => return Ok(lanes.add(conn?, home, Instant::now())),
                         () = space.wait() => {}
                         () = tokio::time::sleep_until(deadline) => return Err(exhausted()),
                     }
@@ -329,12 +323,7 @@ impl Database {
                 Joined::NewLane => {
                     from_pool.get_or_insert_with(|| Box::pin(self.connection()));
                     tokio::select! {
-                        conn = pool_turn(&mut from_pool) => {
-                            from_pool = None;
-                            if !lanes.own_first() {
-                                return Ok(lanes.add(conn?, home, Instant::now()));
-                            }
-                        }
+                        conn = pool_turn(&mut from_pool) => return Ok(lanes.add(conn?, home, Instant::now())),
                         () = lanes.room_anywhere() => {}
                         () = tokio::time::sleep_until(deadline) => return Err(exhausted()),
                     }
