@@ -98,9 +98,10 @@ pub struct Weights {
 }
 
 /// A reload built a new connector for the coordination session; `moved`
-/// when it connects elsewhere or otherwise (URL, TLS, password): the
-/// session is then opened again with it at once (the instance folds
-/// nothing meanwhile), else it is used from the next join on.
+/// when it connects elsewhere (`control.url`, or `database.url` without
+/// it): the session is then opened again there at once (the instance
+/// folds nothing meanwhile); else (TLS, password, timeouts) the new one is
+/// used from the next join on.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct UseConnector {

@@ -331,9 +331,9 @@ impl Database {
                 // Initialisation first; as long as waiting for a pooled
                 // connection may take. The place in the pool's queue is
                 // given up: the pool's wake-up goes on to the next waiter,
-                // the initialisation (a rolling restart
-                // once saw every fold of the instance taking over wait 5 s
-                // behind one such place).
+                // the initialisation (a rolling restart once saw every
+                // fold of the instance taking over wait 5 s behind one
+                // such place).
                 Joined::OwnFirst => {
                     from_pool = None;
                     tokio::select! {

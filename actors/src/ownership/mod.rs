@@ -84,11 +84,17 @@ pub fn owner(bucket: u32, members: &[MemberId]) -> Option<MemberId> {
     members
         .iter()
         .copied()
-        .max_by_key(|member| (score(*member, bucket), std::cmp::Reverse(*member)))
+        .max_by_key(|member| rank(*member, bucket))
 }
 
 fn score(member: MemberId, bucket: u32) -> u64 {
     mix((u64::from(member.0) << 32) | u64::from(bucket))
+}
+
+/// How `member` ranks for `bucket`, higher first: its score, ties (which
+/// need equal ids) to the smaller id.
+fn rank(member: MemberId, bucket: u32) -> (u64, std::cmp::Reverse<MemberId>) {
+    (score(member, bucket), std::cmp::Reverse(member))
 }
 
 /// The buckets `me` owns among `members` (which holds `me`), in order.
@@ -189,13 +195,13 @@ const SLACK: f64 = 1.05;
 ///   (by [`owner`]'s score) and sheds those it ranks lowest.
 /// - A bucket left (nobody holds it, or its holder sheds it) goes to the
 ///   highest-ranked member that asks for it with room (it is on its way
-///   there: asked for by a member whose view gave it that one), else to the highest-ranked
-///   member below an even share, else to the highest-ranked with room.
-///   Below an even share, not merely with room: a read between two
-///   handovers of one rebalance (one holder has let go, the other not
-///   yet) then sends what is shed where the whole rebalance sends it, to
-///   the members short of a share, rather than to one that has just given
-///   its own away.
+///   there: asked for by a member whose view gave it that one), else to
+///   the highest-ranked member below an even share, else to the
+///   highest-ranked with room. Below an even share, not merely with room:
+///   a read between two handovers of one rebalance (one holder has let
+///   go, the other not yet) then sends what is shed where the whole
+///   rebalance sends it, to the members short of a share, rather than to
+///   one that has just given its own away.
 /// - Last, a member still below the floor (a newcomer: the others shed
 ///   only down to the cap) takes buckets from the member holding the most
 ///   (`raise_the_least`), those it outranks the holder on first.
@@ -203,18 +209,19 @@ const SLACK: f64 = 1.05;
 /// So a leave moves only the leaver's buckets, a join moves buckets to
 /// the newcomer (and, while an ask from an older view is still out, a
 /// bucket being shed may go to its asker instead), and a bucket let go on
-/// request goes where it was asked to. A bucket that moves between two members moves, wherever it
-/// can, towards the one of the two that ranks it higher, so the next
-/// membership change does not bring it back: in a simulation of rolling
-/// restarts (`simulation`), 7 runs of 3,000 sent a schema back to where
-/// it had been before these three rules, none of 5,000 since. The answer
-/// is a fixed point: computed again with its own result as the holders,
-/// it is unchanged. Three members on 300 schemas each hold 90 to 110
-/// whatever the ids and the order they came in (hashing alone misses 80
-/// to 120 in a few runs of a hundred). Everyone who reads the same locks
-/// and knows the same schemas computes the same answer; views that differ
-/// for a while (a rescan not yet run everywhere, a read between a release
-/// and a take) are made safe by [`Moves::plan`].
+/// request goes where it was asked to. A bucket that moves between two
+/// members moves, wherever it can, towards the one of the two that ranks
+/// it higher, so the next membership change does not bring it back: in a
+/// simulation of rolling restarts (`simulation`), 7 runs of 3,000 sent a
+/// schema back to where it had been before these three rules, none of
+/// 5,000 since. The answer is a fixed point: computed again with its own
+/// result as the holders, it is unchanged. Three members on 300 schemas
+/// each hold 90 to 110 whatever the ids and the order they came in
+/// (hashing alone misses 80 to 120 in a few runs of a hundred). Everyone
+/// who reads the same locks and knows the same schemas computes the same
+/// answer; views that differ for a while (a rescan not yet run
+/// everywhere, a read between a release and a take) are made safe by
+/// [`Moves::plan`].
 pub fn assign(
     members: &[MemberId],
     weights: &[u32],
@@ -269,19 +276,9 @@ pub fn assign(
             who.iter()
                 .filter_map(index_of)
                 .filter(|&i| load[i] + weight <= cap)
-                .max_by_key(|&i| {
-                    (
-                        score(members[i], bucket as u32),
-                        std::cmp::Reverse(members[i]),
-                    )
-                })
+                .max_by_key(|&i| rank(members[i], bucket as u32))
         });
-        ranked.sort_by_key(|&i| {
-            (
-                std::cmp::Reverse(score(members[i], bucket as u32)),
-                members[i],
-            )
-        });
+        ranked.sort_by_key(|&i| std::cmp::Reverse(rank(members[i], bucket as u32)));
         let chosen = wanter
             .or_else(|| ranked.iter().copied().find(|&i| load[i] < even))
             .or_else(|| ranked.iter().copied().find(|&i| load[i] + weight <= cap))
