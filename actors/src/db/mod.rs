@@ -312,19 +312,29 @@ impl Database {
                     }
                 }
                 // A new lane: the pool's next connection (at once when it
-                // has one to spare), or room in a lane, whichever comes
-                // first. Even with room, the pool's queue alone is not
-                // waited for: the connection it seemed to have may go to
-                // whoever was ahead in the queue, and lanes that keep
-                // answering (parked for their homes) give none back for
-                // a while. A rolling restart once saw one schema's fold
-                // wait out `connect_timeout` there, 5 s, while the lanes
-                // around it folded every other schema.
+                // has one to spare); without room, or room in a lane,
+                // whichever comes first. With room, the pool's queue alone
+                // is not waited for either: the connection it seemed to
+                // have may go to whoever was ahead in the queue, and lanes
+                // that keep answering (parked for their homes) give none
+                // back for a while. A rolling restart once saw one
+                // schema's fold wait out `connect_timeout` there, 5 s,
+                // while the lanes around it folded every other schema. So
+                // it looks at the lanes again after `OPEN_FOR`, on a timer
+                // of its own: were it to wait for room in a lane, it would
+                // take the wake-ups that the folds without room need.
                 Joined::NewLane => {
                     from_pool.get_or_insert_with(|| Box::pin(self.connection()));
+                    let look_again = async {
+                        if room {
+                            tokio::time::sleep(lanes::OPEN_FOR).await;
+                        } else {
+                            lanes.room_anywhere().await;
+                        }
+                    };
                     tokio::select! {
                         conn = pool_turn(&mut from_pool) => return Ok(lanes.add(conn?, home, Instant::now())),
-                        () = lanes.room_anywhere() => {}
+                        () = look_again => {}
                         () = tokio::time::sleep_until(deadline) => return Err(exhausted()),
                     }
                 }
