@@ -376,11 +376,7 @@ fn three_instances_share_the_fleet_and_take_over_a_frozen_or_killed_one() {
     check_nothing_lost(&db, committed);
     check_records(&db, 3.0);
     for pgfleet in [&a, &c] {
-        assert!(
-            pgfleet.events("worker_failed").is_empty(),
-            "{:?}",
-            pgfleet.events("worker_failed")
-        );
+        pgfleet.assert_no_event("worker_failed");
     }
 }
 

@@ -28,11 +28,7 @@ fn settle(pgfleet: &Pgfleet, db: &TestDb, writers: Writers, n: usize) -> i64 {
     );
     eventually("every delta is folded", || deltas_left(db, &names) == 0);
     assert_eq!(ledger(db, &names), (committed, committed));
-    assert!(
-        pgfleet.events("worker_given_up").is_empty(),
-        "{:?}",
-        pgfleet.events("worker_given_up")
-    );
+    pgfleet.assert_no_event("worker_given_up");
     committed
 }
 
@@ -123,7 +119,7 @@ fn database_down_at_start() {
     thread::sleep(Duration::from_secs(3));
     let attempts = proxy.accepted() - before;
     let per_second = attempts as f64 / start.elapsed().as_secs_f64();
-    assert!(pgfleet.events("worker_started").is_empty());
+    pgfleet.assert_no_event("worker_started");
     // Probes double from 250 ms up to restart.delay (500 ms): about 2 a
     // second, where every worker on its own would make 15 (3 workers every
     // 200 ms) and bb8's own retries more.
@@ -156,7 +152,7 @@ fn database_down_at_start() {
         started < Duration::from_millis(RESTART_DELAY_MS + NAPTIME_MS + 1000),
         "{started:?}"
     );
-    assert!(pgfleet.events("worker_failed").is_empty());
+    pgfleet.assert_no_event("worker_failed");
 }
 
 #[test]
@@ -194,11 +190,7 @@ fn backends_terminated_under_write_load() {
     assert_eq!(failures, 0, "{:?}", pgfleet.events("worker_failed"));
     // Each terminated connection was that connection's problem: discarded
     // and retried, while the database was fine all along.
-    assert!(
-        pgfleet.events("database_lost").is_empty(),
-        "{:?}",
-        pgfleet.events("database_lost")
-    );
+    pgfleet.assert_no_event("database_lost");
 }
 
 /// A server that accepts and never answers: no hang, recovery when it
@@ -279,11 +271,7 @@ fn server_paused_with_sigstop() {
         noticed.as_millis(),
         resumed.elapsed().as_millis()
     );
-    assert!(
-        pgfleet.events("worker_failed").is_empty(),
-        "{:?}",
-        pgfleet.events("worker_failed")
-    );
+    pgfleet.assert_no_event("worker_failed");
 }
 
 /// `pgfleet --check` against a server that never answers says so within
@@ -445,11 +433,7 @@ fn database_restart_with_coordination_under_write_load() {
         "total + remaining deltas"
     );
     for pgfleet in [&a, &b] {
-        assert!(
-            pgfleet.events("worker_failed").is_empty(),
-            "{:?}",
-            pgfleet.events("worker_failed")
-        );
+        pgfleet.assert_no_event("worker_failed");
     }
     eprintln!(
         "coordination through a database restart: both rejoined {} ms after the server was back, \

@@ -28,14 +28,6 @@ fn folds(address: SocketAddr, schema: &str) -> u64 {
         .expect("folds")
 }
 
-fn assert_no(pgfleet: &Pgfleet, event: &str) {
-    assert!(
-        pgfleet.events(event).is_empty(),
-        "{event}: {:?}",
-        pgfleet.events(event)
-    );
-}
-
 const BACKLOG: i64 = 3_000_000;
 const NAPTIME: Duration = Duration::from_millis(500);
 /// A batch fits in `statement_timeout` (2 s): this long without one is a stall.
@@ -170,7 +162,7 @@ fn three_million_deltas_fold_in_batches_while_another_schema_folds_on() {
         .count();
     assert_eq!(skipped_for_timeouts, 0, "a fold timed out");
     for event in ["worker_failed", "database_lost"] {
-        assert_no(&pgfleet, event);
+        pgfleet.assert_no_event(event);
     }
 }
 

@@ -314,11 +314,7 @@ fn a_dropped_schema_is_waited_for(create_schema: bool) {
     // Many ticks and restart delays later: not created again, no failure.
     std::thread::sleep(Duration::from_secs(2));
     assert!(!schema_exists(&db, "schema2"), "schema2 was created again");
-    assert!(
-        pgfleet.events("worker_failed").is_empty(),
-        "{:?}",
-        pgfleet.events("worker_failed")
-    );
+    pgfleet.assert_no_event("worker_failed");
     assert_eq!(pgfleet.events("worker_table_dropped").len(), 1);
     let workers = json(address, "/workers");
     let schema2 = workers
@@ -346,7 +342,7 @@ fn a_dropped_schema_is_waited_for(create_schema: bool) {
     pgfleet.wait_for("schema2 folds again", |e| {
         e["event"] == "worker_tick" && e["schema"] == "schema2" && e["total"] == 11
     });
-    assert!(pgfleet.events("worker_failed").is_empty());
+    pgfleet.assert_no_event("worker_failed");
 }
 
 #[test]
@@ -404,5 +400,5 @@ fn a_missing_relation_in_a_trigger_is_a_failure_not_a_drop() {
             .is_some_and(|e| e.contains("42P01") && e.contains("gone_long_ago")),
         "{failed}"
     );
-    assert!(pgfleet.events("worker_table_dropped").is_empty());
+    pgfleet.assert_no_event("worker_table_dropped");
 }

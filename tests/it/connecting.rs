@@ -510,11 +510,7 @@ fn transaction_pooling_pgbouncer_keeps_the_invariant() {
         totals == committed
     });
     assert!(committed > 0);
-    assert!(
-        pgfleet.events("worker_failed").is_empty(),
-        "{:?}",
-        pgfleet.events("worker_failed")
-    );
+    pgfleet.assert_no_event("worker_failed");
     eprintln!(
         "MEASURED PgBouncer transaction mode: {committed} deltas committed by pgbench in 2 s, all \
          folded through PgBouncer by 3 workers on 2 pooled connections; 0 worker failures"

@@ -119,7 +119,7 @@ fn notify_pauses_resumes_and_folds_a_schema() {
     // 'reload' does what SIGHUP does.
     notify(&db, "reload");
     pgfleet.wait_event("config_reloaded");
-    assert!(pgfleet.events("worker_failed").is_empty());
+    pgfleet.assert_no_event("worker_failed");
 }
 
 fn rescans(address: std::net::SocketAddr) -> u64 {

@@ -187,7 +187,7 @@ fn a_fold_whose_fence_is_held_elsewhere_does_nothing() {
         pgfleet.eventually("schema1 folded once the fence is free", || {
             total("schema1") == 5
         });
-        assert!(pgfleet.events("worker_failed").is_empty());
+        pgfleet.assert_no_event("worker_failed");
     }
 }
 

@@ -291,7 +291,7 @@ fn ten_thousand_tenants_are_found_in_one_rescan() {
         costs[2] < Duration::from_secs(2),
         "a rescan of {N} schemas cost the server {costs:?}"
     );
-    assert!(pgfleet.events("worker_failed").is_empty());
+    pgfleet.assert_no_event("worker_failed");
 }
 
 /// A matching table the role cannot fold is one warning, not a restart

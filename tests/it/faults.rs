@@ -52,7 +52,7 @@ fn a_lock_longer_than_naptime_skips_ticks() {
         e["event"] == "worker_tick" && e["total"] == 2
     });
     assert_eq!(pgfleet.events("worker_lock_released").len(), 1);
-    assert!(pgfleet.events("worker_failed").is_empty());
+    pgfleet.assert_no_event("worker_failed");
 }
 
 /// A panic inside one worker (a test-only hook) fails that worker alone;
@@ -244,11 +244,7 @@ fn two_instances_under_write_load_lose_nothing() {
         ) == 0
     });
     for pgfleet in [&first, &second] {
-        assert!(
-            pgfleet.events("worker_failed").is_empty(),
-            "{:?}",
-            pgfleet.events("worker_failed")
-        );
+        pgfleet.assert_no_event("worker_failed");
     }
     eprintln!("MEASURED two instances: {committed} deltas committed, {counted} counted");
 }
@@ -332,8 +328,8 @@ fn a_vacuum_that_times_out_keeps_the_fold_before_it() {
     pgfleet.wait_for_from(mark, "the VACUUM once the lock is gone", |e| {
         e["event"] == "worker_vacuumed"
     });
-    assert!(pgfleet.events("database_lost").is_empty());
-    assert!(pgfleet.events("worker_failed").is_empty());
+    pgfleet.assert_no_event("database_lost");
+    pgfleet.assert_no_event("worker_failed");
 }
 
 /// A pool too small for the fleet is its own warning, naming the pool size
@@ -375,5 +371,5 @@ fn an_exhausted_pool_is_named() {
     pgfleet.wait_for("schema2 folds once the pool frees", |e| {
         e["event"] == "worker_tick" && e["schema"] == "schema2" && e["total"] == 1
     });
-    assert!(pgfleet.events("database_lost").is_empty());
+    pgfleet.assert_no_event("database_lost");
 }

@@ -151,9 +151,5 @@ fn nothing_is_lost_under_writers_reloads_and_restarts() {
     }
     assert_eq!(pgfleet.stop().code(), Some(0));
     assert_eq!(counted(&db), (committed, 0));
-    assert!(
-        pgfleet.events("worker_failed").is_empty(),
-        "{:?}",
-        pgfleet.events("worker_failed")
-    );
+    pgfleet.assert_no_event("worker_failed");
 }

@@ -54,11 +54,7 @@ fn a_fleet_summary_replaces_the_line_per_fold() {
     assert_eq!(summary["failures"], 0, "{summary}");
     assert!(summary["folds"].as_u64() >= Some(2), "{summary}");
     assert!(summary["lateness_p99_ms"].is_u64(), "{summary}");
-    assert!(
-        pgfleet.events("worker_tick").is_empty(),
-        "{:?}",
-        pgfleet.events("worker_tick")
-    );
+    pgfleet.assert_no_event("worker_tick");
     // The next summary counts from this one.
     let mark = pgfleet.mark();
     let (_, next) =

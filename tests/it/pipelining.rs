@@ -35,11 +35,7 @@ fn folds_share_a_connection_and_lose_nothing() {
     eventually("folds pipelined on the one connection", || {
         pipelined(address) > 0.0
     });
-    assert!(
-        pgfleet.events("worker_failed").is_empty(),
-        "{:?}",
-        pgfleet.events("worker_failed")
-    );
+    pgfleet.assert_no_event("worker_failed");
 }
 
 #[test]

@@ -61,7 +61,7 @@ fn folds_are_prepared_once_per_connection_within_the_bound() {
         remaining == 0
     });
     assert_eq!(prepared_statements(address), 2.0, "the bound held");
-    assert!(pgfleet.events("worker_failed").is_empty());
+    pgfleet.assert_no_event("worker_failed");
 }
 
 #[test]
@@ -139,11 +139,7 @@ fn auto_turns_prepared_folds_off_when_a_statement_goes_missing() {
             && e["total"].as_i64().is_some_and(|t| t >= 100_000)
     });
     assert_eq!(pgfleet.events("prepared_statements_off").len(), 1);
-    assert!(
-        pgfleet.events("worker_failed").is_empty(),
-        "{:?}",
-        pgfleet.events("worker_failed")
-    );
+    pgfleet.assert_no_event("worker_failed");
     assert_eq!(prepared_statements(address), 0.0);
 }
 
@@ -198,5 +194,5 @@ fn prepared_on_behind_a_pooler_keeps_the_timeouts_and_the_invariant() {
     });
     tx.rollback().expect("rollback");
     assert_eq!(skipped["schema"], "schema1", "{skipped}");
-    assert!(pgfleet.events("worker_failed").is_empty());
+    pgfleet.assert_no_event("worker_failed");
 }

@@ -81,7 +81,7 @@ fn policy_never_gives_up_at_the_first_failure() {
     execute(&db, OVERFLOWING);
     let given_up = pgfleet.wait_schema_event("worker_given_up", "schema1");
     assert_eq!(given_up["reason"], "restart.policy is never");
-    assert!(pgfleet.events("worker_restart_scheduled").is_empty());
+    pgfleet.assert_no_event("worker_restart_scheduled");
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn a_reloaded_restart_policy_decides_the_next_failure() {
     execute(&db, OVERFLOWING);
     let given_up = pgfleet.wait_schema_event("worker_given_up", "schema1");
     assert_eq!(given_up["reason"], "restart.policy is never");
-    assert!(pgfleet.events("worker_restart_scheduled").is_empty());
+    pgfleet.assert_no_event("worker_restart_scheduled");
 }
 
 /// A reload is the operator's "I fixed it": a worker waiting out its

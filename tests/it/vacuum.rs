@@ -264,7 +264,7 @@ fn a_locked_tables_vacuum_through_a_transaction_pgbouncer_does_not_hold_up_its_f
         "MEASURED through PgBouncer, a delta folded {:?} after it was written while the table's VACUUM was locked out",
         started.elapsed()
     );
-    assert!(pgfleet.events("worker_vacuumed").is_empty());
+    pgfleet.assert_no_event("worker_vacuumed");
     holder.batch_execute("ROLLBACK").expect("release");
     execute(&db, "INSERT INTO schema1.counted VALUES ('delta', 1)");
     pgfleet.wait_for_from(mark, "the VACUUM once the lock is gone", |e| {

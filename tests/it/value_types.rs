@@ -47,14 +47,6 @@ fn last_total(address: SocketAddr, schema: &str) -> Value {
     json(address, &format!("/workers/{schema}"))["last_total"].clone()
 }
 
-fn assert_no(pgfleet: &Pgfleet, event: &str) {
-    assert!(
-        pgfleet.events(event).is_empty(),
-        "{event}: {:?}",
-        pgfleet.events(event)
-    );
-}
-
 /// The first thing a user does when a counter outgrows `integer`: ALTER it
 /// to `bigint`, under the running worker and its writers. The worker goes
 /// on (one `worker_table_changed`, no failure), folds past 2³¹, and says
@@ -140,7 +132,7 @@ fn an_integer_column_widened_under_writers(prepared: &str) {
     assert_eq!(changed[0]["value_type"], "bigint", "{changed:?}");
     assert_eq!(changed[0]["was"], "integer", "{changed:?}");
     for event in ["worker_failed", "worker_restarted", "database_lost"] {
-        assert_no(&pgfleet, event);
+        pgfleet.assert_no_event(event);
     }
 }
 
@@ -202,8 +194,8 @@ fn wide_columns_fold_from_the_start(prepared: &str) {
             last_total(address, schema) == *total
         });
     }
-    assert_no(&pgfleet, "worker_failed");
-    assert_no(&pgfleet, "worker_table_changed");
+    pgfleet.assert_no_event("worker_failed");
+    pgfleet.assert_no_event("worker_table_changed");
 }
 
 #[test]
@@ -284,6 +276,6 @@ fn a_floating_point_column_is_refused_and_left_alone() {
         error.contains("double precision") && error.contains("bigint"),
         "{error}"
     );
-    assert_no(&pgfleet, "worker_started");
+    pgfleet.assert_no_event("worker_started");
     assert_eq!(deltas(&db, "float"), 1);
 }

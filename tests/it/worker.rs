@@ -111,16 +111,8 @@ fn two_instances_race_to_create_the_schemas() {
             pgfleet.wait_schema_event("worker_started", &format!("schema{n}"));
         }
     }
-    assert!(
-        first.events("worker_failed").is_empty(),
-        "{:?}",
-        first.events("worker_failed")
-    );
-    assert!(
-        second.events("worker_failed").is_empty(),
-        "{:?}",
-        second.events("worker_failed")
-    );
+    first.assert_no_event("worker_failed");
+    second.assert_no_event("worker_failed");
     assert_eq!(
         scalar_i64(
             &db,

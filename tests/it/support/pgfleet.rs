@@ -290,6 +290,12 @@ impl Pgfleet {
             .collect()
     }
 
+    /// Panics, listing them, if any `event` was logged.
+    pub fn assert_no_event(&self, event: &str) {
+        let logged = self.events(event);
+        assert!(logged.is_empty(), "{event}: {logged:?}");
+    }
+
     pub fn all_events(&self) -> Vec<Value> {
         self.log.0.lock().expect("log lock").events.clone()
     }
