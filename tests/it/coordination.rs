@@ -9,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::cluster::cluster;
-use crate::support::pgfleet::{execute, Pgfleet};
+use crate::support::pgfleet::{execute, ready, schema_names, Pgfleet};
 use crate::support::schemas::create_counter_schemas;
 
 /// Two instances with HTTP: discovered schemas are shared like listed
@@ -361,4 +361,106 @@ fn a_reload_of_the_coordination_keys_waits_for_the_next_start() {
             "SELECT value::int8 FROM schema2.counted WHERE type = 'total'",
         ) == 2
     });
+}
+
+/// A reload that changes where the coordination session connects
+/// (`control.url`) ends the session and opens one there at once; one that
+/// changes only how (a timeout here, as TLS or a password would) keeps
+/// the session open, and the new settings wait for the next join. Checked
+/// in `pg_locks`: the session holding the buckets' locks, and its
+/// `application_name` (which the new `control.url` sets).
+#[test]
+fn a_reload_that_moves_the_coordination_session_joins_again_there_and_only_then() {
+    let db = cluster().create_database();
+    let yaml = |control: &str| {
+        format!(
+            "workers:\n  total: 2\ncoordination:\n  enabled: true\n\
+             control:\n  url: \"{control}\"\ndatabase:\n  connect_timeout: 5s\n"
+        )
+    };
+    let pgfleet = Pgfleet::start(&db, &yaml(&db.url()));
+    pgfleet.wait_event("coordination_joined");
+    ready(&pgfleet, &db, &schema_names(2));
+    // The sessions holding the buckets' locks (all 1024 of them, and the
+    // membership's: this instance is alone), with their application_name.
+    let holders = || -> Vec<(i32, String)> {
+        db.client()
+            .query(
+                "SELECT l.pid, a.application_name FROM pg_locks l \
+                 JOIN pg_stat_activity a USING (pid) \
+                 WHERE l.locktype = 'advisory' AND l.granted \
+                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 GROUP BY 1, 2 HAVING count(*) > 1000",
+                &[],
+            )
+            .expect("the lock holders")
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect()
+    };
+    let mut first = Vec::new();
+    pgfleet.eventually("one session holding every bucket", || {
+        first = holders();
+        first.len() == 1
+    });
+
+    // How it connects, not where: the session stays.
+    let mark = pgfleet.mark();
+    pgfleet.reload(&yaml(&db.url()).replace("connect_timeout: 5s", "connect_timeout: 4s"));
+    pgfleet.wait_for_from(mark, "the reload of a timeout", |e| {
+        e["event"] == "config_reloaded"
+    });
+    execute(&db, "INSERT INTO schema1.counted VALUES ('delta', 1)");
+    pgfleet.wait_for_from(mark, "a fold after it", |e| {
+        e["event"] == "worker_tick" && e["schema"] == "schema1" && e["total"] == 1
+    });
+    assert_eq!(
+        holders(),
+        first,
+        "the session changed on a timeout's reload"
+    );
+    assert!(
+        pgfleet.all_events()[mark..]
+            .iter()
+            .all(|e| e["event"] != "coordination_lost" && e["event"] != "coordination_joined"),
+        "the session was reopened on a timeout's reload"
+    );
+
+    // Where: the session moves there at once, and the old one is gone.
+    let moved = format!("{}?application_name=pgfleet-moved", db.url());
+    let mark = pgfleet.mark();
+    pgfleet.reload(&yaml(&moved));
+    let (lost_at, lost) = pgfleet.wait_for_from(mark, "the session ended", |e| {
+        e["event"] == "coordination_lost"
+    });
+    assert!(
+        lost["error"].as_str().is_some_and(
+            |why| why.contains("a reload changed where the coordination session connects")
+        ),
+        "{lost}"
+    );
+    let (_, joined) = pgfleet.wait_for_from(lost_at, "the join there", |e| {
+        e["event"] == "coordination_joined"
+    });
+    let (_, started) = pgfleet.wait_for_from(lost_at, "the workers again", |e| {
+        e["event"] == "worker_started"
+    });
+    eprintln!(
+        "session moved: ended at {}, joined again at {}, a worker started at {}",
+        lost["ts"], joined["ts"], started["ts"]
+    );
+    let mut now = Vec::new();
+    pgfleet.eventually("the buckets held by the moved session alone", || {
+        now = holders();
+        now.len() == 1 && now[0].1 == "pgfleet-moved"
+    });
+    assert_ne!(now[0].0, first[0].0, "the same backend");
+    execute(&db, "INSERT INTO schema1.counted VALUES ('delta', 1)");
+    execute(&db, "INSERT INTO schema2.counted VALUES ('delta', 2)");
+    for (schema, total) in [("schema1", 2), ("schema2", 2)] {
+        pgfleet.wait_for_from(lost_at, &format!("{schema} folded to {total}"), |e| {
+            e["event"] == "worker_tick" && e["schema"] == schema && e["total"] == total
+        });
+    }
+    pgfleet.assert_no_event("worker_failed");
 }
