@@ -9,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::cluster::cluster;
-use crate::support::pgfleet::{execute, ready, schema_names, Pgfleet};
+use crate::support::pgfleet::{execute, ready, schema_names, seconds_of, Pgfleet};
 use crate::support::schemas::create_counter_schemas;
 
 /// Two instances with HTTP: discovered schemas are shared like listed
@@ -463,4 +463,57 @@ fn a_reload_that_moves_the_coordination_session_joins_again_there_and_only_then(
         });
     }
     pgfleet.assert_no_event("worker_failed");
+}
+
+/// A coordination session the server refuses (a role that does not
+/// exist): said once at warn, tried again 1, 2, 4, then every 5 s, and
+/// nothing folds meanwhile; a reload that fixes `control.url` joins at
+/// once, without waiting out the pause.
+#[test]
+fn a_refused_coordination_session_is_retried_slowly_until_a_reload_fixes_it() {
+    let db = cluster().create_database();
+    let yaml = |control: &str| {
+        format!(
+            "workers:\n  total: 2\ncoordination:\n  enabled: true\n\
+             control:\n  url: \"{control}\"\nlog:\n  level: debug\n"
+        )
+    };
+    let pgfleet = Pgfleet::start(&db, &yaml(&db.url_as("no_such_role")));
+    let first = pgfleet.wait_event("coordination_lost");
+    assert!(
+        first["error"]
+            .as_str()
+            .is_some_and(|why| why.contains("no_such_role")),
+        "{first}"
+    );
+    assert_eq!(first["level"], "warn", "{first}");
+    // Attempts at 0, 1, 3 and 7 s: four in 7.5 s (with a pause of 100 ms,
+    // 68 were made).
+    thread::sleep(Duration::from_millis(7500));
+    let lost = pgfleet.events("coordination_lost");
+    assert!(
+        (3..=5).contains(&lost.len()),
+        "{} attempts: {lost:?}",
+        lost.len()
+    );
+    let warned = lost.iter().filter(|e| e["level"] == "warn").count();
+    assert_eq!(warned, 1, "the same refusal warned again: {lost:?}");
+    pgfleet.assert_no_event("worker_started");
+
+    let mark = pgfleet.mark();
+    pgfleet.reload(&yaml(&db.url()));
+    let (_, reloaded) =
+        pgfleet.wait_for_from(mark, "the reload", |e| e["event"] == "config_reloaded");
+    let (_, joined) =
+        pgfleet.wait_for_from(mark, "the join", |e| e["event"] == "coordination_joined");
+    ready(&pgfleet, &db, &schema_names(2));
+    let took = seconds_of(joined["ts"].as_str().unwrap_or_default())
+        - seconds_of(reloaded["ts"].as_str().unwrap_or_default());
+    // The pause in force was 5 s; the fix is taken at once.
+    eprintln!("joined {took:.3} s after the reload");
+    assert!(took < 1.0, "joined {took:.3} s after the reload");
+    execute(&db, "INSERT INTO schema2.counted VALUES ('delta', 3)");
+    pgfleet.wait_for("schema2 folded", |e| {
+        e["event"] == "worker_tick" && e["schema"] == "schema2" && e["total"] == 3
+    });
 }

@@ -5,7 +5,9 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::cluster::cluster;
-use crate::support::pgfleet::{eventually, execute, ready, scalar_i64, schema_names, Pgfleet};
+use crate::support::pgfleet::{
+    eventually, execute, ready, scalar_i64, schema_names, seconds_of, Pgfleet,
+};
 
 #[test]
 fn a_reload_folds_at_once_and_applies_the_new_naptime() {
@@ -164,18 +166,6 @@ fn a_reload_reaches_every_worker_of_a_big_fleet_and_the_last_one_wins() {
             "{behind} of {count} schemas did not fold 3 times after the second reload"
         );
     }
-}
-
-/// Seconds within the day of a log line's `ts` (`2026-11-26T21:59:04.454Z`).
-fn seconds_of(ts: &str) -> f64 {
-    let time = ts
-        .split('T')
-        .nth(1)
-        .unwrap_or_default()
-        .trim_end_matches('Z');
-    time.split(':')
-        .map(|part| part.parse::<f64>().unwrap_or(0.0))
-        .fold(0.0, |total, part| total * 60.0 + part)
 }
 
 #[test]

@@ -410,3 +410,15 @@ pub fn execute(db: &TestDb, sql: &str) {
         .batch_execute(sql)
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
+
+/// Seconds within the day of a log line's `ts` (`2026-11-26T21:59:04.454Z`).
+pub fn seconds_of(ts: &str) -> f64 {
+    let time = ts
+        .split('T')
+        .nth(1)
+        .unwrap_or_default()
+        .trim_end_matches('Z');
+    time.split(':')
+        .map(|part| part.parse::<f64>().unwrap_or(0.0))
+        .fold(0.0, |total, part| total * 60.0 + part)
+}
