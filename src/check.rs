@@ -140,6 +140,17 @@ pub fn run(
                     coordination.describe_target()
                 ),
             })?;
+            if probe.handed_down > 0 {
+                eprintln!(
+                    "pgfleet: warning: the coordination session's server connection at {} came with {} \
+                     advisory locks of the client before it: a pooler that does not reset server \
+                     connections between clients (PgBouncer in session mode: keep server_reset_query = \
+                     DISCARD ALL) hands a killed instance's locks to whoever gets its connection next; \
+                     the service releases them when it joins",
+                    coordination.describe_target(),
+                    probe.handed_down
+                );
+            }
             coordination_line = Some(format!(
                 "coordination: works at {} (a session of its own; idle_session_timeout {} enforced by the server); \
                  {} instances of namespace {} live now",

@@ -537,3 +537,78 @@ fn a_rolling_restart_leaves_no_schema_unfolded_for_two_seconds() {
     check_nothing_lost(&db, committed);
     check_records(&db, 3.0);
 }
+
+/// Everything through PgBouncer in session mode (the pooler the
+/// coordination session may go through): the session's locks live on the
+/// server connection PgBouncer lends it for the client's lifetime. Killed,
+/// the instance's client connections close and PgBouncer resets their
+/// server connections (`DISCARD ALL`, which lets every advisory lock go);
+/// frozen, the server ends the idle session (`idle_session_timeout`) and
+/// PgBouncer closes the client's. Either way the others take over within
+/// 5 s, and a second start through the same PgBouncer joins again and
+/// takes a share back.
+#[test]
+fn through_a_session_pgbouncer_a_frozen_or_killed_instances_schemas_are_taken_over() {
+    use crate::support::pgbouncer::PgBouncer;
+    let _serial = serial();
+    let db = fleet_database();
+    let bouncer = PgBouncer::start(db.port, "session", "");
+    let through = bouncer.url(&db.name);
+    let env = [("PGFLEET__DATABASE__URL", through.as_str())];
+    let ticker = Ticker::start(&db);
+    let _a = instance(&db, "pgfleet-a", &env);
+    let mut b = instance(&db, "pgfleet-b", &env);
+    let c = instance(&db, "pgfleet-c", &env);
+    let counts = settled(&db, &["pgfleet-a", "pgfleet-b", "pgfleet-c"]);
+    within_a_fifth_of_a_third(&counts);
+    println!("session PgBouncer, three instances: {counts:?}");
+
+    let frozen = share_of(&db, "pgfleet-c");
+    let mark = c.mark();
+    let stopped_at = now();
+    c.signal(libc::SIGSTOP);
+    let took = takeover(&db, &frozen, "pgfleet-c", stopped_at);
+    println!(
+        "session PgBouncer, SIGSTOP: {} schemas taken over within {took:.2} s",
+        frozen.len()
+    );
+    assert!(took <= TAKEOVER, "took {took:.2} s");
+    thread::sleep(Duration::from_secs(5));
+    let continued_at = now();
+    c.signal(libc::SIGCONT);
+    c.wait_for_from(mark, "rejoining after SIGCONT", |e| {
+        e["event"] == "coordination_joined"
+    });
+    let rejoined = now();
+    let early: Vec<Fold> = folds(&db)
+        .into_values()
+        .flatten()
+        .filter(|f| f.app == "pgfleet-c" && f.xact > continued_at && f.xact < rejoined)
+        .collect();
+    assert!(early.is_empty(), "folded before rejoining: {early:?}");
+    settled(&db, &["pgfleet-a", "pgfleet-b", "pgfleet-c"]);
+
+    let killed = share_of(&db, "pgfleet-b");
+    let killed_at = now();
+    b.signal(libc::SIGKILL);
+    let _ = b.wait_exit(Duration::from_secs(10));
+    let took = takeover(&db, &killed, "pgfleet-b", killed_at);
+    println!(
+        "session PgBouncer, kill -9: {} schemas taken over within {took:.2} s",
+        killed.len()
+    );
+    assert!(took <= TAKEOVER, "took {took:.2} s");
+    settled(&db, &["pgfleet-a", "pgfleet-c"]);
+
+    // A second start through the same PgBouncer, on server connections
+    // the killed one used: nothing of its old session is left on them.
+    let _b2 = instance(&db, "pgfleet-b-2", &env);
+    let counts = settled(&db, &["pgfleet-a", "pgfleet-b-2", "pgfleet-c"]);
+    within_a_fifth_of_a_third(&counts);
+    println!("session PgBouncer, after a second start: {counts:?}");
+
+    let committed = ticker.stop();
+    thread::sleep(Duration::from_secs(2));
+    check_nothing_lost(&db, committed);
+    check_records(&db, 3.0);
+}

@@ -517,3 +517,72 @@ fn a_refused_coordination_session_is_retried_slowly_until_a_reload_fixes_it() {
         e["event"] == "worker_tick" && e["schema"] == "schema2" && e["total"] == 3
     });
 }
+
+/// PgBouncer in session mode with `server_reset_query` emptied hands a
+/// killed instance's server connection, its locks still held, to the next
+/// client (LIFO). When that client is the next instance's coordination
+/// session, the dead member's membership and buckets would live as long
+/// as that session (which never idles, so the server never ends it):
+/// its schemas folded by nobody. The join lets such locks go, and says so.
+#[test]
+fn locks_handed_down_by_a_session_pooler_without_a_reset_are_released_at_the_join() {
+    use crate::support::pgbouncer::PgBouncer;
+    let db = cluster().create_database();
+    let bouncer = PgBouncer::start(cluster().port(), "session", "server_reset_query =");
+    let through = bouncer.url(&db.name);
+    // Only the coordination session (and its check, a moment at the join)
+    // goes through PgBouncer: no control listener, the pool direct.
+    let yaml = "workers:\n  total: 20\ncoordination:\n  enabled: true\n\
+                control:\n  channel: \"\"\n";
+    let env = [("PGFLEET__CONTROL__URL", through.as_str())];
+    let schemas = schema_names(20);
+    let mut killed = Pgfleet::start_with(&db, yaml, &env);
+    ready(&killed, &db, &schemas);
+    killed.signal(libc::SIGKILL);
+    let _ = killed.wait_exit(Duration::from_secs(10));
+    // At once: the killed session's backend ends after the lease (3 s)
+    // of idling, unless another client has it by then.
+    let mut next = Pgfleet::start_with(&db, yaml, &env);
+    for schema in &schemas {
+        execute(
+            &db,
+            &format!("INSERT INTO {schema}.counted VALUES ('delta', 1)"),
+        );
+    }
+    for schema in &schemas {
+        next.wait_for(&format!("{schema} folded by the next instance"), |e| {
+            e["event"] == "worker_tick" && e["schema"] == schema.as_str() && e["total"] == 1
+        });
+    }
+    let handed = next.wait_event("coordination_locks_handed_down");
+    assert!(
+        handed["locks"].as_u64().is_some_and(|n| n > 1000),
+        "{handed}"
+    );
+    assert_eq!(handed["level"], "warn", "{handed}");
+    eprintln!("{} locks handed down", handed["locks"]);
+
+    // `--check` right after another kill gets that session's connection
+    // too, and says so.
+    next.signal(libc::SIGKILL);
+    let _ = next.wait_exit(Duration::from_secs(10));
+    let config = crate::support::pgfleet::ConfigFile::new(yaml);
+    let output = crate::support::pgfleet::run(
+        &[
+            "--config",
+            config.path.to_str().unwrap_or_default(),
+            "--check",
+        ],
+        &[
+            ("PGFLEET__DATABASE__URL", &db.url()),
+            ("PGFLEET__CONTROL__URL", &through),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("advisory locks of the client before it")
+            && stderr.contains("server_reset_query"),
+        "{stderr}"
+    );
+}

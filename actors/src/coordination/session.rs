@@ -18,6 +18,34 @@ pub fn channel(keys: Keys) -> String {
     format!("pgfleet.coordination.{}", keys.namespace)
 }
 
+/// Lets go of every session advisory lock this session holds before it
+/// has taken one, and says how many there were. A new server session
+/// holds none; but a pooler that hands a server connection to the next
+/// client without resetting it (PgBouncer in session mode with
+/// `server_reset_query` emptied; its default, `DISCARD ALL`, lets them
+/// go) hands on the locks of the client before it: a killed instance's
+/// membership and buckets, which would then live as long as this session
+/// (it never idles, so the server never ends it), and that instance's
+/// schemas would be folded by nobody.
+pub async fn release_handed_down(client: &Client) -> Result<u64, String> {
+    let held: i64 = client
+        .query_typed_one(
+            "SELECT count(*) FROM pg_catalog.pg_locks \
+             WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()",
+            &[],
+        )
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(|e| crate::db::describe(&e))?;
+    if held > 0 {
+        client
+            .batch_execute("SELECT pg_catalog.pg_advisory_unlock_all()")
+            .await
+            .map_err(|e| crate::db::describe(&e))?;
+    }
+    Ok(u64::try_from(held).unwrap_or(0))
+}
+
 /// Makes the session a lease the server enforces: an instance that goes
 /// quiet (frozen, cut off) is ended after `lease`, and its locks with it;
 /// keepalives find a dead peer of a busy session too. Then LISTENs.
@@ -239,6 +267,8 @@ pub const SHARED_BACKENDS: &str = "two connections reached the same server backe
 pub struct Probe {
     /// Instances of the namespace live now.
     pub members: usize,
+    /// Advisory locks the session came with (see [`release_handed_down`]).
+    pub handed_down: u64,
 }
 
 /// `pgfleet --check`: whether coordination can work where `client` is
@@ -247,6 +277,7 @@ pub struct Probe {
 /// as this session's (through a transaction-mode pooler it is not, or not
 /// reliably). Takes no membership, so a running fleet does not count it.
 pub async fn probe(client: &Client, keys: Keys, lease: Duration) -> Result<Probe, String> {
+    let handed_down = release_handed_down(client).await?;
     set_up(client, keys, lease).await?;
     let row = client
         .query_typed_one("SELECT current_setting('idle_session_timeout')", &[])
@@ -306,5 +337,8 @@ pub async fn probe(client: &Client, keys: Keys, lease: Duration) -> Result<Probe
                 .is_ok_and(|key| matches!(keys.classify(key as u32 as i32), Key::Member(_)))
         })
         .count();
-    Ok(Probe { members })
+    Ok(Probe {
+        members,
+        handed_down,
+    })
 }
