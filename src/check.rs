@@ -143,12 +143,10 @@ pub fn run(
             if probe.handed_down > 0 {
                 eprintln!(
                     "pgfleet: warning: the coordination session's server connection at {} came with {} \
-                     advisory locks of the client before it: a pooler that does not reset server \
-                     connections between clients (PgBouncer in session mode: keep server_reset_query = \
-                     DISCARD ALL) hands a killed instance's locks to whoever gets its connection next; \
-                     the service releases them when it joins",
+                     advisory locks of the client before it (the service releases them when it joins): {}",
                     coordination.describe_target(),
-                    probe.handed_down
+                    probe.handed_down,
+                    pgfleet_actors::coordination::session::HANDED_DOWN
                 );
             }
             coordination_line = Some(format!(

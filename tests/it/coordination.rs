@@ -531,8 +531,10 @@ fn locks_handed_down_by_a_session_pooler_without_a_reset_are_released_at_the_joi
     let bouncer = PgBouncer::start(cluster().port(), "session", "server_reset_query =");
     let through = bouncer.url(&db.name);
     // Only the coordination session (and its check, a moment at the join)
-    // goes through PgBouncer: no control listener, the pool direct.
-    let yaml = "workers:\n  total: 20\ncoordination:\n  enabled: true\n\
+    // goes through PgBouncer: no control listener, the pool direct. A
+    // lease of 30 s: the killed session's backend, idle, is ended by the
+    // server only after that, so the next instance surely gets it.
+    let yaml = "workers:\n  total: 20\ncoordination:\n  enabled: true\n  lease: 30s\n\
                 control:\n  channel: \"\"\n";
     let env = [("PGFLEET__CONTROL__URL", through.as_str())];
     let schemas = schema_names(20);
@@ -540,8 +542,6 @@ fn locks_handed_down_by_a_session_pooler_without_a_reset_are_released_at_the_joi
     ready(&killed, &db, &schemas);
     killed.signal(libc::SIGKILL);
     let _ = killed.wait_exit(Duration::from_secs(10));
-    // At once: the killed session's backend ends after the lease (3 s)
-    // of idling, unless another client has it by then.
     let mut next = Pgfleet::start_with(&db, yaml, &env);
     for schema in &schemas {
         execute(

@@ -309,6 +309,7 @@ impl Coordinator {
         let (connector, keys, lease) =
             (Arc::clone(&self.connector), self.keys, self.settings.lease);
         let last = self.last_member;
+        let log = self.log.clone();
         let open = async move {
             let opened = connector.connect().await.map_err(|e| e.to_string())?;
             // A second connection for a moment: through a transaction-mode
@@ -321,6 +322,11 @@ impl Coordinator {
                 return Err(session::SHARED_BACKENDS.to_owned());
             }
             let handed_down = session::release_handed_down(&opened.client).await?;
+            if handed_down > 0 {
+                warn!(log, "the coordination session's server connection came with {handed_down} advisory locks of \
+                            the client before it, released now: {}", session::HANDED_DOWN;
+                    "event" => "coordination_locks_handed_down", "locks" => handed_down);
+            }
             session::set_up(&opened.client, keys, lease).await?;
             // The last id again, unless its lock is still held (the old
             // session not ended yet: then this is a new member, never
@@ -331,7 +337,7 @@ impl Coordinator {
             for me in candidates {
                 if session::join(&opened.client, keys, me).await? {
                     session::tell(&opened.client, keys, &format!("joined {}", me.get())).await?;
-                    return Ok((opened, me, handed_down));
+                    return Ok((opened, me));
                 }
             }
             Err("every member id tried was taken".to_owned())
@@ -351,17 +357,9 @@ impl Coordinator {
                     return;
                 }
                 match opened {
-                    Ok((opened, me, handed_down)) => {
+                    Ok((opened, me)) => {
                         coordinator.retry = RETRY_FIRST;
                         coordinator.last_member = Some(me);
-                        if handed_down > 0 {
-                            warn!(coordinator.log, "the coordination session's server connection came with {handed_down} advisory \
-                                                    locks of the client before it, released now: a pooler that does not reset \
-                                                    server connections between clients (PgBouncer in session mode: keep \
-                                                    server_reset_query = DISCARD ALL), which hands a killed instance's locks to \
-                                                    whoever gets its connection next";
-                                "event" => "coordination_locks_handed_down", "locks" => handed_down);
-                        }
                         info!(coordinator.log, "joined the coordination of namespace {} as member {} at {}",
                             coordinator.keys.namespace, me.get(), coordinator.connector.describe_target();
                             "event" => "coordination_joined", "member" => me.get(),

@@ -18,31 +18,53 @@ pub fn channel(keys: Keys) -> String {
     format!("pgfleet.coordination.{}", keys.namespace)
 }
 
+/// Why a new coordination session may come with advisory locks held
+/// (see [`release_handed_down`]), said.
+pub const HANDED_DOWN: &str = "a pooler that does not reset server connections between clients \
+     (PgBouncer in session mode: keep server_reset_query = DISCARD ALL) hands a killed instance's \
+     connection, its locks still held, to whoever connects next";
+
+/// How many session advisory locks this session holds: none in a new
+/// server session, unless a pooler handed one on ([`HANDED_DOWN`]).
+const HELD: &str = "SELECT count(*) AS held FROM pg_catalog.pg_locks \
+     WHERE locktype = 'advisory' AND granted AND pid = pg_catalog.pg_backend_pid()";
+
 /// Lets go of every session advisory lock this session holds before it
 /// has taken one, and says how many there were. A new server session
 /// holds none; but a pooler that hands a server connection to the next
-/// client without resetting it (PgBouncer in session mode with
-/// `server_reset_query` emptied; its default, `DISCARD ALL`, lets them
-/// go) hands on the locks of the client before it: a killed instance's
-/// membership and buckets, which would then live as long as this session
-/// (it never idles, so the server never ends it), and that instance's
-/// schemas would be folded by nobody.
+/// client without resetting it hands on the locks of the client before
+/// it: a killed instance's membership and buckets, which would then live
+/// as long as this session (it never idles, so the server never ends
+/// it), and that instance's schemas would be folded by nobody.
+///
+/// Only once [`shares_backends`] has found no transaction-mode pooler:
+/// on a session of its own (direct, or a session-mode pooler's), what is
+/// held at the start belongs to a client that has gone. One statement,
+/// so the count and the release reach the same backend whatever is in
+/// between.
 pub async fn release_handed_down(client: &Client) -> Result<u64, String> {
     let held: i64 = client
         .query_typed_one(
-            "SELECT count(*) FROM pg_catalog.pg_locks \
-             WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()",
+            &format!(
+                "SELECT held, CASE WHEN held > 0 THEN pg_catalog.pg_advisory_unlock_all() END \
+                 FROM ({HELD}) AS before"
+            ),
             &[],
         )
         .await
         .and_then(|row| row.try_get(0))
         .map_err(|e| crate::db::describe(&e))?;
-    if held > 0 {
-        client
-            .batch_execute("SELECT pg_catalog.pg_advisory_unlock_all()")
-            .await
-            .map_err(|e| crate::db::describe(&e))?;
-    }
+    Ok(u64::try_from(held).unwrap_or(0))
+}
+
+/// How many advisory locks this session came with, left held (for
+/// `pgfleet --check`, which changes nothing).
+pub async fn handed_down(client: &Client) -> Result<u64, String> {
+    let held: i64 = client
+        .query_typed_one(HELD, &[])
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(|e| crate::db::describe(&e))?;
     Ok(u64::try_from(held).unwrap_or(0))
 }
 
@@ -267,7 +289,7 @@ pub const SHARED_BACKENDS: &str = "two connections reached the same server backe
 pub struct Probe {
     /// Instances of the namespace live now.
     pub members: usize,
-    /// Advisory locks the session came with (see [`release_handed_down`]).
+    /// Advisory locks the session came with, left held ([`HANDED_DOWN`]).
     pub handed_down: u64,
 }
 
@@ -277,7 +299,7 @@ pub struct Probe {
 /// as this session's (through a transaction-mode pooler it is not, or not
 /// reliably). Takes no membership, so a running fleet does not count it.
 pub async fn probe(client: &Client, keys: Keys, lease: Duration) -> Result<Probe, String> {
-    let handed_down = release_handed_down(client).await?;
+    let handed_down = handed_down(client).await?;
     set_up(client, keys, lease).await?;
     let row = client
         .query_typed_one("SELECT current_setting('idle_session_timeout')", &[])
