@@ -71,6 +71,13 @@ impl Phases {
         self.folds.values().sum()
     }
 
+    /// Folds per tick the phases had room for: phases differ in length
+    /// (a scrape on a loaded machine takes a while), so their totals are
+    /// not comparable, their rates are.
+    fn rate(&self) -> f64 {
+        self.total() as f64 / self.possible
+    }
+
     fn unfolded(&self) -> Vec<&str> {
         self.folds
             .iter()
@@ -84,7 +91,7 @@ impl Phases {
             "{} folds of {:.0} ticks ({:.1}%), {} schemas without a fold, VACUUMs {:?}",
             self.total(),
             self.possible,
-            100.0 * self.total() as f64 / self.possible,
+            100.0 * self.rate(),
             self.unfolded().len(),
             self.vacuums
         )
@@ -142,9 +149,9 @@ fn folds_as_often_as_without_vacuum(what: &str, locked: usize) -> Phases {
             pgfleet.reload(&yaml(vacuum_after));
             pgfleet.wait_for_from(mark, "the reload", |e| e["event"] == "config_reloaded");
             std::thread::sleep(SETTLE);
+            let vacuums_before = vacuums(address);
             let before = folds(address);
             let started = Instant::now();
-            let vacuums_before = vacuums(address);
             std::thread::sleep(PHASE);
             let after = folds(address);
             let elapsed = started.elapsed();
@@ -160,7 +167,7 @@ fn folds_as_often_as_without_vacuum(what: &str, locked: usize) -> Phases {
     }
     holder.batch_execute("ROLLBACK").expect("release the locks");
 
-    let share = with.total() as f64 / without.total() as f64;
+    let share = with.rate() / without.rate();
     eprintln!(
         "MEASURED {what}: {SCHEMAS} schemas, naptime {NAPTIME:?}, {WRITES_PER_SECOND} deltas/s, \
          through PgBouncer (transaction) beside {BUSY_LOOPS} busy loops, {CYCLES} x {PHASE:?} each:\n  \
