@@ -32,25 +32,7 @@ fn discovered_schemas_control_messages_and_the_status_are_shared() {
         yaml,
         &[("PGFLEET__DATABASE__APPLICATION_NAME", "pgfleet-b")],
     );
-    let schemas_of = |address| -> BTreeSet<String> {
-        json(address, "/workers")
-            .as_array()
-            .map(|workers| {
-                workers
-                    .iter()
-                    .filter(|w| w["state"] == "running" || w["state"] == "paused")
-                    .filter_map(|w| w["schema"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let shared = |n: usize| {
-        let (on_a, on_b) = (schemas_of(a_http), schemas_of(b_http));
-        on_a.len() + on_b.len() == n
-            && on_a.is_disjoint(&on_b)
-            && !on_a.is_empty()
-            && !on_b.is_empty()
-    };
+    let shared = |n: usize| shared_by(a_http, b_http, n);
     a.eventually("20 tenants shared by two instances", || shared(20));
     for address in [a_http, b_http] {
         let view = json(address, "/coordination");
@@ -124,6 +106,27 @@ fn discovered_schemas_control_messages_and_the_status_are_shared() {
     );
     // The check joined nothing: still two members.
     assert_eq!(json(a_http, "/coordination")["members"], 2);
+}
+
+/// The schemas the instance at `address` folds (running or paused), from
+/// its `/workers`.
+fn schemas_of(address: std::net::SocketAddr) -> BTreeSet<String> {
+    crate::http::json(address, "/workers")
+        .as_array()
+        .map(|workers| {
+            workers
+                .iter()
+                .filter(|w| w["state"] == "running" || w["state"] == "paused")
+                .filter_map(|w| w["schema"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `n` schemas, each folded by one of the two instances, both folding some.
+fn shared_by(a: std::net::SocketAddr, b: std::net::SocketAddr, n: usize) -> bool {
+    let (on_a, on_b) = (schemas_of(a), schemas_of(b));
+    on_a.len() + on_b.len() == n && on_a.is_disjoint(&on_b) && !on_a.is_empty() && !on_b.is_empty()
 }
 
 /// The fence itself: while another session holds a schema's fence lock
@@ -588,4 +591,76 @@ fn locks_handed_down_by_a_session_pooler_without_a_reset_are_released_at_the_joi
             && stderr.contains("server_reset_query"),
         "{stderr}"
     );
+}
+
+/// Pauses with coordination (docs/coordination.md, "Pauses are per
+/// instance"): one sent with NOTIFY is noted by every instance and moves
+/// with its schema; one sent over HTTP lives in the instance that got it,
+/// and its schema folds again once it has moved.
+#[test]
+fn a_notify_pause_moves_with_its_schema_and_an_http_pause_stays_behind() {
+    use crate::http::{json, request_with, start};
+    let db = cluster().create_database();
+    let yaml = "workers:\n  total: 20\ncoordination:\n  enabled: true\n";
+    let (mut a, a_http) = start(
+        &db,
+        yaml,
+        &[("PGFLEET__DATABASE__APPLICATION_NAME", "pgfleet-a")],
+    );
+    let (b, b_http) = start(
+        &db,
+        yaml,
+        &[("PGFLEET__DATABASE__APPLICATION_NAME", "pgfleet-b")],
+    );
+    a.eventually("20 schemas shared by two instances", || {
+        shared_by(a_http, b_http, 20)
+    });
+    for schema in schema_names(20) {
+        execute(
+            &db,
+            &format!("INSERT INTO {schema}.counted VALUES ('total', 0)"),
+        );
+    }
+    let on_a: Vec<String> = schemas_of(a_http).into_iter().collect();
+    let (by_notify, by_http) = (&on_a[0], &on_a[1]);
+    for pgfleet in [&a, &b] {
+        pgfleet.wait_event("control_listening");
+    }
+    execute(&db, &format!("NOTIFY pgfleet, 'pause {by_notify}'"));
+    let paused = request_with(
+        a_http,
+        "POST",
+        &format!("/workers/{by_http}/pause"),
+        &[],
+        "",
+    );
+    assert_eq!(paused.status, 200, "{}", paused.body);
+    for schema in [by_notify, by_http] {
+        a.eventually(&format!("{schema} paused on a"), || {
+            json(a_http, &format!("/workers/{schema}"))["state"] == "paused"
+        });
+    }
+
+    // a stops: its schemas go to b, the NOTIFY pause with them.
+    assert!(a.stop().success());
+    b.eventually("b folds all 20", || schemas_of(b_http).len() == 20);
+    let state = |schema: &str| json(b_http, &format!("/workers/{schema}"))["state"].clone();
+    assert_eq!(state(by_notify), "paused", "the NOTIFY pause did not move");
+    assert_eq!(state(by_http), "running", "the HTTP pause moved");
+    for schema in [by_notify, by_http] {
+        execute(
+            &db,
+            &format!("INSERT INTO {schema}.counted VALUES ('delta', 1)"),
+        );
+    }
+    b.wait_for(&format!("{by_http} folded by b"), |e| {
+        e["event"] == "worker_tick" && e["schema"] == by_http.as_str() && e["total"] == 1
+    });
+    // Four naptimes more: the paused one still has its delta.
+    thread::sleep(Duration::from_millis(800));
+    let waiting = crate::support::pgfleet::scalar_i64(
+        &db,
+        &format!("SELECT count(*) FROM {by_notify}.counted WHERE type = 'delta'"),
+    );
+    assert_eq!(waiting, 1, "{by_notify} was folded while paused");
 }
