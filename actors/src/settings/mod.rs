@@ -242,7 +242,9 @@ impl CoordinationSettings {
 
     /// How long after a ping was sent its answer lets folds start: two
     /// thirds of the lease, so an instance stops folding at least a third
-    /// of the lease before the server can let its locks go.
+    /// of the lease before the server can let its locks go for want of
+    /// pings. (A pooler between them may let them go sooner, when it sees
+    /// its client gone: there the fence alone keeps two folds apart.)
     pub fn trust_window(&self) -> Duration {
         self.lease * 2 / 3
     }
