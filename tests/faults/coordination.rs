@@ -313,6 +313,53 @@ fn within_a_fifth_of_a_third(counts: &BTreeMap<String, usize>) {
     }
 }
 
+/// `app` frozen (SIGSTOP) for 10 s: the server ends its session after the
+/// lease, and the others take its schemas within [`TAKEOVER`]; continued,
+/// it begins no fold before it has rejoined (checked in the records). (A
+/// fold it sent just before the SIGSTOP still commits on the server: that
+/// one is fenced.) `label` starts the line that says how long it took.
+fn freeze_then_continue(db: &TestDb, pgfleet: &Pgfleet, app: &str, label: &str) {
+    let frozen = share_of(db, app);
+    let mark = pgfleet.mark();
+    let stopped_at = now();
+    pgfleet.signal(libc::SIGSTOP);
+    let took = takeover(db, &frozen, app, stopped_at);
+    println!(
+        "{label}SIGSTOP: {} schemas taken over within {took:.2} s",
+        frozen.len()
+    );
+    assert!(took <= TAKEOVER, "took {took:.2} s");
+    thread::sleep(
+        Duration::from_secs(10).saturating_sub(Duration::from_secs_f64(now() - stopped_at)),
+    );
+    let continued_at = now();
+    pgfleet.signal(libc::SIGCONT);
+    pgfleet.wait_for_from(mark, "rejoining after SIGCONT", |e| {
+        e["event"] == "coordination_joined"
+    });
+    let rejoined = now();
+    let early: Vec<Fold> = folds(db)
+        .into_values()
+        .flatten()
+        .filter(|f| f.app == app && f.xact > continued_at && f.xact < rejoined)
+        .collect();
+    assert!(early.is_empty(), "folded before rejoining: {early:?}");
+}
+
+/// `app` killed (-9): the others take its schemas within [`TAKEOVER`].
+fn kill(db: &TestDb, pgfleet: &mut Pgfleet, app: &str, label: &str) {
+    let killed = share_of(db, app);
+    let killed_at = now();
+    pgfleet.signal(libc::SIGKILL);
+    let _ = pgfleet.wait_exit(Duration::from_secs(10));
+    let took = takeover(db, &killed, app, killed_at);
+    println!(
+        "{label}kill -9: {} schemas taken over within {took:.2} s",
+        killed.len()
+    );
+    assert!(took <= TAKEOVER, "took {took:.2} s");
+}
+
 #[test]
 fn three_instances_share_the_fleet_and_take_over_a_frozen_or_killed_one() {
     let _serial = serial();
@@ -325,49 +372,13 @@ fn three_instances_share_the_fleet_and_take_over_a_frozen_or_killed_one() {
     within_a_fifth_of_a_third(&counts);
     println!("three instances: {counts:?}");
 
-    // Frozen for 10 s: the server ends its session after the lease, and
-    // the others take its schemas; continued, it begins no fold before it
-    // has rejoined, then takes its share back. (A fold it sent just
-    // before the SIGSTOP still commits on the server: that one is fenced.)
-    let frozen = share_of(&db, "pgfleet-c");
-    let mark = c.mark();
-    let stopped_at = now();
-    c.signal(libc::SIGSTOP);
-    let took = takeover(&db, &frozen, "pgfleet-c", stopped_at);
-    println!(
-        "SIGSTOP: {} schemas taken over within {took:.2} s",
-        frozen.len()
-    );
-    assert!(took <= TAKEOVER, "took {took:.2} s");
-    thread::sleep(
-        Duration::from_secs(10).saturating_sub(Duration::from_secs_f64(now() - stopped_at)),
-    );
-    let continued_at = now();
-    c.signal(libc::SIGCONT);
-    let (_, _) = c.wait_for_from(mark, "rejoining after SIGCONT", |e| {
-        e["event"] == "coordination_joined"
-    });
-    let rejoined = now();
-    let early: Vec<Fold> = folds(&db)
-        .into_values()
-        .flatten()
-        .filter(|f| f.app == "pgfleet-c" && f.xact > continued_at && f.xact < rejoined)
-        .collect();
-    assert!(early.is_empty(), "folded before rejoining: {early:?}");
+    // Frozen, continued: it takes its share back.
+    freeze_then_continue(&db, &c, "pgfleet-c", "");
     let counts = settled(&db, &["pgfleet-a", "pgfleet-b", "pgfleet-c"]);
     within_a_fifth_of_a_third(&counts);
 
     // Killed: its session ends with it, and the others take its schemas.
-    let killed = share_of(&db, "pgfleet-b");
-    let killed_at = now();
-    b.signal(libc::SIGKILL);
-    let _ = b.wait_exit(Duration::from_secs(10));
-    let took = takeover(&db, &killed, "pgfleet-b", killed_at);
-    println!(
-        "kill -9: {} schemas taken over within {took:.2} s",
-        killed.len()
-    );
-    assert!(took <= TAKEOVER, "took {took:.2} s");
+    kill(&db, &mut b, "pgfleet-b", "");
     let counts = settled(&db, &["pgfleet-a", "pgfleet-c"]);
     println!("two instances: {counts:?}");
 
@@ -563,41 +574,10 @@ fn through_a_session_pgbouncer_a_frozen_or_killed_instances_schemas_are_taken_ov
     within_a_fifth_of_a_third(&counts);
     println!("session PgBouncer, three instances: {counts:?}");
 
-    let frozen = share_of(&db, "pgfleet-c");
-    let mark = c.mark();
-    let stopped_at = now();
-    c.signal(libc::SIGSTOP);
-    let took = takeover(&db, &frozen, "pgfleet-c", stopped_at);
-    println!(
-        "session PgBouncer, SIGSTOP: {} schemas taken over within {took:.2} s",
-        frozen.len()
-    );
-    assert!(took <= TAKEOVER, "took {took:.2} s");
-    thread::sleep(Duration::from_secs(5));
-    let continued_at = now();
-    c.signal(libc::SIGCONT);
-    c.wait_for_from(mark, "rejoining after SIGCONT", |e| {
-        e["event"] == "coordination_joined"
-    });
-    let rejoined = now();
-    let early: Vec<Fold> = folds(&db)
-        .into_values()
-        .flatten()
-        .filter(|f| f.app == "pgfleet-c" && f.xact > continued_at && f.xact < rejoined)
-        .collect();
-    assert!(early.is_empty(), "folded before rejoining: {early:?}");
+    freeze_then_continue(&db, &c, "pgfleet-c", "session PgBouncer, ");
     settled(&db, &["pgfleet-a", "pgfleet-b", "pgfleet-c"]);
 
-    let killed = share_of(&db, "pgfleet-b");
-    let killed_at = now();
-    b.signal(libc::SIGKILL);
-    let _ = b.wait_exit(Duration::from_secs(10));
-    let took = takeover(&db, &killed, "pgfleet-b", killed_at);
-    println!(
-        "session PgBouncer, kill -9: {} schemas taken over within {took:.2} s",
-        killed.len()
-    );
-    assert!(took <= TAKEOVER, "took {took:.2} s");
+    kill(&db, &mut b, "pgfleet-b", "session PgBouncer, ");
     settled(&db, &["pgfleet-a", "pgfleet-c"]);
 
     // A second start through the same PgBouncer, on server connections

@@ -5,10 +5,11 @@
 //! refused; instances that disagree on the schemas say so.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::thread;
 use std::time::Duration;
 
-use crate::support::cluster::cluster;
+use crate::support::cluster::{cluster, TestDb};
 use crate::support::pgfleet::{execute, ready, schema_names, seconds_of, Pgfleet};
 use crate::support::schemas::create_counter_schemas;
 
@@ -18,20 +19,11 @@ use crate::support::schemas::create_counter_schemas;
 /// the owner alone, and `--check` says coordination works here.
 #[test]
 fn discovered_schemas_control_messages_and_the_status_are_shared() {
-    use crate::http::{get, json, start};
+    use crate::http::{get, json};
     let db = cluster().create_database();
     create_counter_schemas(&db, "tenant_", 1, 20);
     let yaml = "workers:\n  match: ['tenant\\_%']\n  rescan: 1s\ncoordination:\n  enabled: true\n";
-    let (a, a_http) = start(
-        &db,
-        yaml,
-        &[("PGFLEET__DATABASE__APPLICATION_NAME", "pgfleet-a")],
-    );
-    let (b, b_http) = start(
-        &db,
-        yaml,
-        &[("PGFLEET__DATABASE__APPLICATION_NAME", "pgfleet-b")],
-    );
+    let ((a, a_http), (b, b_http)) = two_instances(&db, yaml);
     let shared = |n: usize| shared_by(a_http, b_http, n);
     a.eventually("20 tenants shared by two instances", || shared(20));
     for address in [a_http, b_http] {
@@ -108,9 +100,17 @@ fn discovered_schemas_control_messages_and_the_status_are_shared() {
     assert_eq!(json(a_http, "/coordination")["members"], 2);
 }
 
+/// Two instances with HTTP on `db`, `pgfleet-a` and `pgfleet-b` by their
+/// `application_name`.
+fn two_instances(db: &TestDb, yaml: &str) -> ((Pgfleet, SocketAddr), (Pgfleet, SocketAddr)) {
+    let instance =
+        |name: &str| crate::http::start(db, yaml, &[("PGFLEET__DATABASE__APPLICATION_NAME", name)]);
+    (instance("pgfleet-a"), instance("pgfleet-b"))
+}
+
 /// The schemas the instance at `address` folds (running or paused), from
 /// its `/workers`.
-fn schemas_of(address: std::net::SocketAddr) -> BTreeSet<String> {
+fn schemas_of(address: SocketAddr) -> BTreeSet<String> {
     crate::http::json(address, "/workers")
         .as_array()
         .map(|workers| {
@@ -124,7 +124,7 @@ fn schemas_of(address: std::net::SocketAddr) -> BTreeSet<String> {
 }
 
 /// `n` schemas, each folded by one of the two instances, both folding some.
-fn shared_by(a: std::net::SocketAddr, b: std::net::SocketAddr, n: usize) -> bool {
+fn shared_by(a: SocketAddr, b: SocketAddr, n: usize) -> bool {
     let (on_a, on_b) = (schemas_of(a), schemas_of(b));
     on_a.len() + on_b.len() == n && on_a.is_disjoint(&on_b) && !on_a.is_empty() && !on_b.is_empty()
 }
@@ -599,19 +599,10 @@ fn locks_handed_down_by_a_session_pooler_without_a_reset_are_released_at_the_joi
 /// and its schema folds again once it has moved.
 #[test]
 fn a_notify_pause_moves_with_its_schema_and_an_http_pause_stays_behind() {
-    use crate::http::{json, request_with, start};
+    use crate::http::{json, request_with};
     let db = cluster().create_database();
     let yaml = "workers:\n  total: 20\ncoordination:\n  enabled: true\n";
-    let (mut a, a_http) = start(
-        &db,
-        yaml,
-        &[("PGFLEET__DATABASE__APPLICATION_NAME", "pgfleet-a")],
-    );
-    let (b, b_http) = start(
-        &db,
-        yaml,
-        &[("PGFLEET__DATABASE__APPLICATION_NAME", "pgfleet-b")],
-    );
+    let ((mut a, a_http), (b, b_http)) = two_instances(&db, yaml);
     a.eventually("20 schemas shared by two instances", || {
         shared_by(a_http, b_http, 20)
     });
